@@ -1,0 +1,28 @@
+# Two commands do everything:  `make demo` (install + train the quickstart)  and  `make test`.
+# Both create or reuse the git-ignored virtualenv .venv.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.gandist-installed
+
+.PHONY: install demo test bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	# torch is left unpinned: pip takes the newest release, which brings the torchvision it pairs with
+	# (on GPU machines the usual CUDA builds; they also run on CPU).
+	$(PY) -m pip install -e '.[dev]'
+	$(PY) -c "import torch, torchvision; torchvision.ops.nms(torch.zeros(0, 4), torch.zeros(0), 0.5); print('torch', torch.__version__, 'torchvision', torchvision.__version__)"
+	touch $@
+
+install: $(STAMP)
+
+demo: install
+	$(PY) -m gandist.train --config configs/quickstart.yaml
+
+test: install
+	$(PY) -m pytest tests
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

@@ -1,0 +1,320 @@
+"""The typed run configuration: the one home of every default.
+
+A run's config is built in four layers, each overriding the one before:
+
+    dataclass defaults  <  the variant's preset  <  the YAML file  <  key=value overrides
+
+The variant's preset (gandist/variants/<name>.py) is a dict of dotted keys, so choosing
+`variant=wgan_gp` on the command line brings that variant's architecture, loss and optimizer
+unless the file or the command line says otherwise.  Every value is checked against its
+declared type and allowed range before any work starts; errors name the key and where it came from.
+"""
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A config value that is unknown, of the wrong type, or out of range."""
+
+
+def _f(default, *, choices=None, min=None, max=None, help="", factory=None):
+    meta = {"choices": choices, "min": min, "max": max, "help": help}
+    if factory is not None:
+        return field(default_factory=factory, metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass
+class ModelConfig:
+    arch: str = _f("dcgan", choices=("mlp", "dcgan", "resnet"), help="network family for G and D")
+    z_dim: int = _f(100, min=1)
+    g_width: int = _f(64, min=1, help="channels (conv) or hidden units / 8 (mlp) of G's widest layer unit")
+    d_width: int = _f(64, min=1)
+    g_norm: str = _f("batch", choices=("batch", "none"))
+    d_norm: str = _f("batch", choices=("batch", "layer", "none"))
+    spectral_norm: bool = _f(False, help="spectral normalisation on every D layer (SNGAN)")
+    conditioning: str = _f("none", choices=("none", "concat", "projection"),
+                           help="how labels enter G and D; projection applies to D, G uses concat")
+    sync_bn: bool | None = _f(None, help="synchronise BatchNorm across processes; null = on when world size > 1")
+
+
+@dataclass
+class LossConfig:
+    adversarial: str = _f("bce", choices=("bce", "wasserstein", "hinge"))
+    regularizer: str = _f("none", choices=("none", "clip", "gp", "r1"))
+    gp_weight: float = _f(10.0, min=0.0, help="lambda of the WGAN-GP gradient penalty")
+    clip: float = _f(0.01, min=0.0, help="weight-clipping bound c for wgan")
+    r1_gamma: float = _f(10.0, min=0.0)
+    instance_noise: float = _f(0.0, min=0.0, help="std of Gaussian noise on D's inputs, annealed linearly to 0")
+    instance_noise_steps: int = _f(0, min=0, help="steps over which instance noise anneals; 0 = train.steps")
+    diffaugment: str = _f("", help="comma list of color,translation,cutout; empty = off")
+
+
+@dataclass
+class OptimConfig:
+    name: str = _f("adam", choices=("adam", "rmsprop"))
+    lr_g: float = _f(2e-4, min=0.0)
+    lr_d: float = _f(2e-4, min=0.0)
+    beta1: float = _f(0.5, min=0.0, max=1.0)
+    beta2: float = _f(0.999, min=0.0, max=1.0)
+    n_critic: int = _f(1, min=1, help="D steps per G step")
+    g_steps: int = _f(1, min=1, help="G steps per D round (vanilla GAN keeps D from overpowering G)")
+    ema: float = _f(0.0, min=0.0, max=1.0, help="decay of G's exponential moving average; 0 = off")
+    ema_start: int = _f(0, min=0, help="step before which the EMA just copies G")
+
+
+@dataclass
+class DataConfig:
+    source: str = _f("synthetic", choices=("synthetic", "shards"))
+    resolution: int = _f(32, choices=(28, 32, 64, 128))
+    channels: int = _f(3, choices=(1, 3))
+    num_classes: int = _f(10, min=0, help="labels for conditional variants; 0 = unconditional data")
+    synthetic_size: int = _f(20000, min=1, help="images in the embedded dataset")
+    synthetic_seed: int = _f(0, help="the embedded dataset's own seed (independent of train.seed)")
+    urls: str = _f("", help="shard pattern(s): brace ranges, http(s)://, pipe:; ';' separates several")
+    label_key: str = _f("cls", help="cls for class labels, attr for CelebA attributes")
+    attributes: list = _f(None, factory=list, help="CelebA attribute names to condition on")
+    workers: int = _f(2, min=0)
+    cache_dir: str = _f("", help="local shard cache for remote urls; empty = no cache")
+    shuffle_buffer: int = _f(1000, min=0)
+
+
+@dataclass
+class TrainConfig:
+    steps: int = _f(2000, min=1, help="G steps")
+    seed: int = _f(0)
+    batch_size: int = _f(64, min=1, help="global batch: each of N processes takes batch_size/N")
+    mixed_precision: str = _f("no", choices=("no", "bf16", "fp16"))
+    resume: str = _f("auto", help="auto | no | PATH to a checkpoint directory")
+    overwrite: bool = _f(False, help="with resume=no, allow a run directory that holds checkpoints")
+    max_bad_steps: int = _f(10, min=1, help="consecutive non-finite steps before the run stops")
+    log_every: int = _f(10, min=1)
+    sample_every: int = _f(200, min=1)
+    timeout_s: int = _f(600, min=1, help="process-group timeout: a dead rank makes the others fail after this")
+    device: str = _f("auto", choices=("auto", "cpu", "cuda"))
+
+
+@dataclass
+class CheckpointConfig:
+    every: int = _f(500, min=1)
+    keep: int = _f(2, min=1)
+
+
+@dataclass
+class LogConfig:
+    trackers: list = _f(None, factory=list, help="accelerate trackers, e.g. [tensorboard, wandb]")
+    progress: bool = _f(True, help="rich progress bar on rank 0")
+    grid_size: int = _f(64, min=1, help="images in each sample grid")
+
+
+@dataclass
+class EvalConfig:
+    metrics: list = _f(None, factory=list, help="fid, isc, kid")
+    every: int = _f(0, min=0, help="steps between evaluations; 0 = only at the end if metrics are set")
+    num_samples: int = _f(10000, min=1)
+    feature_weights: str = _f("", help="torch-fidelity Inception weights file; empty = its default download")
+
+
+@dataclass
+class OutputConfig:
+    dir: str = _f("runs/quickstart")
+
+
+@dataclass
+class Config:
+    variant: str = _f("dcgan", help="gan | dcgan | wgan | wgan_gp | cgan")
+    model: ModelConfig = _f(None, factory=ModelConfig)
+    loss: LossConfig = _f(None, factory=LossConfig)
+    optim: OptimConfig = _f(None, factory=OptimConfig)
+    data: DataConfig = _f(None, factory=DataConfig)
+    train: TrainConfig = _f(None, factory=TrainConfig)
+    checkpoint: CheckpointConfig = _f(None, factory=CheckpointConfig)
+    log: LogConfig = _f(None, factory=LogConfig)
+    eval: EvalConfig = _f(None, factory=EvalConfig)
+    output: OutputConfig = _f(None, factory=OutputConfig)
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading and validation
+
+
+def _coerce(value: Any, tp: Any, key: str, where: str):
+    """Return value as type tp, or raise naming key and where it came from."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        (tp,) = [a for a in args if a is not type(None)]
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+    elif tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif tp is str:
+        if isinstance(value, str):
+            return value
+        if value is False:  # YAML reads a bare `no` as False; `resume: no` means the string
+            return "no"
+    elif tp is list:
+        if isinstance(value, list):
+            return value
+        if isinstance(value, str):
+            return [v for v in value.split(",") if v]
+    else:
+        raise TypeError(tp)
+    name = getattr(tp, "__name__", str(tp))
+    raise ConfigError(f"{key}: expected {name}, got {value!r} ({type(value).__name__}) in {where}")
+
+
+def _parse_cli_value(text: str):
+    # YAML's scalar rules, so `train.steps=10` is an int and `model.sync_bn=true` a bool.
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def _set(cfg: Any, dotted: str, value: Any, where: str):
+    parts = dotted.split(".")
+    obj = cfg
+    for i, part in enumerate(parts):
+        fields = {f.name: f for f in dataclasses.fields(obj)}
+        if part not in fields:
+            prefix = ".".join(parts[:i])
+            allowed = ", ".join(sorted(fields))
+            raise ConfigError(f"unknown key {dotted!r} in {where}: "
+                              f"{'section ' + repr(prefix) if prefix else 'the top level'} has {allowed}")
+        f = fields[part]
+        if i == len(parts) - 1:
+            if dataclasses.is_dataclass(f.type if not isinstance(f.type, str) else None):
+                raise ConfigError(f"{dotted} is a section, not a value, in {where}")
+            hints = typing.get_type_hints(type(obj))
+            if dataclasses.is_dataclass(hints[part]):
+                if not isinstance(value, dict):
+                    raise ConfigError(f"{dotted}: expected a mapping of its keys, got {value!r} in {where}")
+                for k, v in value.items():
+                    _set(cfg, f"{dotted}.{k}", v, where)
+                return
+            setattr(obj, part, _coerce(value, hints[part], dotted, where))
+            return
+        obj = getattr(obj, part)
+        if not dataclasses.is_dataclass(obj):
+            raise ConfigError(f"unknown key {dotted!r} in {where}: {'.'.join(parts[:i + 1])} is a value")
+
+
+def _flatten(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(_flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def _check_ranges(obj: Any, prefix: str, where: str):
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        key = f"{prefix}{f.name}"
+        if dataclasses.is_dataclass(value):
+            _check_ranges(value, key + ".", where)
+            continue
+        m = f.metadata
+        if m.get("choices") and value not in m["choices"]:
+            raise ConfigError(f"{key}: {value!r} is not one of {list(m['choices'])} ({where})")
+        if m.get("min") is not None and value < m["min"]:
+            raise ConfigError(f"{key}: {value!r} is below its minimum {m['min']} ({where})")
+        if m.get("max") is not None and value > m["max"]:
+            raise ConfigError(f"{key}: {value!r} is above its maximum {m['max']} ({where})")
+
+
+def load(path: str | Path | None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """Build the run's Config from an optional YAML file and `key.sub=value` overrides."""
+    from gandist.variants import VARIANTS  # late import: variants import nothing from here at load time
+
+    where_file = str(path) if path else "<no file>"
+    file_values: dict = {}
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"config file {p} does not exist")
+        try:
+            loaded = yaml.safe_load(p.read_text())
+        except yaml.YAMLError as e:
+            raise ConfigError(f"config file {p} is not valid YAML: {e}") from None
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"config file {p} must hold a mapping at the top level")
+        file_values = _flatten(loaded)
+
+    cli_values = {}
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} on the command line must look like key.sub=value")
+        k, v = item.split("=", 1)
+        cli_values[k.strip()] = _parse_cli_value(v)
+
+    variant = cli_values.get("variant", file_values.get("variant", Config.variant))
+    if variant not in VARIANTS:
+        src = "the command line" if "variant" in cli_values else where_file
+        raise ConfigError(f"variant: {variant!r} is not one of {sorted(VARIANTS)} ({src})")
+
+    cfg = Config()
+    for k, v in VARIANTS[variant].preset.items():
+        _set(cfg, k, v, f"the {variant} preset")
+    for k, v in file_values.items():
+        _set(cfg, k, v, where_file)
+    for k, v in cli_values.items():
+        _set(cfg, k, v, "the command line")
+    _check_ranges(cfg, "", f"{where_file} + command line")
+    _check_consistency(cfg, where_file)
+    return cfg
+
+
+def _check_consistency(cfg: Config, where: str):
+    if cfg.data.source == "shards" and not cfg.data.urls:
+        raise ConfigError(f"data.urls: data.source is 'shards' but no shard urls are given ({where})")
+    if cfg.model.conditioning != "none" and cfg.data.num_classes == 0 and not cfg.data.attributes:
+        raise ConfigError(f"model.conditioning: {cfg.model.conditioning!r} needs labels, "
+                          f"but data.num_classes is 0 and data.attributes is empty ({where})")
+    if cfg.model.arch == "resnet" and cfg.data.resolution not in (32, 64):
+        raise ConfigError(f"model.arch: resnet supports data.resolution 32 or 64, not {cfg.data.resolution} ({where})")
+    if cfg.data.source == "synthetic" and cfg.data.resolution not in (32, 64):
+        raise ConfigError(f"data.resolution: the embedded dataset is made at 32 or 64 px, "
+                          f"not {cfg.data.resolution} ({where})")
+
+
+def check_world_size(cfg: Config, world_size: int):
+    if cfg.train.batch_size % world_size:
+        raise ConfigError(f"train.batch_size: {cfg.train.batch_size} is not divisible by the world size "
+                          f"{world_size}; the global batch is split evenly across processes")
+
+
+def to_dict(cfg: Config) -> dict:
+    return dataclasses.asdict(cfg)
+
+
+def dump(cfg: Config) -> str:
+    return yaml.safe_dump(to_dict(cfg), sort_keys=False)
+
+
+def label_dim(cfg: Config) -> int:
+    """Width of the conditioning label: class count, or the number of chosen binary attributes."""
+    if cfg.model.conditioning == "none":
+        return 0
+    return len(cfg.data.attributes) if cfg.data.attributes else cfg.data.num_classes

@@ -1,0 +1,113 @@
+"""Building blocks shared by the networks: normalisation (including a synchronised BatchNorm that
+works on CPU/gloo), spectral normalisation and label conditioning."""
+from __future__ import annotations
+
+import torch
+import torch.distributed as dist
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+class GlobalBatchNorm(nn.BatchNorm2d):
+    """BatchNorm whose batch statistics cover the global batch of every process.
+
+    torch.nn.SyncBatchNorm refuses CPU tensors, so CPU/gloo runs use this one: each rank
+    all-reduces its per-channel sum, sum of squares and count through torch.distributed.nn,
+    whose collectives are differentiable (twice, which the gradient penalty and R1 need).
+    The arithmetic and the running-statistics update are those of nn.BatchNorm over the
+    concatenated global batch.  It works for 1d (N, C) and 2d (N, C, H, W) inputs.
+    """
+
+    def _check_input_dim(self, x):
+        if x.dim() not in (2, 4):
+            raise ValueError(f"GlobalBatchNorm expects 2D or 4D input, got {x.dim()}D")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self._check_input_dim(x)
+        if not (self.training and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+            return super().forward(x)
+        from torch.distributed.nn.functional import all_reduce
+
+        dims = [0] + list(range(2, x.dim()))
+        xf = x.float()
+        count = torch.full((1,), float(x.numel() // x.shape[1]), device=x.device)
+        stats = torch.cat([xf.sum(dims), (xf * xf).sum(dims), count])
+        stats = all_reduce(stats)  # sum over ranks, with a gradient
+        c = x.shape[1]
+        n = stats[-1]
+        mean = stats[:c] / n
+        var = (stats[c:2 * c] / n - mean * mean).clamp_min(0)
+        if self.track_running_stats:
+            with torch.no_grad():
+                self.num_batches_tracked += 1
+                m = self.momentum if self.momentum is not None else 1.0 / float(self.num_batches_tracked)
+                self.running_mean.mul_(1 - m).add_(mean.detach(), alpha=m)
+                self.running_var.mul_(1 - m).add_(var.detach() * (n / (n - 1)), alpha=m)
+        shape = [1, c] + [1] * (x.dim() - 2)
+        y = (xf - mean.view(shape)) * torch.rsqrt(var.view(shape) + self.eps)
+        if self.affine:
+            y = y * self.weight.view(shape) + self.bias.view(shape)
+        return y.to(x.dtype)
+
+
+def convert_sync_batchnorm(module: nn.Module, device_type: str) -> nn.Module:
+    """Swap every BatchNorm for its synchronised form: torch's on CUDA, ours elsewhere."""
+    if device_type == "cuda":
+        return nn.SyncBatchNorm.convert_sync_batchnorm(module)
+    out = module
+    if isinstance(module, nn.modules.batchnorm._BatchNorm) and not isinstance(module, GlobalBatchNorm):
+        out = GlobalBatchNorm(module.num_features, module.eps, module.momentum, module.affine,
+                              module.track_running_stats)
+        out.load_state_dict(module.state_dict())
+    for name, child in module.named_children():
+        out.add_module(name, convert_sync_batchnorm(child, device_type))
+    return out
+
+
+def batch_norm(kind: str, channels: int, dims: int = 2) -> nn.Module:
+    if kind == "batch":
+        return nn.BatchNorm2d(channels) if dims == 2 else nn.BatchNorm1d(channels)
+    if kind == "layer":
+        # LayerNorm over (C, H, W) of each sample, as the WGAN-GP critic uses: no batch coupling.
+        return nn.GroupNorm(1, channels) if dims == 2 else nn.LayerNorm(channels)
+    if kind == "none":
+        return nn.Identity()
+    raise ValueError(f"unknown normalisation {kind!r}")
+
+
+def maybe_sn(layer: nn.Module, on: bool) -> nn.Module:
+    return nn.utils.parametrizations.spectral_norm(layer) if on else layer
+
+
+def label_maps(y: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    """Labels (N, L) broadcast to constant feature maps (N, L, H, W) for concatenation with images."""
+    return y[:, :, None, None].expand(-1, -1, h, w)
+
+
+class Projection(nn.Module):
+    """Projection discriminator head (Miyato & Koyama 2018): logit += <embed(y), features>."""
+
+    def __init__(self, label_dim: int, features: int, sn: bool):
+        super().__init__()
+        self.embed = maybe_sn(nn.Linear(label_dim, features, bias=False), sn)
+
+    def forward(self, feats: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return (self.embed(y) * feats).sum(1)
+
+
+def init_dcgan_weights(module: nn.Module):
+    """N(0, 0.02) for convs and linears, N(1, 0.02) for norm scales, as in Radford et al."""
+    for m in module.modules():
+        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
+            w = getattr(m, "parametrizations", None)
+            weight = m.parametrizations.weight.original if w is not None and hasattr(w, "weight") else m.weight
+            nn.init.normal_(weight, 0.0, 0.02)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, (nn.BatchNorm2d, nn.BatchNorm1d, nn.GroupNorm, nn.LayerNorm)) and m.weight is not None:
+            nn.init.normal_(m.weight, 1.0, 0.02)
+            nn.init.zeros_(m.bias)
+
+
+def leaky(x):
+    return F.leaky_relu(x, 0.2)

@@ -1,0 +1,54 @@
+"""The MLP generator and discriminator of Goodfellow et al. 2014: Linear + LeakyReLU(0.2)."""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+from gandist.nets.layers import Projection, batch_norm, maybe_sn
+
+
+class MLPGenerator(nn.Module):
+    def __init__(self, z_dim: int, channels: int, resolution: int, width: int = 64,
+                 norm: str = "none", label_dim: int = 0):
+        super().__init__()
+        self.z_dim, self.label_dim = z_dim, label_dim
+        self.shape = (channels, resolution, resolution)
+        dims = [z_dim + label_dim, width * 4, width * 8, width * 16]
+        layers = []
+        for a, b in zip(dims, dims[1:]):
+            layers += [nn.Linear(a, b), batch_norm(norm, b, dims=1), nn.LeakyReLU(0.2)]
+        layers += [nn.Linear(dims[-1], channels * resolution * resolution), nn.Tanh()]
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        if self.label_dim:
+            z = torch.cat([z, y.to(z.dtype)], 1)
+        return self.net(z).view(-1, *self.shape)
+
+
+class MLPDiscriminator(nn.Module):
+    def __init__(self, channels: int, resolution: int, width: int = 64, norm: str = "none",
+                 sn: bool = False, label_dim: int = 0, conditioning: str = "none"):
+        super().__init__()
+        self.label_dim, self.conditioning = label_dim, conditioning
+        in_dim = channels * resolution * resolution + (label_dim if conditioning == "concat" else 0)
+        dims = [in_dim, width * 16, width * 8, width * 4]
+        layers = []
+        for i, (a, b) in enumerate(zip(dims, dims[1:])):
+            layers += [maybe_sn(nn.Linear(a, b), sn)]
+            if i > 0 and norm != "none":
+                layers += [batch_norm(norm, b, dims=1)]
+            layers += [nn.LeakyReLU(0.2)]
+        self.features = nn.Sequential(*layers)
+        self.head = maybe_sn(nn.Linear(dims[-1], 1), sn)
+        self.proj = Projection(label_dim, dims[-1], sn) if conditioning == "projection" else None
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        x = x.flatten(1)
+        if self.conditioning == "concat":
+            x = torch.cat([x, y.to(x.dtype)], 1)
+        h = self.features(x)
+        out = self.head(h).squeeze(1)
+        if self.proj is not None:
+            out = out + self.proj(h, y.to(h.dtype))
+        return out

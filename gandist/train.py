@@ -1,0 +1,276 @@
+"""gandist.train: config -> Accelerator -> parts -> training loop -> final export.
+
+    python -m gandist.train --config configs/quickstart.yaml train.steps=500
+    accelerate launch -m gandist.train --config configs/wgan_gp_celeba.yaml
+    torchrun --nproc_per_node 2 -m gandist.train --config configs/quickstart.yaml
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import signal
+import socket
+import subprocess
+import sys
+import time
+import traceback
+from pathlib import Path
+
+import torch
+
+from gandist import __version__, checkpoint, config, nets
+from gandist.config import ConfigError
+from gandist.distributed import Draws, generator, make_accelerator, sum_over_ranks, where
+
+# Exit status after a signal-triggered checkpoint: slurm/train.sh requeues the job on it.
+EXIT_REQUEUE = 75
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(prog="gandist-train", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", help="experiment YAML file")
+    p.add_argument("overrides", nargs="*", help="dotted overrides applied after the file, e.g. train.steps=100")
+    return p.parse_args(argv)
+
+
+# -- pieces of main(), each small -----------------------------------------------------------------
+
+def decide_resume(cfg, run_dir: Path) -> Path | None:
+    """Which checkpoint to start from, decided before any work; may refuse to overwrite a run."""
+    r = cfg.train.resume
+    if r == "auto":
+        return checkpoint.latest(run_dir)
+    if r == "no":
+        if checkpoint.complete(run_dir) and not cfg.train.overwrite:
+            raise ConfigError(f"train.resume: output.dir {run_dir} holds checkpoints; use train.resume=auto to "
+                              f"continue that run, or train.overwrite=true to start afresh there")
+        return None
+    path = Path(r)
+    if not path.is_dir():
+        raise ConfigError(f"train.resume: checkpoint {path} does not exist (expected a checkpoint directory, "
+                          f"'auto' or 'no')")
+    return path
+
+
+def make_optimizer(o, params, lr: float):
+    if o.name == "adam":
+        return torch.optim.Adam(params, lr=lr, betas=(o.beta1, o.beta2))
+    return torch.optim.RMSprop(params, lr=lr)
+
+
+def identity(cfg) -> dict:
+    """What a checkpoint must share with the config to be loadable."""
+    return {"variant": cfg.variant, "arch": cfg.model.arch, "z_dim": cfg.model.z_dim,
+            "resolution": cfg.data.resolution, "channels": cfg.data.channels,
+            "label_dim": config.label_dim(cfg), "g_width": cfg.model.g_width, "d_width": cfg.model.d_width}
+
+
+def git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True,
+                             text=True, timeout=5)
+        return out.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def write_run_files(cfg, acc, run_dir: Path):
+    from accelerate.utils import gather_object
+
+    me = {"rank": acc.process_index, "host": socket.gethostname(), "device": str(acc.device),
+          "local_rank": acc.local_process_index}
+    ranks = gather_object([me])
+    if acc.is_main_process:
+        import accelerate
+
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.yaml").write_text(config.dump(cfg))
+        info = {"world_size": acc.num_processes, "ranks": ranks, "distributed_type": str(acc.distributed_type),
+                "mixed_precision": cfg.train.mixed_precision,
+                "versions": {"gandist": __version__, "torch": torch.__version__,
+                             "accelerate": accelerate.__version__, "python": platform.python_version()},
+                "git_commit": git_commit(), "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+        checkpoint.write_json_atomic(run_dir / "run.json", info)
+
+
+def fixed_inputs(cfg, device):
+    """The noise and labels behind every sample grid (the same for the whole run)."""
+    n = cfg.log.grid_size
+    z = torch.randn(n, cfg.model.z_dim, generator=generator(cfg.train.seed, 0, "fixed"))
+    y, nrow = None, max(1, int(math.sqrt(n)))
+    ld = config.label_dim(cfg)
+    if ld and not cfg.data.attributes:  # one class per row
+        nrow = cfg.data.num_classes
+        y = torch.nn.functional.one_hot((torch.arange(n) // nrow) % ld, ld).float()
+    elif ld:
+        y = (torch.rand(n, ld, generator=generator(cfg.train.seed, 1, "fixed")) > 0.5).float()
+    return z.to(device), (y.to(device) if y is not None else None), nrow
+
+
+@torch.no_grad()
+def sample_grid(G_eval, z, y, path: Path, nrow: int):
+    from gandist.reporting import save_grid
+
+    was = G_eval.training
+    G_eval.eval()
+    images = torch.cat([G_eval(z[i:i + 256], None if y is None else y[i:i + 256]) for i in range(0, len(z), 256)])
+    G_eval.train(was)
+    save_grid(images, path, nrow)
+
+
+def export_final(run_dir: Path, G_raw, D_raw, ema):
+    from safetensors.torch import save_file
+
+    out = run_dir / "final"
+    out.mkdir(parents=True, exist_ok=True)
+    models = {"generator": G_raw, "discriminator": D_raw}
+    if ema is not None:
+        models["generator_ema"] = ema.model
+    for name, m in models.items():
+        sd = {k: v.detach().float().cpu().contiguous() if v.is_floating_point() else v.detach().cpu().contiguous()
+              for k, v in m.state_dict().items()}
+        tmp = out / f".{name}.safetensors.tmp"
+        save_file(sd, str(tmp))
+        tmp.replace(out / f"{name}.safetensors")
+
+
+class StopFlag:
+    """SIGTERM / SIGUSR1 (SLURM preemption, time limit) set a flag; ranks agree on it at step boundaries."""
+
+    def __init__(self):
+        self.signum = 0
+        for s in (signal.SIGTERM, signal.SIGUSR1):
+            signal.signal(s, self._set)
+
+    def _set(self, signum, frame):
+        self.signum = signum
+
+    def agreed(self, device) -> bool:
+        return sum_over_ranks(float(self.signum != 0), device) > 0
+
+
+# -- main -----------------------------------------------------------------------------------------
+
+def run(cfg) -> int:
+    from gandist.data.source import make_source
+    from gandist.ema import EMA
+    from gandist.nets.layers import convert_sync_batchnorm
+    from gandist.reporting import Reporter, plot_metrics
+    from gandist.training_loop import Models, Stepper
+
+    stop = StopFlag()
+    acc = make_accelerator(cfg)
+    world, rank = acc.num_processes, acc.process_index
+    config.check_world_size(cfg, world)
+    run_dir = Path(cfg.output.dir)
+    resume_from = decide_resume(cfg, run_dir)
+    if cfg.train.resume == "no" and cfg.train.overwrite and acc.is_main_process:
+        import shutil
+
+        shutil.rmtree(checkpoint.checkpoints_dir(run_dir), ignore_errors=True)
+        (run_dir / "metrics.jsonl").unlink(missing_ok=True)
+    acc.wait_for_everyone()
+
+    torch.manual_seed(cfg.train.seed)  # identical initial weights on every rank and world size
+    G, D = nets.build(cfg)
+    if cfg.model.sync_bn or (cfg.model.sync_bn is None and world > 1):
+        G = convert_sync_batchnorm(G, acc.device.type)
+        D = convert_sync_batchnorm(D, acc.device.type)
+    opt_g = make_optimizer(cfg.optim, G.parameters(), cfg.optim.lr_g)
+    opt_d = make_optimizer(cfg.optim, D.parameters(), cfg.optim.lr_d)
+    G, D, opt_g, opt_d = acc.prepare(G, D, opt_g, opt_d)
+    G_raw, D_raw = acc.unwrap_model(G), acc.unwrap_model(D)
+    ema = EMA(G_raw, cfg.optim.ema, cfg.optim.ema_start) if cfg.optim.ema > 0 else None
+    models = Models(G, D, G_raw, D_raw, opt_g, opt_d, ema)
+
+    data = make_source(cfg, rank, world, acc.device)
+    draws = Draws(cfg.train.seed, cfg.train.batch_size, rank, world, acc.device)
+    stepper = Stepper(cfg, acc, models, data, draws)
+
+    start = 0
+    if resume_from is not None:
+        state = checkpoint.load(acc, resume_from, identity(cfg), ema)
+        start = state["step"]
+        for k, v in state.get("counters", {}).items():
+            setattr(stepper.counters, k, v)
+        data.load_state_dict(state.get("data", {}))
+    if acc.is_main_process and start and (run_dir / "metrics.jsonl").exists():
+        # rows logged after the checkpoint belong to the lost tail of the interrupted run
+        rows = (run_dir / "metrics.jsonl").read_text().splitlines()
+        kept = [r for r in rows if r.strip() and json.loads(r)["step"] <= start]
+        (run_dir / "metrics.jsonl").write_text("".join(r + "\n" for r in kept))
+
+    write_run_files(cfg, acc, run_dir)
+    if cfg.log.trackers:
+        acc.init_trackers(Path(cfg.output.dir).name, config=config.to_dict(cfg))
+    report = Reporter(cfg, acc, run_dir, start)
+    report.print(f"gandist {__version__}: {cfg.variant} on {world} process(es), {acc.device.type}, "
+                 f"global batch {cfg.train.batch_size}, steps {start}->{cfg.train.steps}, run dir {run_dir}"
+                 + (f", resumed from {resume_from}" if resume_from else ""))
+    z_fixed, y_fixed, nrow = fixed_inputs(cfg, acc.device)
+
+    def trainer_state(step):
+        return {"identity": identity(cfg), "counters": vars(stepper.counters), "data": data.state_dict(),
+                "world_size": world}
+
+    local_batch = cfg.train.batch_size // world
+    t_last, n_last = time.perf_counter(), start
+    exit_code = 0
+    for step in range(start, cfg.train.steps):
+        stats = stepper.round(step)
+        done = step + 1
+        if done % cfg.train.log_every == 0 or done == cfg.train.steps:
+            now = time.perf_counter()
+            local_rate = (done - n_last) * cfg.optim.n_critic * local_batch / max(now - t_last, 1e-9)
+            stats["images_per_sec"] = sum_over_ranks(local_rate, acc.device)
+            stats["bad_steps"] = stepper.counters.bad_total
+            if cfg.train.mixed_precision == "fp16":
+                stats["skipped_steps"] = stepper.counters.skipped_by_scaler
+            report.log(done, stats)
+            t_last, n_last = now, done
+        report.advance(done, stats)
+        if acc.is_main_process and (done % cfg.train.sample_every == 0 or done == cfg.train.steps):
+            sample_grid(ema.model if ema else G_raw, z_fixed, y_fixed, run_dir / "samples" / f"step_{done:06d}.png",
+                        nrow)
+        stopping = stop.agreed(acc.device) if done < cfg.train.steps else False
+        if done % cfg.checkpoint.every == 0 or stopping:
+            path = checkpoint.save(acc, run_dir, done, trainer_state(done), ema, cfg.checkpoint.keep)
+            report.print(f"checkpoint {path}")
+        if stopping:
+            report.print(f"signal {stop.signum} received: checkpoint saved at step {done}; exiting with "
+                         f"{EXIT_REQUEUE} so the job can be requeued")
+            exit_code = EXIT_REQUEUE
+            break
+
+    if exit_code == 0:
+        if cfg.train.steps % cfg.checkpoint.every:
+            checkpoint.save(acc, run_dir, cfg.train.steps, trainer_state(cfg.train.steps), ema, cfg.checkpoint.keep)
+        if acc.is_main_process:
+            export_final(run_dir, G_raw, D_raw, ema)
+            plot_metrics(run_dir)
+        report.print(f"done: {run_dir}/final, samples in {run_dir}/samples")
+    report.close()
+    acc.end_training()
+    return exit_code
+
+
+def main(argv=None) -> int:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    try:
+        cfg = config.load(args.config, args.overrides)
+        return run(cfg)
+    except (ConfigError, checkpoint.CheckpointError) as e:
+        print(f"gandist: error ({where()}): {e}", file=sys.stderr)
+        return 2
+    except Exception as e:
+        traceback.print_exc()
+        print(f"gandist: {type(e).__name__} ({where()}): {e}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
