@@ -100,6 +100,7 @@ class TrainConfig:
     sample_every: int = _f(200, min=1)
     timeout_s: int = _f(600, min=1, help="process-group timeout: a dead rank makes the others fail after this")
     device: str = _f("auto", choices=("auto", "cpu", "cuda"))
+    fp64: bool = _f(False, help="train in float64: for numerical checks (world-size invariance), slow")
 
 
 @dataclass
@@ -292,6 +293,8 @@ def _check_consistency(cfg: Config, where: str):
     if cfg.model.conditioning != "none" and cfg.data.num_classes == 0 and not cfg.data.attributes:
         raise ConfigError(f"model.conditioning: {cfg.model.conditioning!r} needs labels, "
                           f"but data.num_classes is 0 and data.attributes is empty ({where})")
+    if cfg.train.fp64 and cfg.train.mixed_precision != "no":
+        raise ConfigError(f"train.fp64: cannot combine with train.mixed_precision={cfg.train.mixed_precision!r} ({where})")
     if cfg.model.arch == "resnet" and cfg.data.resolution not in (32, 64):
         raise ConfigError(f"model.arch: resnet supports data.resolution 32 or 64, not {cfg.data.resolution} ({where})")
     if cfg.data.source == "synthetic" and cfg.data.resolution not in (32, 64):

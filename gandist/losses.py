@@ -4,9 +4,11 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from gandist.precision import wide
+
 
 def d_loss(kind: str, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
-    real, fake = real.float(), fake.float()
+    real, fake = wide(real), wide(fake)
     if kind == "bce":  # -log sigmoid(D(x)) - log(1 - sigmoid(D(G(z))))
         return F.softplus(-real).mean() + F.softplus(fake).mean()
     if kind == "wasserstein":  # critic minimises E[D(fake)] - E[D(real)]
@@ -17,7 +19,7 @@ def d_loss(kind: str, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
 
 
 def g_loss(kind: str, fake: torch.Tensor) -> torch.Tensor:
-    fake = fake.float()
+    fake = wide(fake)
     if kind == "bce":  # non-saturating: -log sigmoid(D(G(z)))
         return F.softplus(-fake).mean()
     if kind in ("wasserstein", "hinge"):

@@ -4,19 +4,21 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
+from gandist.precision import wide
+
 
 def _input_grad(D, x: torch.Tensor, y, scaler) -> tuple[torch.Tensor, torch.Tensor]:
     """(D(x), dD(x)/dx with a graph), following PyTorch's AMP recipe for gradient penalties:
     scale the output before autograd.grad so fp16 gradients don't underflow, then unscale."""
     x = x.detach().requires_grad_(True)
     out = D(x, y)
-    s = out.float().sum()
+    s = wide(out).sum()
     if scaler is not None:
         s = scaler.scale(s)
     (grad,) = torch.autograd.grad(s, x, create_graph=True)
     if scaler is not None:
         grad = grad / scaler.get_scale()
-    return out, grad.float()
+    return out, wide(grad)
 
 
 def gradient_penalty(D, real: torch.Tensor, fake: torch.Tensor, y, alpha: torch.Tensor,

@@ -175,6 +175,8 @@ def run(cfg) -> int:
         (run_dir / "metrics.jsonl").unlink(missing_ok=True)
     acc.wait_for_everyone()
 
+    if cfg.train.fp64:
+        torch.set_default_dtype(torch.float64)
     torch.manual_seed(cfg.train.seed)  # identical initial weights on every rank and world size
     G, D = nets.build(cfg)
     if cfg.model.sync_bn or (cfg.model.sync_bn is None and world > 1):

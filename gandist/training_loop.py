@@ -79,8 +79,8 @@ class Stepper:
             real_in, fake_in = self._d_input(real, j, "d", step), self._d_input(fake, j, "d", step)
             out_r, out_f = m.D(real_in, y), m.D(fake_in, y)
             adv = losses.d_loss(cfg.loss.adversarial, out_r, out_f)
-            stats = {"loss_d_adv": adv.detach(), "d_real": out_r.float().mean().detach(),
-                     "d_fake": out_f.float().mean().detach()}
+            stats = {"loss_d_adv": adv.detach(), "d_real": out_r.mean().detach(),
+                     "d_fake": out_f.mean().detach()}
             loss = adv
             if cfg.loss.regularizer == "gp":
                 alpha = self.draws.rand(j, "alpha", 1).squeeze(1)

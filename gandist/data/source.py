@@ -10,7 +10,7 @@ from gandist.distributed import generator, local_slice
 
 def to_images(u8: torch.Tensor, device) -> torch.Tensor:
     """uint8 (B, C, H, W) -> float in [-1, 1], converted on the device (less to copy)."""
-    return u8.to(device, non_blocking=True).float().div_(127.5).sub_(1.0)
+    return u8.to(device, non_blocking=True).to(torch.get_default_dtype()).div_(127.5).sub_(1.0)
 
 
 def condition(labels: torch.Tensor | None, cfg) -> torch.Tensor | None:
@@ -18,8 +18,8 @@ def condition(labels: torch.Tensor | None, cfg) -> torch.Tensor | None:
     if cfg.model.conditioning == "none" or labels is None:
         return None
     if labels.dim() == 1:
-        return F.one_hot(labels.long(), cfg.data.num_classes).float()
-    return (labels > 0).float()
+        return F.one_hot(labels.long(), cfg.data.num_classes).to(torch.get_default_dtype())
+    return (labels > 0).to(torch.get_default_dtype())
 
 
 class SyntheticSource:

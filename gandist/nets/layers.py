@@ -7,6 +7,8 @@ import torch.distributed as dist
 import torch.nn as nn
 import torch.nn.functional as F
 
+from gandist.precision import wide
+
 
 class GlobalBatchNorm(nn.BatchNorm2d):
     """BatchNorm whose batch statistics cover the global batch of every process.
@@ -29,22 +31,24 @@ class GlobalBatchNorm(nn.BatchNorm2d):
         from torch.distributed.nn.functional import all_reduce
 
         dims = [0] + list(range(2, x.dim()))
-        xf = x.float()
-        count = torch.full((1,), float(x.numel() // x.shape[1]), device=x.device)
-        stats = torch.cat([xf.sum(dims), (xf * xf).sum(dims), count])
-        stats = all_reduce(stats)  # sum over ranks, with a gradient
+        xf = wide(x)
         c = x.shape[1]
-        n = stats[-1]
-        mean = stats[:c] / n
-        var = (stats[c:2 * c] / n - mean * mean).clamp_min(0)
+        # Two passes (mean, then squared deviations), as single-process BatchNorm effectively does:
+        # E[x^2] - E[x]^2 in one pass loses digits to cancellation and breaks world-size invariance.
+        count = torch.full((1,), float(x.numel() // c), device=x.device)
+        s1 = all_reduce(torch.cat([xf.sum(dims), count]))  # sums over ranks, with a gradient
+        n = s1[-1]
+        mean = s1[:c] / n
+        shape = [1, c] + [1] * (x.dim() - 2)
+        centred = xf - mean.view(shape)
+        var = all_reduce((centred * centred).sum(dims)) / n
         if self.track_running_stats:
             with torch.no_grad():
                 self.num_batches_tracked += 1
                 m = self.momentum if self.momentum is not None else 1.0 / float(self.num_batches_tracked)
                 self.running_mean.mul_(1 - m).add_(mean.detach(), alpha=m)
                 self.running_var.mul_(1 - m).add_(var.detach() * (n / (n - 1)), alpha=m)
-        shape = [1, c] + [1] * (x.dim() - 2)
-        y = (xf - mean.view(shape)) * torch.rsqrt(var.view(shape) + self.eps)
+        y = centred * torch.rsqrt(var.view(shape) + self.eps)
         if self.affine:
             y = y * self.weight.view(shape) + self.bias.view(shape)
         return y.to(x.dtype)
