@@ -1,0 +1,86 @@
+"""Shared test helpers: launching real training processes, tiny model settings, the shared data."""
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+PY = sys.executable
+BIN = Path(PY).parent
+
+# Small enough that a CPU step takes milliseconds; the nets keep their real structure.
+TINY = ["model.z_dim=16", "model.g_width=8", "model.d_width=8", "data.synthetic_size=256",
+        "train.batch_size=8", "log.progress=false", "train.log_every=1", "train.sample_every=1000",
+        "checkpoint.every=1000"]
+
+
+def env(**extra) -> dict:
+    e = dict(os.environ)
+    e.update({"OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false"})
+    e.update({k: str(v) for k, v in extra.items()})
+    return e
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def train_cmd(out: Path, *overrides: str, nproc: int = 1, launcher: str = "python",
+              config: str = "configs/quickstart.yaml") -> list[str]:
+    """The command line of a training run with the tiny settings (later overrides win)."""
+    args = ["--config", str(REPO / config), *TINY, f"output.dir={out}", *overrides]
+    if launcher == "python":
+        assert nproc == 1
+        return [PY, "-m", "gandist.train", *args]
+    if launcher == "torchrun":
+        return [str(BIN / "torchrun"), "--standalone", f"--nproc_per_node={nproc}", "-m", "gandist.train", *args]
+    if launcher == "accelerate":
+        return [str(BIN / "accelerate"), "launch", "--cpu", f"--num_processes={nproc}", "--num_machines=1",
+                f"--main_process_port={free_port()}", "--mixed_precision=no", "--dynamo_backend=no",
+                "-m", "gandist.train", *args]
+    raise ValueError(launcher)
+
+
+def run_train(out: Path, *overrides: str, nproc: int = 1, launcher: str = "python", timeout: int = 300,
+              check: bool = True, config: str = "configs/quickstart.yaml") -> subprocess.CompletedProcess:
+    cmd = train_cmd(out, *overrides, nproc=nproc, launcher=launcher, config=config)
+    p = subprocess.run(cmd, cwd=REPO, env=env(), capture_output=True, text=True, timeout=timeout)
+    if check and p.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)}\nexit {p.returncode}\n--- stdout\n{p.stdout[-4000:]}\n"
+                             f"--- stderr\n{p.stderr[-6000:]}")
+    return p
+
+
+def metrics(out: Path) -> list[dict]:
+    return [json.loads(l) for l in (Path(out) / "metrics.jsonl").read_text().splitlines() if l.strip()]
+
+
+def max_weight_diff(a: Path, b: Path) -> float:
+    """Largest absolute difference between two runs' final G and D weights."""
+    from safetensors.torch import load_file
+
+    worst = 0.0
+    for name in ("generator", "discriminator"):
+        wa = load_file(str(Path(a) / "final" / f"{name}.safetensors"))
+        wb = load_file(str(Path(b) / "final" / f"{name}.safetensors"))
+        assert wa.keys() == wb.keys()
+        for k in wa:
+            worst = max(worst, (wa[k].double() - wb[k].double()).abs().max().item())
+    return worst
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """../shared/data: tests that need it fail (not skip) when it is missing."""
+    if not SHARED_DATA.is_dir():
+        pytest.fail(f"the shared sample data is missing: expected {SHARED_DATA} (see ../shared/README.md)")
+    return SHARED_DATA
