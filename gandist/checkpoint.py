@@ -1,23 +1,39 @@
 """Checkpoints: accelerate's save_state/load_state plus our own small files, written atomically.
 
-Layout: <run>/checkpoints/step_00001000/ holding accelerate's files (model*.safetensors,
-optimizer*.bin, scaler.pt, random_states_*.pkl), ema.safetensors, and trainer.json, which is
-written last and marks the checkpoint complete.  Everything is written under a temporary name and
-renamed into place, so a crash while saving leaves the previous checkpoint as it was.  Nothing is
-loaded with pickle's code execution: accelerate loads its files weights-only, ours are safetensors
-and JSON.  (The run directory is assumed to be on a filesystem every node sees.)
+Layout: <run>/checkpoints/step_00001000/ holding accelerate's files (model.safetensors for G,
+model_1.safetensors for D, optimizer.bin, optimizer_1.bin, scaler.pt under fp16,
+random_states_<rank>.pkl), ema.safetensors, and trainer.json, which is written last and marks
+the checkpoint complete.  trainer.json also lists every other file with its size and sha256.
+
+Atomicity: a checkpoint is written into checkpoints/.tmp-step_N and renamed to step_N only when
+complete, and old checkpoints are renamed aside before they are deleted, so a process killed at
+any moment leaves every step_N directory either complete or absent; the leftovers (.tmp-*, .old-*,
+.del-*) are removed by the next save.
+
+Safety: nothing is unpickled with code execution.  Model and EMA weights are safetensors, trainer
+state is JSON, and the few pickled files accelerate writes (optimizer, RNG, scaler states) are
+checked against trainer.json's hashes and loaded with torch's weights-only unpickler, which refuses
+anything but tensors and plain containers.
+
+Model files hold the unwrapped modules' keys (no DDP "module." prefix), so a checkpoint written by
+N processes loads into M.  The run directory is assumed to be on a filesystem every rank sees.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
 import shutil
+from collections import OrderedDict
+from contextlib import contextmanager
 from pathlib import Path
 
 from safetensors.torch import load_file, save_file
 
 STEP_DIR = re.compile(r"^step_(\d{8})$")
+SCRATCH = (".tmp-", ".old-", ".del-")  # what an interrupted save or prune may leave behind
+PICKLED = (".bin", ".pkl", ".pt")  # accelerate's torch.save files: only ever loaded weights-only
 FORMAT = 1
 
 
@@ -43,11 +59,20 @@ def latest(run_dir: str | Path) -> Path | None:
     return done[-1] if done else None
 
 
-def _fsync_dir(path: Path):
+def step_of(path: Path) -> int:
+    return int(STEP_DIR.match(path.name).group(1))
+
+
+# -- files ------------------------------------------------------------------------------------------
+
+def _fsync(path: Path):
+    """Flush a file or directory to disk (best effort: some filesystems refuse it on directories)."""
     try:
         fd = os.open(path, os.O_RDONLY)
-        os.fsync(fd)
-        os.close(fd)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
     except OSError:
         pass
 
@@ -61,39 +86,107 @@ def write_json_atomic(path: Path, obj: dict):
     os.replace(tmp, path)
 
 
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _remove(path: Path):
+    """Delete a directory so that it vanishes at once: rename aside, then delete at leisure."""
+    gone = path.with_name(".del-" + path.name)
+    shutil.rmtree(gone, ignore_errors=True)
+    os.replace(path, gone)
+    shutil.rmtree(gone, ignore_errors=True)
+
+
+@contextmanager
+def _plain_keys(accelerator):
+    """Save and load the unwrapped modules' state dicts, so the files do not depend on the world size."""
+    def on_save(models, weights, output_dir):
+        for i, m in enumerate(models):
+            weights[i] = OrderedDict(accelerator.get_state_dict(m, unwrap=True))
+
+    def on_load(models, input_dir):
+        for i, m in enumerate(models):
+            models[i] = accelerator.unwrap_model(m)
+
+    hooks = [accelerator.register_save_state_pre_hook(on_save), accelerator.register_load_state_pre_hook(on_load)]
+    try:
+        yield
+    finally:
+        for h in hooks:
+            h.remove()
+
+
+# -- saving -----------------------------------------------------------------------------------------
+
 def save(accelerator, run_dir: str | Path, step: int, trainer_state: dict, ema=None, keep: int = 2) -> Path:
     """Collective: every rank calls it.  Returns the checkpoint's final path."""
     root = checkpoints_dir(run_dir)
     final = root / f"step_{step:08d}"
-    tmp = root / f".tmp-step_{step:08d}"
+    tmp = root / f".tmp-{final.name}"
     if accelerator.is_main_process:
         root.mkdir(parents=True, exist_ok=True)
-        shutil.rmtree(tmp, ignore_errors=True)
+        for p in root.iterdir():
+            if p.name.startswith(SCRATCH):
+                shutil.rmtree(p, ignore_errors=True)
     accelerator.wait_for_everyone()
-    accelerator.save_state(str(tmp), safe_serialization=True)
+    with _plain_keys(accelerator):
+        accelerator.save_state(str(tmp), safe_serialization=True)
+    accelerator.wait_for_everyone()  # every rank's files (its RNG states) are in tmp before it is sealed
     if accelerator.is_main_process:
         if ema is not None:
             save_file({k: v.detach().cpu().contiguous() for k, v in ema.state_dict().items()},
                       str(tmp / "ema.safetensors"))
-        write_json_atomic(tmp / "trainer.json", {"format": FORMAT, "step": step, **trainer_state})
-        if final.exists():  # the same step saved again (a resumed run reaching a save point twice)
-            shutil.rmtree(final)
+        files = {}
+        for f in sorted(tmp.iterdir()):
+            _fsync(f)
+            files[f.name] = {"bytes": f.stat().st_size, "sha256": _sha256(f)}
+        write_json_atomic(tmp / "trainer.json", {"format": FORMAT, "step": step,
+                                                 "accelerate_iteration": accelerator.save_iteration,
+                                                 **trainer_state, "files": files})
+        _fsync(tmp)
+        old = None
+        if final.exists():  # should not happen (see train.decide_resume); never leave the step without one
+            old = root / f".old-{final.name}"
+            os.replace(final, old)
         os.replace(tmp, final)
-        _fsync_dir(root)
-        for old in complete(run_dir)[:-keep]:
+        _fsync(root)
+        if old is not None:
             shutil.rmtree(old, ignore_errors=True)
+        for stale in complete(run_dir)[:-keep]:
+            _remove(stale)
     accelerator.wait_for_everyone()
     return final
 
+
+def remove_after(run_dir: str | Path, step: int) -> list[Path]:
+    """Delete the checkpoints of a run newer than `step` (a discarded future); returns them."""
+    newer = [p for p in complete(run_dir) if step_of(p) > step]
+    for p in newer:
+        _remove(p)
+    return newer
+
+
+# -- loading ----------------------------------------------------------------------------------------
 
 def read_trainer_state(path: Path) -> dict:
     f = Path(path) / "trainer.json"
     if not f.is_file():
         raise CheckpointError(f"{path} is not a complete checkpoint: {f.name} is missing")
     try:
-        return json.loads(f.read_text())
+        state = json.loads(f.read_text())
     except (OSError, ValueError) as e:
         raise CheckpointError(f"checkpoint file {f} is unreadable or corrupt: {e}") from None
+    if not isinstance(state, dict) or not isinstance(state.get("step"), int) or not isinstance(state.get("files"), dict):
+        raise CheckpointError(f"checkpoint file {f} is corrupt: it lacks the step or the file list")
+    if state.get("format") != FORMAT:
+        raise CheckpointError(f"checkpoint file {f} has format {state.get('format')!r}; this gandist reads "
+                              f"format {FORMAT}")
+    return state
 
 
 def check_compatible(path: Path, state: dict, identity: dict):
@@ -105,16 +198,92 @@ def check_compatible(path: Path, state: dict, identity: dict):
         raise CheckpointError(f"checkpoint {path} does not match this run's config: " + "; ".join(diffs))
 
 
-def load(accelerator, path: str | Path, identity: dict, ema=None) -> dict:
-    """Collective: restore models, optimizers, scaler and RNG; return trainer.json's contents."""
-    path = Path(path)
+def check_files(path: Path, state: dict):
+    """Every file trainer.json lists is there, with its size and sha256: nothing truncated or replaced."""
+    for name, meta in sorted(state["files"].items()):
+        f = path / name
+        if not f.is_file():
+            raise CheckpointError(f"checkpoint file {f} is missing")
+        if f.stat().st_size != meta.get("bytes") or _sha256(f) != meta.get("sha256"):
+            raise CheckpointError(f"checkpoint file {f} is corrupt: its size or sha256 differs from what "
+                                  f"{path / 'trainer.json'} recorded when it was written")
+    strays = sorted(p.name for p in path.iterdir() if p.name.endswith(PICKLED) and p.name not in state["files"])
+    if strays:
+        raise CheckpointError(f"checkpoint {path} holds files it did not write: {', '.join(strays)}; refusing to load")
+
+
+def check_weights_only(f: Path):
+    """Load a torch.save file with the weights-only unpickler: it refuses objects, so no code runs."""
+    from accelerate.utils import load as weights_only_load  # torch.load(weights_only=True) + numpy arrays
+
+    try:
+        weights_only_load(str(f), map_location="cpu")
+    except Exception as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        raise CheckpointError(f"checkpoint file {f} is not plain tensor data (the weights-only unpickler refused "
+                              f"it: {type(e).__name__}: {first}); it is corrupt or holds code, which is never "
+                              f"run") from None
+
+
+def check_tensors(f: Path, module, what: str):
+    """A safetensors file holds exactly the module's tensors, with its shapes (read from the header)."""
+    from safetensors import safe_open
+
+    if not f.is_file():
+        raise CheckpointError(f"checkpoint file {f} is missing")
+    try:
+        with safe_open(str(f), "pt") as sf:
+            saved = {k: list(sf.get_slice(k).get_shape()) for k in sf.keys()}
+    except Exception as e:
+        raise CheckpointError(f"checkpoint file {f} is corrupt (not a readable safetensors file: {e})") from None
+    want = {k: list(v.shape) for k, v in module.state_dict().items()}
+    problems = [f"missing {k}" for k in sorted(want.keys() - saved.keys())]
+    problems += [f"unexpected {k}" for k in sorted(saved.keys() - want.keys())]
+    problems += [f"{k} has shape {saved[k]}, the {what} has {want[k]}" for k in sorted(want) if
+                 k in saved and saved[k] != want[k]]
+    if problems:
+        more = f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""
+        raise CheckpointError(f"checkpoint file {f} does not fit this run's {what}: " + "; ".join(problems[:5]) + more)
+
+
+def _check(path: Path, identity: dict, modules: dict, ema, main: bool) -> dict:
     if not path.is_dir():
         raise CheckpointError(f"checkpoint {path} does not exist or is not a directory")
     state = read_trainer_state(path)
     check_compatible(path, state, identity)
+    if main:  # reading every byte once is enough
+        check_files(path, state)
+    for (what, module), name in zip(modules.items(), ("model.safetensors", "model_1.safetensors")):
+        check_tensors(path / name, module, what)
+    if ema is not None:
+        check_tensors(path / "ema.safetensors", ema.model, "EMA generator")
+    for f in sorted(path.iterdir()):
+        if f.name.endswith(PICKLED):
+            check_weights_only(f)
+    return state
+
+
+def load(accelerator, path: str | Path, identity: dict, modules: dict, ema=None) -> dict:
+    """Collective: check the checkpoint, then restore models, optimizers, scaler, RNG and EMA.
+
+    `modules` maps a description to each prepared model's unwrapped module, in prepare() order
+    (generator, discriminator).  Returns trainer.json's contents.  Every rank checks before any
+    rank loads, and they agree, so a bad checkpoint stops all ranks with the same clear error.
+    """
+    from gandist.distributed import sum_over_ranks
+
+    path = Path(path)
+    state, problem = None, None
     try:
-        accelerator.load_state(str(path))
-    except Exception as e:  # shapes, missing or truncated files: name the checkpoint
+        state = _check(path, identity, modules, ema, accelerator.is_main_process)
+    except CheckpointError as e:
+        problem = e
+    if sum_over_ranks(float(problem is not None), accelerator.device) > 0:
+        raise problem or CheckpointError(f"checkpoint {path}: another rank found it unusable (see its error)")
+    try:
+        with _plain_keys(accelerator):
+            accelerator.load_state(str(path))
+    except Exception as e:
         raise CheckpointError(f"could not load checkpoint {path}: {type(e).__name__}: {e}") from None
     if ema is not None:
         f = path / "ema.safetensors"
@@ -122,4 +291,6 @@ def load(accelerator, path: str | Path, identity: dict, ema=None) -> dict:
             ema.load_state_dict(load_file(str(f)))
         except Exception as e:
             raise CheckpointError(f"could not load {f}: {type(e).__name__}: {e}") from None
+    # accelerate's load_state restores its step but not its count of saves
+    accelerator.project_configuration.iteration = state.get("accelerate_iteration", 0)
     return state

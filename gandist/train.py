@@ -24,9 +24,16 @@ import torch
 from gandist import __version__, checkpoint, config, nets
 from gandist.config import ConfigError
 from gandist.distributed import Draws, generator, make_accelerator, sum_over_ranks, where
+from gandist.training_loop import NonFiniteLoss
 
-# Exit status after a signal-triggered checkpoint: slurm/train.sh requeues the job on it.
+# Exit statuses.  After a signal-triggered checkpoint the run exits with EXIT_REQUEUE (the SLURM
+# script requeues the job on it) and rank 0 leaves PREEMPTED in the run directory, for launchers
+# such as torchrun that do not pass their workers' exit status on.
+EXIT_ERROR = 1  # unexpected error, or a lost peer process
+EXIT_CONFIG = 2  # bad config or unusable checkpoint
+EXIT_DIVERGED = 3  # train.max_bad_steps non-finite steps in a row
 EXIT_REQUEUE = 75
+PREEMPTED = "preempted.json"
 
 
 def parse_args(argv):
@@ -52,8 +59,47 @@ def decide_resume(cfg, run_dir: Path) -> Path | None:
     path = Path(r)
     if not path.is_dir():
         raise ConfigError(f"train.resume: checkpoint {path} does not exist (expected a checkpoint directory, "
-                          f"'auto' or 'no')")
+                          f"a run directory, 'auto' or 'no')")
+    if not (path / "trainer.json").exists() and checkpoint.latest(path) is not None:
+        path = checkpoint.latest(path)  # a run directory: its newest checkpoint
+    step = checkpoint.read_trainer_state(path)["step"]
+    newer = [p.name for p in checkpoint.complete(run_dir) if checkpoint.step_of(p) > step]
+    if newer and not cfg.train.overwrite:
+        raise ConfigError(f"train.resume: output.dir {run_dir} holds checkpoints newer than {path} "
+                          f"({', '.join(newer)}); continuing from step {step} there would mix two histories. "
+                          f"Use another output.dir, or train.overwrite=true to delete them")
+    if step > cfg.train.steps:
+        raise ConfigError(f"train.steps: {cfg.train.steps} is below the step of checkpoint {path} ({step})")
     return path
+
+
+def prepare_run_dir(cfg, run_dir: Path, resume_from: Path | None):
+    """Rank 0, before any work: clear what the chosen start point makes obsolete."""
+    import shutil
+
+    if cfg.train.resume == "no" and cfg.train.overwrite:
+        shutil.rmtree(checkpoint.checkpoints_dir(run_dir), ignore_errors=True)
+        (run_dir / "metrics.jsonl").unlink(missing_ok=True)
+    if resume_from is not None and cfg.train.overwrite:
+        checkpoint.remove_after(run_dir, checkpoint.read_trainer_state(resume_from)["step"])
+    (run_dir / PREEMPTED).unlink(missing_ok=True)
+
+
+def truncate_metrics(run_dir: Path, start: int):
+    """Rows logged after the step we start from belong to the lost tail of an interrupted run."""
+    f = run_dir / "metrics.jsonl"
+    if not f.exists():
+        return
+    kept = []
+    for line in f.read_text().splitlines():
+        try:
+            if json.loads(line)["step"] <= start:
+                kept.append(line)
+        except (ValueError, KeyError, TypeError):
+            pass  # a row torn by a kill
+    tmp = f.with_name(f.name + ".tmp")
+    tmp.write_text("".join(line + "\n" for line in kept))
+    os.replace(tmp, f)
 
 
 def make_optimizer(o, params, lr: float):
@@ -66,7 +112,9 @@ def identity(cfg) -> dict:
     """What a checkpoint must share with the config to be loadable."""
     return {"variant": cfg.variant, "arch": cfg.model.arch, "z_dim": cfg.model.z_dim,
             "resolution": cfg.data.resolution, "channels": cfg.data.channels,
-            "label_dim": config.label_dim(cfg), "g_width": cfg.model.g_width, "d_width": cfg.model.d_width}
+            "label_dim": config.label_dim(cfg), "g_width": cfg.model.g_width, "d_width": cfg.model.d_width,
+            "g_norm": cfg.model.g_norm, "d_norm": cfg.model.d_norm, "spectral_norm": cfg.model.spectral_norm,
+            "conditioning": cfg.model.conditioning, "optimizer": cfg.optim.name}
 
 
 def git_commit() -> str | None:
@@ -155,6 +203,13 @@ class StopFlag:
 
 # -- main -----------------------------------------------------------------------------------------
 
+def weights_finite(models) -> bool:
+    """G, D (parameters and buffers) and the EMA hold only finite numbers: worth a checkpoint."""
+    mods = [models.G_raw, models.D_raw] + ([models.ema.model] if models.ema is not None else [])
+    return all(bool(torch.isfinite(t).all()) for m in mods for t in [*m.parameters(), *m.buffers()]
+               if t.is_floating_point())
+
+
 def run(cfg) -> int:
     from gandist.data.source import make_source
     from gandist.ema import EMA
@@ -168,11 +223,8 @@ def run(cfg) -> int:
     config.check_world_size(cfg, world)
     run_dir = Path(cfg.output.dir)
     resume_from = decide_resume(cfg, run_dir)
-    if cfg.train.resume == "no" and cfg.train.overwrite and acc.is_main_process:
-        import shutil
-
-        shutil.rmtree(checkpoint.checkpoints_dir(run_dir), ignore_errors=True)
-        (run_dir / "metrics.jsonl").unlink(missing_ok=True)
+    if acc.is_main_process:
+        prepare_run_dir(cfg, run_dir, resume_from)
     acc.wait_for_everyone()
 
     if cfg.train.fp64:
@@ -193,31 +245,43 @@ def run(cfg) -> int:
     draws = Draws(cfg.train.seed, cfg.train.batch_size, rank, world, acc.device)
     stepper = Stepper(cfg, acc, models, data, draws)
 
-    start = 0
+    start, note = 0, ""
     if resume_from is not None:
-        state = checkpoint.load(acc, resume_from, identity(cfg), ema)
+        state = checkpoint.load(acc, resume_from, identity(cfg), {"generator": G_raw, "discriminator": D_raw}, ema)
         start = state["step"]
+        for opt, lr in ((opt_g, cfg.optim.lr_g), (opt_d, cfg.optim.lr_d)):  # hyperparameters: the config's
+            for group in opt.param_groups:
+                group["lr"] = lr
+                if "betas" in group:
+                    group["betas"] = (cfg.optim.beta1, cfg.optim.beta2)
         for k, v in state.get("counters", {}).items():
             setattr(stepper.counters, k, v)
         data.load_state_dict(state.get("data", {}))
-    if acc.is_main_process and start and (run_dir / "metrics.jsonl").exists():
-        # rows logged after the checkpoint belong to the lost tail of the interrupted run
-        rows = (run_dir / "metrics.jsonl").read_text().splitlines()
-        kept = [r for r in rows if r.strip() and json.loads(r)["step"] <= start]
-        (run_dir / "metrics.jsonl").write_text("".join(r + "\n" for r in kept))
+        note = f", resumed from {resume_from}"
+        if state.get("world_size", world) != world:
+            note += f" (written by {state['world_size']} processes)"
+    if acc.is_main_process:
+        truncate_metrics(run_dir, start)
 
     write_run_files(cfg, acc, run_dir)
     if cfg.log.trackers:
         acc.init_trackers(Path(cfg.output.dir).name, config=config.to_dict(cfg))
     report = Reporter(cfg, acc, run_dir, start)
     report.print(f"gandist {__version__}: {cfg.variant} on {world} process(es), {acc.device.type}, "
-                 f"global batch {cfg.train.batch_size}, steps {start}->{cfg.train.steps}, run dir {run_dir}"
-                 + (f", resumed from {resume_from}" if resume_from else ""))
+                 f"global batch {cfg.train.batch_size}, steps {start}->{cfg.train.steps}, run dir {run_dir}{note}")
     z_fixed, y_fixed, nrow = fixed_inputs(cfg, acc.device)
 
-    def trainer_state(step):
-        return {"identity": identity(cfg), "counters": vars(stepper.counters), "data": data.state_dict(),
-                "world_size": world}
+    def save_checkpoint(step):
+        # Never replace good checkpoints with weights that have blown up (pruning would drop the good ones).
+        if sum_over_ranks(float(not weights_finite(models)), acc.device) > 0:
+            report.print(f"[yellow]step {step}: the weights are not finite; no checkpoint saved "
+                         f"(the last good one is {checkpoint.latest(run_dir)})")
+            return None
+        state = {"identity": identity(cfg), "counters": vars(stepper.counters), "data": data.state_dict(),
+                 "world_size": world}
+        path = checkpoint.save(acc, run_dir, step, state, ema, cfg.checkpoint.keep)
+        report.print(f"checkpoint {path}")
+        return path
 
     local_batch = cfg.train.batch_size // world
     t_last, n_last = time.perf_counter(), start
@@ -238,19 +302,19 @@ def run(cfg) -> int:
         if acc.is_main_process and (done % cfg.train.sample_every == 0 or done == cfg.train.steps):
             sample_grid(ema.model if ema else G_raw, z_fixed, y_fixed, run_dir / "samples" / f"step_{done:06d}.png",
                         nrow)
-        stopping = stop.agreed(acc.device) if done < cfg.train.steps else False
-        if done % cfg.checkpoint.every == 0 or stopping:
-            path = checkpoint.save(acc, run_dir, done, trainer_state(done), ema, cfg.checkpoint.keep)
-            report.print(f"checkpoint {path}")
+        stopping = stop.agreed(acc.device) if done < cfg.train.steps else False  # all ranks, same answer
+        if done % cfg.checkpoint.every == 0 or done == cfg.train.steps or stopping:
+            path = save_checkpoint(done)
         if stopping:
-            report.print(f"signal {stop.signum} received: checkpoint saved at step {done}; exiting with "
+            report.print(f"signal {stop.signum} received: checkpoint {path} saved at step {done}; exiting with "
                          f"{EXIT_REQUEUE} so the job can be requeued")
+            if acc.is_main_process:
+                checkpoint.write_json_atomic(run_dir / PREEMPTED, {"step": done, "signal": stop.signum,
+                                                                   "checkpoint": str(path) if path else None})
             exit_code = EXIT_REQUEUE
             break
 
     if exit_code == 0:
-        if cfg.train.steps % cfg.checkpoint.every:
-            checkpoint.save(acc, run_dir, cfg.train.steps, trainer_state(cfg.train.steps), ema, cfg.checkpoint.keep)
         if acc.is_main_process:
             export_final(run_dir, G_raw, D_raw, ema)
             plot_metrics(run_dir)
@@ -260,18 +324,44 @@ def run(cfg) -> int:
     return exit_code
 
 
+def first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else ""
+
+
+def lost_peer(e: BaseException) -> bool:
+    """Is this the error a collective raises when another rank is gone (gloo and NCCL wording)?"""
+    if isinstance(e, torch.distributed.DistError):
+        return True
+    text = str(e)
+    return isinstance(e, RuntimeError) and torch.distributed.is_initialized() and any(
+        s in text for s in ("Connection reset by peer", "Connection closed by peer", "Timed out waiting",
+                            "Broken pipe", "NCCL communicator was aborted", "Watchdog caught collective"))
+
+
 def main(argv=None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
+    cfg = None
     try:
         cfg = config.load(args.config, args.overrides)
         return run(cfg)
     except (ConfigError, checkpoint.CheckpointError) as e:
         print(f"gandist: error ({where()}): {e}", file=sys.stderr)
-        return 2
+        return EXIT_CONFIG
+    except NonFiniteLoss as e:
+        print(f"gandist: error ({where()}): training diverged: {e}. Stopped; the last good checkpoint is "
+              f"{checkpoint.latest(cfg.output.dir)} (try a lower learning rate from there, e.g. with "
+              f"train.resume=PATH)", file=sys.stderr)
+        return EXIT_DIVERGED
     except Exception as e:
+        if lost_peer(e):  # the usual way a run ends when another rank dies: a short message, no traceback
+            print(f"gandist: error ({where()}): lost contact with another process of the run; it died, hung "
+                  f"or was cut off (a hung peer is given up on after train.timeout_s={cfg.train.timeout_s} s); "
+                  f"see the other ranks' logs. {type(e).__name__}: {first_line(e)}", file=sys.stderr)
+            return EXIT_ERROR
         traceback.print_exc()
         print(f"gandist: {type(e).__name__} ({where()}): {e}", file=sys.stderr)
-        return 1
+        return EXIT_ERROR
 
 
 if __name__ == "__main__":

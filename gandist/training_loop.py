@@ -30,9 +30,10 @@ class Models:
 @dataclass
 class Counters:
     """What the loop counts besides the step; saved in checkpoints."""
-    bad_in_a_row: int = 0
+    bad_in_a_row: int = 0  # the longer of the two current streaks below
     bad_total: int = 0
     skipped_by_scaler: int = 0
+    bad_streaks: dict = field(default_factory=dict)  # per loss (D's, G's): non-finite steps in a row
     extra: dict = field(default_factory=dict)
 
 
@@ -126,15 +127,17 @@ class Stepper:
     def _apply(self, opt, stats: dict, key: str) -> bool:
         """Step the optimizer unless the (cross-rank) loss is non-finite; True if it stepped."""
         c = self.counters
-        if not math.isfinite(stats[key]):
+        # Streaks are per network: a finite D loss must not hide a G that never steps again.
+        finite = math.isfinite(stats[key])
+        c.bad_streaks[key] = 0 if finite else c.bad_streaks.get(key, 0) + 1
+        c.bad_in_a_row = max(c.bad_streaks.values())
+        if not finite:
             opt.zero_grad(set_to_none=True)
-            c.bad_in_a_row += 1
             c.bad_total += 1
-            if c.bad_in_a_row >= self.cfg.train.max_bad_steps:
-                raise NonFiniteLoss(f"{key} was non-finite for {c.bad_in_a_row} steps in a row "
+            if c.bad_streaks[key] >= self.cfg.train.max_bad_steps:
+                raise NonFiniteLoss(f"{key} was non-finite for {c.bad_streaks[key]} steps in a row "
                                     f"(train.max_bad_steps={self.cfg.train.max_bad_steps})")
             return False
-        c.bad_in_a_row = 0
         opt.step()
         opt.zero_grad(set_to_none=True)
         if self.scaler is not None and self.acc.optimizer_step_was_skipped:
