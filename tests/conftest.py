@@ -44,7 +44,10 @@ def train_cmd(out: Path, *overrides: str, nproc: int = 1, launcher: str = "pytho
     if launcher == "torchrun":
         return [str(BIN / "torchrun"), "--standalone", f"--nproc_per_node={nproc}", "-m", "gandist.train", *args]
     if launcher == "accelerate":
-        return [str(BIN / "accelerate"), "launch", "--cpu", f"--num_processes={nproc}", "--num_machines=1",
+        # accelerate's --cpu with several processes needs MPI; --multi_gpu runs torchrun underneath,
+        # and gandist picks gloo on CPU itself when no GPU is there.
+        kind = "--multi_gpu" if nproc > 1 else "--cpu"
+        return [str(BIN / "accelerate"), "launch", kind, f"--num_processes={nproc}", "--num_machines=1",
                 f"--main_process_port={free_port()}", "--mixed_precision=no", "--dynamo_backend=no",
                 "-m", "gandist.train", *args]
     raise ValueError(launcher)

@@ -10,12 +10,31 @@ import torch.nn.functional as F
 from gandist.precision import wide
 
 
+class _AllReduceSum(torch.autograd.Function):
+    """Sum over ranks, differentiable to any order: the gradient of a sum all-reduce is the sum
+    all-reduce of the incoming gradients, expressed through this same Function."""
+
+    @staticmethod
+    def forward(ctx, t):
+        t = t.clone()
+        dist.all_reduce(t)
+        return t
+
+    @staticmethod
+    def backward(ctx, grad):
+        return _AllReduceSum.apply(grad.contiguous())
+
+
+def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
+    return _AllReduceSum.apply(t)
+
+
 class GlobalBatchNorm(nn.BatchNorm2d):
     """BatchNorm whose batch statistics cover the global batch of every process.
 
     torch.nn.SyncBatchNorm refuses CPU tensors, so CPU/gloo runs use this one: each rank
-    all-reduces its per-channel sum, sum of squares and count through torch.distributed.nn,
-    whose collectives are differentiable (twice, which the gradient penalty and R1 need).
+    all-reduces its per-channel sums through a differentiable all-reduce (to any order: the
+    gradient penalty and R1 need double backward).
     The arithmetic and the running-statistics update are those of nn.BatchNorm over the
     concatenated global batch.  It works for 1d (N, C) and 2d (N, C, H, W) inputs.
     """
@@ -28,20 +47,18 @@ class GlobalBatchNorm(nn.BatchNorm2d):
         self._check_input_dim(x)
         if not (self.training and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
             return super().forward(x)
-        from torch.distributed.nn.functional import all_reduce
-
         dims = [0] + list(range(2, x.dim()))
         xf = wide(x)
         c = x.shape[1]
         # Two passes (mean, then squared deviations), as single-process BatchNorm effectively does:
         # E[x^2] - E[x]^2 in one pass loses digits to cancellation and breaks world-size invariance.
         count = torch.full((1,), float(x.numel() // c), device=x.device)
-        s1 = all_reduce(torch.cat([xf.sum(dims), count]))  # sums over ranks, with a gradient
+        s1 = all_reduce_sum(torch.cat([xf.sum(dims), count]))  # sums over ranks, with a gradient
         n = s1[-1]
         mean = s1[:c] / n
         shape = [1, c] + [1] * (x.dim() - 2)
         centred = xf - mean.view(shape)
-        var = all_reduce((centred * centred).sum(dims)) / n
+        var = all_reduce_sum((centred * centred).sum(dims)) / n
         if self.track_running_stats:
             with torch.no_grad():
                 self.num_batches_tracked += 1
@@ -83,17 +100,38 @@ def maybe_sn(layer: nn.Module, on: bool) -> nn.Module:
     return nn.utils.parametrizations.spectral_norm(layer) if on else layer
 
 
+def check_labels(y: torch.Tensor | None, label_dim: int, who: str):
+    if y is None or y.dim() != 2 or y.shape[1] != label_dim:
+        got = None if y is None else tuple(y.shape)
+        raise ValueError(f"{who} is conditioned on {label_dim} label values per sample, got labels of shape {got}")
+
+
+def with_labels(z: torch.Tensor, y: torch.Tensor | None, label_dim: int) -> torch.Tensor:
+    """G's input: the noise, followed by the label vector when G is conditional."""
+    if not label_dim:
+        return z
+    check_labels(y, label_dim, "G")
+    return torch.cat([z, y.to(z.dtype)], 1)
+
+
 def label_maps(y: torch.Tensor, h: int, w: int) -> torch.Tensor:
     """Labels (N, L) broadcast to constant feature maps (N, L, H, W) for concatenation with images."""
     return y[:, :, None, None].expand(-1, -1, h, w)
 
 
 class Projection(nn.Module):
-    """Projection discriminator head (Miyato & Koyama 2018): logit += <embed(y), features>."""
+    """Projection discriminator head (Miyato & Koyama 2018): logit += <embed(y), features>.
+
+    For one-hot classes embed(y) is the class's embedding (the bias adds only a class-independent
+    term, like D's own head).  For 0/1 attribute vectors the bias is what makes it right:
+    b + sum_k y_k w_k is exactly one two-class projection per attribute (b collects every
+    attribute's "absent" embedding), so an absent attribute is evidence too, not silence.
+    """
 
     def __init__(self, label_dim: int, features: int, sn: bool):
         super().__init__()
-        self.embed = maybe_sn(nn.Linear(label_dim, features, bias=False), sn)
+        self.label_dim = label_dim
+        self.embed = maybe_sn(nn.Linear(label_dim, features), sn)
 
     def forward(self, feats: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return (self.embed(y) * feats).sum(1)
