@@ -1,0 +1,297 @@
+"""gandist-prepare: write a dataset as WebDataset tar shards plus an index.json.
+
+    gandist-prepare cifar10 --src data/cifar10 --out shards/cifar10 [--download]
+    gandist-prepare celeba --src data/celeba --out shards/celeba64 [--crop 140] [--resolution 64]
+    gandist-prepare mnist --src data/mnist --out shards/mnist
+    gandist-prepare folder --src data/flowers --out shards/flowers64 [--resolution 64]
+    gandist-prepare synthetic --out shards/synthetic --size 20000
+
+Shards are OUT/<split>-NNNNNN.tar; each sample is <key>.png (lossless: an image that needs no resize
+keeps its exact pixels) with <key>.cls (class id) or <key>.attr.json (CelebA's 40 attributes, 1/-1).
+OUT/index.json lists every split's shards and sample counts, the resolution, channels, class or
+attribute names and the preprocessing.  The train split is written in a seeded random order.
+
+Re-running is idempotent: a split whose index entry matches the same options and unchanged inputs is
+left alone; otherwise it is rewritten (byte-identical for the same inputs) and stale shards are removed.
+Bad input (missing folder, corrupt image, attribute rows without images, images without rows) is an
+error naming the file, or with --skip-bad is skipped, reported and counted in the index.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import importlib
+import json
+import math
+import multiprocessing
+import os
+import re
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from gandist.data.sources import BadSample, Options, PrepareError, Source, Split
+
+SOURCES = ("cifar10", "celeba", "mnist", "folder", "synthetic")
+INDEX = "index.json"
+FORMAT = "gandist-shards/1"
+SHARD_RE = re.compile(r"^(?P<split>[A-Za-z0-9_]+)-\d{6}\.tar$")
+_MTIME = 946684800  # 2000-01-01: fixed tar member times make re-runs byte-identical
+
+
+def open_source(name: str, opt: Options) -> Source:
+    if name not in SOURCES:
+        raise PrepareError(f"unknown source {name!r}; one of {', '.join(SOURCES)}")
+    return importlib.import_module(f"gandist.data.sources.{name}").open_source(opt)
+
+
+def fingerprint(paths: list[Path]) -> str:
+    """Cheap identity of the input files: names, sizes and modification times."""
+    h = hashlib.sha256()
+    for p in paths:
+        st = p.stat()
+        h.update(f"{p.name}\t{st.st_size}\t{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()[:24]
+
+
+def _run(job):
+    """In a writer process: (process, item) -> (True, sample) or (False, what was wrong)."""
+    process, item = job
+    try:
+        return True, process(item)
+    except BadSample as e:
+        return False, str(e)
+
+
+def _shard_name(split: str, k: int) -> str:
+    return f"{split}-{k:06d}.tar"
+
+
+def _pattern(split: str, n: int) -> str:
+    return f"{split}-{{{0:06d}..{n - 1:06d}}}.tar" if n else ""
+
+
+def _up_to_date(out: Path, entry: dict | None, params: dict, fp: str) -> bool:
+    if not entry or entry.get("params") != params or entry.get("fingerprint") != fp:
+        return False
+    for s in entry["shards"]:
+        p = out / s["name"]
+        if not p.is_file() or p.stat().st_size != s["bytes"]:
+            return False
+    return True
+
+
+class _Progress:
+    """A rich progress bar over all samples, or nothing."""
+
+    def __init__(self, enabled: bool, total: int):
+        self.bar = None
+        if enabled and total:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+            self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                TextColumn("{task.fields[rate]}"), TimeRemainingColumn())
+            self.bar.start()
+        self.task = None
+
+    def split(self, name: str, total: int):
+        if self.bar is not None:
+            self.task = self.bar.add_task(f"writing {name}", total=total, rate="")
+
+    def advance(self, n: int):
+        if self.bar is not None and self.task is not None:
+            self.bar.advance(self.task, n)
+
+    def close(self):
+        if self.bar is not None:
+            self.bar.stop()
+
+
+def write_split(split: Split, out: Path, *, shard_size: int, pool, skip_bad: bool, order_seed: int | None,
+                progress: _Progress) -> dict:
+    """Write one split's shards with webdataset.ShardWriter; returns its index entry (without params)."""
+    import webdataset as wds
+
+    order = np.arange(split.count)
+    if order_seed is not None:
+        order = np.random.default_rng([order_seed, split.count]).permutation(split.count)
+    jobs = ((split.process, split.item(int(i))) for i in order)
+    results = pool.imap(_run, jobs, chunksize=16) if pool is not None else map(_run, jobs)
+
+    failed = False
+
+    def publish(fname: str):  # ShardWriter calls this when a shard is complete: move it into place
+        p = Path(fname)
+        if failed:
+            p.unlink(missing_ok=True)
+        else:
+            p.replace(out / p.name[1:].removesuffix(".partial"))
+
+    n, bad = 0, []
+    progress.split(split.name, split.count)
+    writer = wds.ShardWriter(str(out / f".{split.name}-%06d.tar.partial"), maxcount=shard_size, maxsize=float("inf"),
+                             post=publish, verbose=0, encoder=False, mtime=_MTIME)
+    try:
+        for ok, payload in results:
+            if ok:
+                writer.write(payload)
+                n += 1
+            elif skip_bad:
+                bad.append(payload)
+                print(f"gandist-prepare: skipped: {payload}", file=sys.stderr)
+            else:
+                raise PrepareError(f"{payload}\n(use --skip-bad to skip such samples and count them in the index)")
+            progress.advance(1)
+    except BaseException:
+        failed = True
+        raise
+    finally:
+        writer.close()
+    nshards = math.ceil(n / shard_size)
+    if n == 0:
+        (out / _shard_name(split.name, 0)).unlink(missing_ok=True)
+    shards = []
+    for k in range(nshards):
+        name = _shard_name(split.name, k)
+        shards.append({"name": name, "count": min(shard_size, n - k * shard_size), "bytes": (out / name).stat().st_size})
+    return {"pattern": _pattern(split.name, nshards), "shards": shards, "total": n, "bad_samples": bad}
+
+
+def prepare(source: str, src: str | Path | None, out: str | Path, *, splits: list[str] | None = None,
+            shard_size: int = 2000, workers: int | None = None, resolution: int | None = None,
+            channels: int | None = None, crop: int | None = None, skip_bad: bool = False, download: bool = False,
+            size: int = 20000, seed: int = 0, shuffle_seed: int | None = 0, force: bool = False,
+            progress: bool = True, log=print) -> dict:
+    """Write `source` as shards into `out`; returns the index (also written to out/index.json)."""
+    if shard_size < 1:
+        raise PrepareError(f"--shard-size must be at least 1, not {shard_size}")
+    opt = Options(src=Path(src) if src else None, splits=tuple(splits) if splits else None, skip_bad=skip_bad,
+                  resolution=resolution, channels=channels, crop=crop, download=download, size=size, seed=seed)
+    s = open_source(source, opt)
+    if splits:
+        unknown = [x for x in splits if x not in s.splits]
+        if unknown:
+            raise PrepareError(f"{source}: no split {', '.join(unknown)} here; it has {', '.join(s.splits) or 'none'}")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    params = {"source": source, "src": None if source == "synthetic" else str(s.root.resolve()), "resolution": s.resolution, "channels": s.channels,
+              "crop": crop, "size": size if source == "synthetic" else None, "seed": seed if source == "synthetic" else None,
+              "shard_size": shard_size, "shuffle_seed": shuffle_seed, "skip_bad": skip_bad}
+    fp = fingerprint(s.inputs)
+    old = _read_index(out)
+    old_splits = old.get("splits", {}) if old else {}
+
+    todo = [sp for name, sp in s.splits.items() if force or not _up_to_date(out, old_splits.get(name), params, fp)]
+    entries = {name: e for name, e in old_splits.items() if e.get("params") == params}
+    for name in s.splits:
+        if name not in [sp.name for sp in todo]:
+            log(f"{name}: up to date ({entries[name]['total']} samples in {len(entries[name]['shards'])} shard(s))")
+
+    if todo:
+        if old is not None:  # while shards are rewritten, the index must not vouch for them
+            _write_index(out, {**old, "splits": {k: v for k, v in old_splits.items() if k not in {sp.name for sp in todo}}})
+        workers = min(8, os.cpu_count() or 1) if workers is None else workers
+        pool = multiprocessing.get_context().Pool(workers) if workers > 1 else None
+        bar = _Progress(progress, sum(sp.count for sp in todo))
+        try:
+            for sp in todo:
+                e = write_split(sp, out, shard_size=shard_size, pool=pool, skip_bad=skip_bad,
+                                order_seed=shuffle_seed if sp.name == "train" else None, progress=bar)
+                listed = s.skipped.get(sp.name, [])
+                bad = listed + e.pop("bad_samples")
+                e.update(skipped=len(bad), skipped_examples=bad[:50], params=params, fingerprint=fp)
+                entries[sp.name] = e
+                log(f"{sp.name}: {e['total']} samples in {len(e['shards'])} shard(s) {e['pattern']}"
+                    + (f", {len(bad)} skipped ({len(listed)} while listing the input)" if bad else ""))
+        finally:
+            if pool is not None:
+                pool.terminate()
+            bar.close()
+
+    index = {"format": FORMAT, "source": source, "resolution": s.resolution, "channels": s.channels,
+             "label_key": s.label_key, "classes": s.classes, "attributes": s.attributes,
+             "preprocessing": s.preprocessing, "total": sum(e["total"] for e in entries.values()),
+             "skipped": sum(e["skipped"] for e in entries.values()), "splits": entries}
+    if todo or old != index:
+        _write_index(out, index)
+    _remove_stale(out, index, log)
+    for name, e in entries.items():
+        if e["pattern"]:
+            log(f"data.urls for {name}: {out / e['pattern']}")
+    return index
+
+
+def _read_index(out: Path) -> dict | None:
+    p = out / INDEX
+    if not p.is_file():
+        return None
+    try:
+        d = json.loads(p.read_text())
+    except (OSError, ValueError):
+        return None
+    return d if isinstance(d, dict) and d.get("format") == FORMAT else None
+
+
+def _write_index(out: Path, index: dict):
+    tmp = out / f".{INDEX}.tmp"
+    tmp.write_text(json.dumps(index, indent=1))
+    tmp.replace(out / INDEX)
+
+
+def _remove_stale(out: Path, index: dict, log):
+    keep = {s["name"] for e in index["splits"].values() for s in e["shards"]}
+    stale = [p for p in out.iterdir() if (SHARD_RE.match(p.name) and p.name not in keep) or p.name.endswith(".tar.partial")]
+    for p in stale:
+        p.unlink()
+    if stale:
+        log(f"removed {len(stale)} stale shard file(s) from {out}")
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(prog="gandist-prepare", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("source", choices=SOURCES)
+    p.add_argument("--src", help="the dataset's folder (not needed for synthetic)")
+    p.add_argument("--out", required=True, help="output folder for the shards and index.json")
+    p.add_argument("--splits", help="comma list, e.g. train,test (default: every split the source has)")
+    p.add_argument("--shard-size", type=int, default=2000, help="samples per shard (default 2000)")
+    p.add_argument("--workers", type=int, default=None, help="writer processes (default: CPU cores, at most 8)")
+    p.add_argument("--resolution", type=int, help="output size in px (default: cifar10 32, mnist 28, celeba and "
+                                                  "folder 64, synthetic 32)")
+    p.add_argument("--channels", type=int, choices=(1, 3), help="3 = RGB, 1 = grayscale (default: the source's)")
+    p.add_argument("--crop", type=int, help="centre crop in px before resizing (celeba: 108 by default, 140 is the "
+                                            "other usual choice; folder: the largest centred square)")
+    p.add_argument("--skip-bad", action="store_true", help="skip bad input (reported and counted in the index) "
+                                                           "instead of stopping")
+    p.add_argument("--download", action="store_true", help="cifar10, mnist: fetch the dataset with torchvision")
+    p.add_argument("--size", type=int, default=20000, help="synthetic: number of images")
+    p.add_argument("--seed", type=int, default=0, help="synthetic: the embedded dataset's seed")
+    p.add_argument("--shuffle-seed", type=int, default=0, help="seed of the train split's write order")
+    p.add_argument("--no-shuffle", action="store_true", help="write the train split in the source's order")
+    p.add_argument("--force", action="store_true", help="rewrite splits even when they are up to date")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    try:
+        index = prepare(args.source, args.src, args.out, splits=args.splits.split(",") if args.splits else None,
+                        shard_size=args.shard_size, workers=args.workers, resolution=args.resolution,
+                        channels=args.channels, crop=args.crop, skip_bad=args.skip_bad, download=args.download,
+                        size=args.size, seed=args.seed, shuffle_seed=None if args.no_shuffle else args.shuffle_seed,
+                        force=args.force, progress=not args.no_progress)
+    except PrepareError as e:
+        print(f"gandist-prepare: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("gandist-prepare: interrupted; re-run the same command to finish", file=sys.stderr)
+        return 130
+    print(f"gandist-prepare: {index['total']} samples in {args.out}"
+          + (f", {index['skipped']} skipped (listed in {Path(args.out) / INDEX})" if index["skipped"] else ""))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,364 @@
+"""gandist-prepare: shards from each source read back with the source's exact pixels and labels; bad
+input is an error naming the file, or with --skip-bad a counted skip; re-runs are idempotent."""
+from __future__ import annotations
+
+import gzip
+import json
+import pickle
+import struct
+import subprocess
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from tests.conftest import BIN, PY, REPO, env
+from gandist.data.prepare import prepare
+from gandist.data.sources import PrepareError
+from gandist.data.stream import eval_batches
+
+
+def read_split(out, split="train", **kw) -> dict:
+    """{key: (uint8 (C, H, W) numpy, label)} of one split, through the evaluation-mode reader."""
+    index = json.loads((out / "index.json").read_text())
+    got, skipped = {}, 0
+    reader = eval_batches(str(out / index["splits"][split]["pattern"]), 0, 1, 100, workers=0, with_keys=True, **kw)
+    for x, y, keys in reader:
+        for img, lab, key in zip(x.numpy(), y.tolist() if y is not None else [None] * len(keys), keys):
+            assert key not in got, f"{key} read twice"
+            got[key] = (img, lab)
+    assert reader.skipped == 0
+    return got
+
+
+# -- fixtures in the real formats -----------------------------------------------------------------
+
+def write_cifar_batch(path, data: np.ndarray, labels: list[int]):
+    """Like the official python batches (protocol 2, byte-string keys) but without b"filenames"."""
+    with open(path, "wb") as f:
+        pickle.dump({b"batch_label": b"fixture", b"labels": labels, b"data": data}, f, protocol=2)
+
+
+def make_cifar(root, rows_per_batch=6, test_rows=5, seed=0):
+    d = root / "cifar-10-batches-py"
+    d.mkdir(parents=True)
+    rng = np.random.default_rng(seed)
+    arrays = {}
+    for name, n in [*[(f"data_batch_{i}", rows_per_batch) for i in range(1, 6)], ("test_batch", test_rows)]:
+        data = rng.integers(0, 256, (n, 3072), dtype=np.uint8)
+        labels = [int(v) for v in rng.integers(0, 10, n)]
+        write_cifar_batch(d / name, data, labels)
+        arrays[name] = (data, labels)
+    return d, arrays
+
+
+def write_idx(path, arr: np.ndarray, gz: bool):
+    raw = struct.pack(">HBB", 0, 8, arr.ndim) + struct.pack(f">{arr.ndim}I", *arr.shape) + arr.tobytes()
+    path.write_bytes(gzip.compress(raw) if gz else raw)
+
+
+def make_celeba(root, n=8, size=(30, 36), partition=True, seed=0):
+    """n JPEG faces NNNNNN.jpg, an attribute file in the official layout and optionally a partition file."""
+    rng = np.random.default_rng(seed)
+    img_dir = root / "img_align_celeba"
+    img_dir.mkdir(parents=True)
+    names = ["Bald", "Male", "Smiling"]
+    rows = {}
+    for i in range(1, n + 1):
+        arr = rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
+        Image.fromarray(arr).save(img_dir / f"{i:06d}.jpg", quality=90)
+        rows[f"{i:06d}.jpg"] = [int(v) for v in rng.choice([-1, 1], len(names))]
+    write_attr(root, names, rows)
+    if partition:
+        (root / "list_eval_partition.txt").write_text(
+            "".join(f"{k} {0 if i < n - 3 else (1 if i < n - 1 else 2)}\n" for i, k in enumerate(sorted(rows))))
+    return names, rows
+
+
+def write_attr(root, names, rows):
+    lines = [str(len(rows)), " ".join(names) + " "]
+    lines += [f"{k} " + " ".join(f"{v:2d}" for v in vals) for k, vals in rows.items()]
+    (root / "list_attr_celeba.txt").write_text("\n".join(lines) + "\n")
+
+
+def centre_crop(path, crop, resolution=None, mode="RGB") -> np.ndarray:
+    with Image.open(path) as im:
+        im = im.convert(mode)
+        w, h = im.size
+        left, top = (w - crop) // 2, (h - crop) // 2
+        im = im.crop((left, top, left + crop, top + crop))
+        if resolution and resolution != crop:
+            im = im.resize((resolution, resolution), Image.Resampling.LANCZOS)
+    arr = np.asarray(im)
+    return arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
+
+
+# -- CIFAR-10 --------------------------------------------------------------------------------------
+
+def test_cifar10_sample_is_read_back_byte_identical(shared_data, tmp_path):
+    src = shared_data / "cifar10-sample"
+    from gandist.data.sources.cifar10 import read_batch
+
+    # The sample has only data_batch_1 of the five training batches: an error naming the missing ones ...
+    with pytest.raises(PrepareError, match=r"data_batch_2: missing(.|\n)*--skip-bad"):
+        prepare("cifar10", src, tmp_path / "a", progress=False, workers=1)
+    # ... or, with --skip-bad, counted in the index.
+    index = prepare("cifar10", src, tmp_path / "a", skip_bad=True, progress=False, workers=2, shard_size=500)
+    train, test = index["splits"]["train"], index["splits"]["test"]
+    assert (train["total"], test["total"]) == (1102, 1017)
+    assert [s["count"] for s in train["shards"]] == [500, 500, 102]
+    assert train["skipped"] == 4 and all("missing" in m for m in train["skipped_examples"])
+    assert test["skipped"] == 0 and index["skipped"] == 4
+    assert index["classes"][:2] == ["airplane", "automobile"] and index["resolution"] == 32
+    assert train["pattern"] == "train-{000000..000002}.tar"
+
+    for split, batch in (("train", "data_batch_1"), ("test", "test_batch")):
+        data, labels = read_batch(src / "cifar-10-batches-py" / batch)
+        got = read_split(tmp_path / "a", split)
+        assert len(got) == len(data)
+        for key, (img, lab) in got.items():
+            f, row = key.rsplit("-", 1)
+            assert f == batch
+            np.testing.assert_array_equal(img, data[int(row)].reshape(3, 32, 32))
+            assert lab == labels[int(row)]
+    # the train split is written in a seeded random order, the test split in the source's
+    keys = [k for x in eval_batches(str(tmp_path / "a" / train["pattern"]), 0, 1, 2000, 0, with_keys=True)
+            for k in x[2]]
+    assert keys != sorted(keys)
+
+
+def test_cifar10_full_layout_generated(tmp_path):
+    d, arrays = make_cifar(tmp_path / "raw")
+    # --src may be the batches folder itself
+    index = prepare("cifar10", d, tmp_path / "out", progress=False, workers=1)
+    assert index["splits"]["train"]["total"] == 30 and index["skipped"] == 0
+    got = read_split(tmp_path / "out", "train")
+    for key, (img, lab) in got.items():
+        f, row = key.rsplit("-", 1)
+        np.testing.assert_array_equal(img, arrays[f][0][int(row)].reshape(3, 32, 32))
+        assert lab == arrays[f][1][int(row)]
+    assert len(got) == 30
+
+
+def test_cifar10_bad_batches(tmp_path):
+    d, _ = make_cifar(tmp_path / "raw")
+    (d / "data_batch_3").write_bytes(b"not a pickle at all")
+    with pytest.raises(PrepareError, match="data_batch_3: not a readable CIFAR-10"):
+        prepare("cifar10", tmp_path / "raw", tmp_path / "out", progress=False, workers=1)
+    write_cifar_batch(d / "data_batch_3", np.zeros((4, 3072), np.uint8), [1, 2, 3])
+    with pytest.raises(PrepareError, match="data_batch_3: 4 images but 3 labels"):
+        prepare("cifar10", tmp_path / "raw", tmp_path / "out", progress=False, workers=1)
+    # a pickle that would run code is refused, not executed
+    with open(d / "data_batch_3", "wb") as f:
+        pickle.dump({b"data": subprocess.Popen, b"labels": []}, f)
+    with pytest.raises(PrepareError, match="refusing to load subprocess.Popen"):
+        prepare("cifar10", tmp_path / "raw", tmp_path / "out", progress=False, workers=1)
+    index = prepare("cifar10", tmp_path / "raw", tmp_path / "out", progress=False, workers=1, skip_bad=True)
+    assert index["splits"]["train"]["total"] == 24 and index["splits"]["train"]["skipped"] == 1
+    with pytest.raises(PrepareError, match="does not exist"):
+        prepare("cifar10", tmp_path / "nowhere", tmp_path / "out2", progress=False)
+
+
+# -- CelebA ----------------------------------------------------------------------------------------
+
+def test_celeba_sample(shared_data, tmp_path):
+    src = shared_data / "celeba-sample"
+    index = prepare("celeba", src, tmp_path / "out", progress=False, workers=2, shard_size=200)
+    assert list(index["splits"]) == ["train"]  # no list_eval_partition.txt: everything is train
+    assert index["splits"]["train"]["total"] == 500 and index["skipped"] == 0
+    assert [s["count"] for s in index["splits"]["train"]["shards"]] == [200, 200, 100]
+    assert len(index["attributes"]) == 40 and index["attributes"][0] == "5_o_Clock_Shadow"
+    assert index["resolution"] == 64 and index["preprocessing"]["center_crop"] == 108
+
+    lines = (src / "list_attr_celeba.txt").read_text().splitlines()
+    names = lines[1].split()
+    rows = {p[0][:-4]: [int(v) for v in p[1:]] for p in (line.split() for line in lines[2:])}
+    got = read_split(tmp_path / "out", label_key="attr", attributes=names)
+    assert sorted(got) == sorted(rows)
+    for key, (img, attr) in got.items():
+        assert attr == rows[key], key
+        assert img.shape == (3, 64, 64)
+    for key in sorted(got)[:4]:  # centre crop 108 of 178x218, Lanczos to 64
+        np.testing.assert_array_equal(got[key][0], centre_crop(src / "img_align_celeba" / f"{key}.jpg", 108, 64))
+
+
+def test_celeba_partition_and_exact_pixels(tmp_path):
+    names, rows = make_celeba(tmp_path / "c", n=8, size=(30, 36))
+    # crop = resolution: no resize, so the pixels are the decoded JPEG's centre square exactly
+    index = prepare("celeba", tmp_path / "c", tmp_path / "out", crop=24, resolution=24, progress=False, workers=1)
+    assert {k: v["total"] for k, v in index["splits"].items()} == {"train": 5, "valid": 2, "test": 1}
+    got = {**read_split(tmp_path / "out", "train", label_key="attr", attributes=names),
+           **read_split(tmp_path / "out", "valid", label_key="attr", attributes=names),
+           **read_split(tmp_path / "out", "test", label_key="attr", attributes=names)}
+    assert sorted(got) == sorted(k[:-4] for k in rows)
+    for key, (img, attr) in got.items():
+        assert attr == rows[f"{key}.jpg"]
+        np.testing.assert_array_equal(img, centre_crop(tmp_path / "c" / "img_align_celeba" / f"{key}.jpg", 24))
+
+
+def test_celeba_bad_input_is_an_error_or_counted(tmp_path):
+    root = tmp_path / "c"
+    names, rows = make_celeba(root, n=6, partition=False)
+    rows["000099.jpg"] = [1, 1, 1]  # a row naming an absent image
+    del rows["000002.jpg"]  # an image without a row
+    write_attr(root, names, rows)
+    with pytest.raises(PrepareError) as e:
+        prepare("celeba", root, tmp_path / "out", crop=24, resolution=24, progress=False, workers=1)
+    assert "000099.jpg does not exist" in str(e.value) and "000002.jpg: no row" in str(e.value)
+
+    (root / "img_align_celeba" / "000004.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated jpeg")
+    index = prepare("celeba", root, tmp_path / "out", crop=24, resolution=24, progress=False, workers=2,
+                    skip_bad=True)
+    train = index["splits"]["train"]
+    assert train["total"] == 4 and train["skipped"] == 3
+    assert any("000004.jpg: cannot decode" in m for m in train["skipped_examples"])
+    assert sorted(read_split(tmp_path / "out", label_key="attr", attributes=names)) == \
+        ["000001", "000003", "000005", "000006"]
+
+    # the listing is consistent again: without --skip-bad the corrupt image stops prepare, named
+    del rows["000099.jpg"]
+    write_attr(root, names, rows)
+    (root / "img_align_celeba" / "000002.jpg").unlink()
+    with pytest.raises(PrepareError, match="000004.jpg: cannot decode"):
+        prepare("celeba", root, tmp_path / "out2", crop=24, resolution=24, progress=False, workers=2)
+    assert not list((tmp_path / "out2").glob("*.tar*"))  # no half-written shard is left in place
+
+
+# -- MNIST -----------------------------------------------------------------------------------------
+
+def test_mnist_sample_is_read_back_byte_identical(shared_data, tmp_path):
+    raw = shared_data / "mnist-sample" / "raw"
+    with pytest.raises(PrepareError, match="no train-images-idx3-ubyte"):
+        prepare("mnist", shared_data / "mnist-sample", tmp_path / "out", progress=False, workers=1)
+    index = prepare("mnist", shared_data / "mnist-sample", tmp_path / "out", splits=["test"], progress=False,
+                    workers=2, shard_size=4000)
+    assert index["splits"]["test"]["total"] == 10000 and index["channels"] == 1 and index["resolution"] == 28
+    images = np.frombuffer(gzip.decompress((raw / "t10k-images-idx3-ubyte.gz").read_bytes())[16:], np.uint8)
+    images = images.reshape(10000, 28, 28)
+    labels = np.frombuffer(gzip.decompress((raw / "t10k-labels-idx1-ubyte.gz").read_bytes())[8:], np.uint8)
+    got = read_split(tmp_path / "out", "test")
+    assert len(got) == 10000
+    for key, (img, lab) in got.items():
+        i = int(key.split("-")[1])
+        np.testing.assert_array_equal(img[0], images[i])
+        assert lab == labels[i]
+
+
+def test_mnist_uncompressed_and_truncated(tmp_path):
+    rng = np.random.default_rng(1)
+    imgs, labs = rng.integers(0, 256, (7, 28, 28), dtype=np.uint8), rng.integers(0, 10, 7).astype(np.uint8)
+    write_idx(tmp_path / "train-images-idx3-ubyte", imgs, gz=False)
+    write_idx(tmp_path / "train-labels-idx1-ubyte", labs, gz=False)
+    write_idx(tmp_path / "t10k-images-idx3-ubyte.gz", imgs[:3], gz=True)
+    write_idx(tmp_path / "t10k-labels-idx1-ubyte.gz", labs[:3], gz=True)
+    prepare("mnist", tmp_path, tmp_path / "out", progress=False, workers=1, shuffle_seed=None)
+    got = read_split(tmp_path / "out", "train")
+    assert [k for k in got] == [f"train-{i:05d}" for i in range(7)]  # --no-shuffle: the source's order
+    for i, (img, lab) in enumerate(got.values()):
+        np.testing.assert_array_equal(img[0], imgs[i])
+        assert lab == labs[i]
+    assert len(read_split(tmp_path / "out", "test")) == 3
+
+    p = tmp_path / "train-images-idx3-ubyte"
+    p.write_bytes(p.read_bytes()[:-100])
+    with pytest.raises(PrepareError, match=r"train-images-idx3-ubyte: header says 7x28x28 = 5488 bytes.*\(truncated\)"):
+        prepare("mnist", tmp_path, tmp_path / "out", progress=False, workers=1)
+
+
+# -- image folders ---------------------------------------------------------------------------------
+
+def test_folder_with_classes_and_flat(tmp_path):
+    rng = np.random.default_rng(2)
+    src = tmp_path / "flowers"
+    expect = {}
+    for cls in ("tulip", "daisy", "rose"):
+        (src / cls / "sub").mkdir(parents=True)
+        for i in range(3):
+            arr = rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)
+            p = src / cls / ("sub" if i == 2 else "") / f"img.{i}.png"
+            Image.fromarray(arr).save(p)
+            expect[(cls, i)] = arr
+    (src / "daisy" / "notes.txt").write_text("not an image")
+    index = prepare("folder", src, tmp_path / "out", resolution=16, progress=False, workers=1)
+    assert index["classes"] == ["daisy", "rose", "tulip"] and index["splits"]["train"]["total"] == 9
+    got = read_split(tmp_path / "out")
+    for key, (img, lab) in got.items():
+        cls = index["classes"][lab]
+        i = int(key.rsplit("_", 1)[1])  # 0000003_rose_img_0 -> 0
+        assert key.split("_", 1)[1].startswith(cls)
+        np.testing.assert_array_equal(img, expect[(cls, i)].transpose(2, 0, 1))
+
+    flat = tmp_path / "anime"
+    flat.mkdir()
+    big = rng.integers(0, 256, (20, 30, 3), dtype=np.uint8)  # 30 wide, 20 high: centre 20x20 square
+    Image.fromarray(big).save(flat / "a.png")
+    Image.fromarray(rng.integers(0, 256, (20, 20, 4), dtype=np.uint8), "RGBA").save(flat / "b.png")
+    (flat / "c.jpg").write_bytes(b"garbage")
+    with pytest.raises(PrepareError, match="c.jpg: cannot decode image"):
+        prepare("folder", flat, tmp_path / "flat", resolution=20, progress=False, workers=1)
+    index = prepare("folder", flat, tmp_path / "flat", resolution=20, progress=False, workers=1, skip_bad=True)
+    assert index["classes"] is None and index["label_key"] is None
+    assert index["splits"]["train"]["total"] == 2 and index["skipped"] == 1
+    got = read_split(tmp_path / "flat")
+    np.testing.assert_array_equal(got["0000000_a"][0], big[:, 5:25].transpose(2, 0, 1))
+    assert got["0000000_a"][1] == -1  # no label
+    with pytest.raises(PrepareError, match="no images"):
+        prepare("folder", tmp_path / "out", tmp_path / "o3", progress=False)  # a folder of tars
+
+
+# -- the embedded dataset, idempotence, the command line -----------------------------------------------
+
+def test_synthetic_matches_render(tmp_path):
+    from gandist.data.synthetic import render
+
+    index = prepare("synthetic", None, tmp_path / "s", size=40, resolution=32, shard_size=16, progress=False, workers=1)
+    assert [s["count"] for s in index["splits"]["train"]["shards"]] == [16, 16, 8]
+    got = read_split(tmp_path / "s")
+    assert sorted(got) == [f"{i:07d}" for i in range(40)]
+    for key, (img, lab) in got.items():
+        arr, label = render(0, int(key), 32, 3)
+        np.testing.assert_array_equal(img, arr)
+        assert lab == label
+
+
+def test_rerun_is_idempotent(tmp_path):
+    out = tmp_path / "s"
+    kw = dict(size=30, shard_size=8, progress=False)
+    logs = []
+    prepare("synthetic", None, out, workers=2, log=logs.append, **kw)
+    files = {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in out.iterdir()}
+    assert sorted(files) == ["index.json"] + [f"train-{i:06d}.tar" for i in range(4)]
+
+    logs.clear()
+    prepare("synthetic", None, out, workers=2, log=logs.append, **kw)  # nothing to do
+    assert any("up to date" in line for line in logs)
+    assert {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in out.iterdir()} == files
+
+    prepare("synthetic", None, out, workers=1, force=True, **kw)  # rewritten: the same bytes, any worker count
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == {k: v[0] for k, v in files.items()}
+
+    (out / "train-000002.tar").write_bytes(b"damaged")  # a damaged shard is noticed and rewritten
+    prepare("synthetic", None, out, workers=1, **kw)
+    assert (out / "train-000002.tar").read_bytes() == files["train-000002.tar"][0]
+
+    logs.clear()
+    index = prepare("synthetic", None, out, workers=1, log=logs.append, **{**kw, "shard_size": 16})
+    assert sorted(p.name for p in out.iterdir()) == ["index.json", "train-000000.tar", "train-000001.tar"]
+    assert any("removed 2 stale" in line for line in logs)
+    assert index["splits"]["train"]["total"] == 30 and len(read_split(out)) == 30
+
+
+def test_command_line(tmp_path):
+    # the console script, on bad input: a clear error and exit status 2
+    p = subprocess.run([str(BIN / "gandist-prepare"), "celeba", "--src", str(tmp_path / "missing"), "--out",
+                        str(tmp_path / "o")], capture_output=True, text=True, env=env(), timeout=120)
+    assert p.returncode == 2 and f"folder {tmp_path / 'missing'} does not exist" in p.stderr, p.stderr
+    p = subprocess.run([PY, "-m", "gandist.data.prepare", "synthetic", "--out", str(tmp_path / "o"), "--size", "12",
+                        "--shard-size", "5", "--workers", "2"], capture_output=True, text=True, env=env(),
+                       timeout=300, cwd=REPO)
+    assert p.returncode == 0, p.stderr
+    assert "12 samples" in p.stdout and f"{tmp_path / 'o'}/train-{{000000..000002}}.tar" in p.stdout
+    index = json.loads((tmp_path / "o" / "index.json").read_text())
+    assert index["total"] == 12 and [s["count"] for s in index["splits"]["train"]["shards"]] == [5, 5, 2]
+    assert torch.is_tensor(next(iter(eval_batches(str(tmp_path / "o" / "train-{000000..000002}.tar"), 0, 1, 4, 0)))[0])
