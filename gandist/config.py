@@ -93,6 +93,7 @@ class TrainConfig:
     seed: int = _f(0)
     batch_size: int = _f(64, min=1, help="global batch: each of N processes takes batch_size/N")
     mixed_precision: str = _f("no", choices=("no", "bf16", "fp16"))
+    fp16_init_scale: float = _f(65536.0, min=1.0, help="initial loss scale of fp16's GradScaler")
     resume: str = _f("auto", help="auto | no | PATH to a checkpoint directory")
     overwrite: bool = _f(False, help="with resume=no, allow a run directory that holds checkpoints")
     max_bad_steps: int = _f(10, min=1, help="consecutive non-finite steps before the run stops")
@@ -164,6 +165,11 @@ def _coerce(value: Any, tp: Any, key: str, where: str):
     elif tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
+        if isinstance(value, str):  # YAML 1.1 reads 1e-4 (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
     elif tp is str:
         if isinstance(value, str):
             return value

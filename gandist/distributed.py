@@ -22,7 +22,7 @@ PURPOSES = ("z_d", "z_g", "alpha", "augment_d", "augment_g", "noise_d", "noise_g
 
 def make_accelerator(cfg):
     from accelerate import Accelerator
-    from accelerate.utils import DistributedDataParallelKwargs, InitProcessGroupKwargs
+    from accelerate.utils import DistributedDataParallelKwargs, GradScalerKwargs, InitProcessGroupKwargs
 
     ddp = DistributedDataParallelKwargs(
         # Running statistics are kept equal across ranks by synchronised BatchNorm (or are
@@ -37,13 +37,20 @@ def make_accelerator(cfg):
     )
     pg = InitProcessGroupKwargs(timeout=timedelta(seconds=cfg.train.timeout_s))
     cpu = cfg.train.device == "cpu" or (cfg.train.device == "auto" and not torch.cuda.is_available())
-    return Accelerator(
+    acc = Accelerator(
         mixed_precision=cfg.train.mixed_precision,
         cpu=cpu,
-        kwargs_handlers=[ddp, pg],
+        kwargs_handlers=[ddp, pg, GradScalerKwargs(init_scale=cfg.train.fp16_init_scale)],
         log_with=cfg.log.trackers or None,
         project_dir=cfg.output.dir,
     )
+    if cfg.train.mixed_precision == "fp16" and acc.scaler is None:
+        # accelerate quietly runs "fp16" without autocast or loss scaling where it has no fp16 AMP (CPU)
+        from gandist.config import ConfigError
+
+        raise ConfigError(f"train.mixed_precision: fp16 needs a GPU; on {acc.device.type} accelerate would run it "
+                          f"as fp32 without a loss scaler. Use bf16 or no there.")
+    return acc
 
 
 def where() -> str:

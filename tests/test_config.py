@@ -23,6 +23,15 @@ def test_file_then_overrides_then_variant_preset():
     assert cfg.model.g_width == yaml.safe_load(QUICK.read_text())["model"]["g_width"]
 
 
+def test_exponent_floats_without_a_dot_are_floats(tmp_path):
+    f = tmp_path / "c.yaml"
+    f.write_text("optim:\n  lr_d: 1e-4\n")
+    cfg = config.load(f, ["optim.lr_g=2e-5"])
+    assert (cfg.optim.lr_d, cfg.optim.lr_g) == (1e-4, 2e-5)
+    with pytest.raises(ConfigError, match="optim.lr_g: expected float"):
+        config.load(f, ["optim.lr_g=fast"])
+
+
 def test_defaults_without_file():
     cfg = config.load(None, [])
     assert cfg.variant == "dcgan" and cfg.train.batch_size == 64 and cfg.train.mixed_precision == "no"
