@@ -1,0 +1,51 @@
+"""The D and G steps: what each one may touch."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from gandist import config, nets
+from gandist.data.source import make_source
+from gandist.distributed import Draws, make_accelerator
+from gandist.training_loop import Models, Stepper
+from tests.conftest import REPO, TINY
+
+
+def make_stepper(tmp_path, *overrides):
+    cfg = config.load(REPO / "configs" / "quickstart.yaml", [*TINY, f"output.dir={tmp_path}", *overrides])
+    acc = make_accelerator(cfg)
+    torch.manual_seed(0)
+    G, D = nets.build(cfg)
+    opt_g = torch.optim.Adam(G.parameters(), 1e-3)
+    opt_d = torch.optim.Adam(D.parameters(), 1e-3)
+    G, D, opt_g, opt_d = acc.prepare(G, D, opt_g, opt_d)
+    m = Models(G, D, acc.unwrap_model(G), acc.unwrap_model(D), opt_g, opt_d)
+    data = make_source(cfg, 0, 1, acc.device)
+    return Stepper(cfg, acc, m, data, Draws(0, cfg.train.batch_size, 0, 1, acc.device)), m
+
+
+def test_g_step_runs_d_frozen_and_changes_only_g(tmp_path):
+    stepper, m = make_stepper(tmp_path, "variant=wgan_gp")
+    seen = []
+    m.D_raw.register_forward_pre_hook(lambda mod, args: seen.append(any(p.requires_grad for p in mod.parameters())))
+    stepper.d_step(0, 0)
+    assert seen and all(seen)  # D trains in its own step (real, fake, interpolates)
+    d_before = [p.detach().clone() for p in m.D_raw.parameters()]
+    g_before = [p.detach().clone() for p in m.G_raw.parameters()]
+    seen.clear()
+    stepper.g_step(0, 0)
+    assert seen == [False]  # one D forward, with every D parameter frozen
+    assert all(p.requires_grad for p in m.D_raw.parameters())  # and unfrozen afterwards
+    assert all(torch.equal(a, b) for a, b in zip(d_before, m.D_raw.parameters()))
+    assert any(not torch.equal(a, b) for a, b in zip(g_before, m.G_raw.parameters()))
+    assert all(p.grad is None for p in m.D_raw.parameters())  # nothing left to leak into the next D step
+
+
+def test_d_step_changes_only_d_and_clip_bounds_every_critic_parameter(tmp_path):
+    stepper, m = make_stepper(tmp_path, "variant=wgan")
+    g_before = [p.detach().clone() for p in m.G_raw.parameters()]
+    stats = stepper.d_step(0, 0)
+    assert all(torch.equal(a, b) for a, b in zip(g_before, m.G_raw.parameters()))
+    c = stepper.cfg.loss.clip
+    assert all(p.abs().max() <= c for p in m.D_raw.parameters())
+    assert stats["wasserstein"] == pytest.approx(stats["d_real"] - stats["d_fake"], abs=1e-6)
