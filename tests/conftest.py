@@ -69,16 +69,9 @@ def metrics(out: Path) -> list[dict]:
 
 def max_weight_diff(a: Path, b: Path) -> float:
     """Largest absolute difference between two runs' final G and D weights."""
-    from safetensors.torch import load_file
+    from gandist.compare import weight_diffs
 
-    worst = 0.0
-    for name in ("generator", "discriminator"):
-        wa = load_file(str(Path(a) / "final" / f"{name}.safetensors"))
-        wb = load_file(str(Path(b) / "final" / f"{name}.safetensors"))
-        assert wa.keys() == wb.keys()
-        for k in wa:
-            worst = max(worst, (wa[k].double() - wb[k].double()).abs().max().item())
-    return worst
+    return max(weight_diffs(a, b).values())
 
 
 @pytest.fixture(scope="session")
