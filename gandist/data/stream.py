@@ -248,17 +248,23 @@ def _encode_probe() -> bytes:
 _decode_png = None
 
 
-def decode(sample: dict, spec: Spec):
-    """A raw WebDataset sample -> (uint8 (C, H, W) tensor, label or None); BadSample says what is wrong."""
+def decoder():
+    """The PNG decoder, chosen once per process; called before DataLoader workers fork, so that they
+    inherit it (and torchvision) instead of each importing it."""
     global _decode_png
     if _decode_png is None:
         _decode_png = _png_decoder()
+    return _decode_png
+
+
+def decode(sample: dict, spec: Spec):
+    """A raw WebDataset sample -> (uint8 (C, H, W) tensor, label or None); BadSample says what is wrong."""
     where_ = f"sample {sample.get('__key__')!r} of {sample.get('__url__')}"
     png = sample.get("png")
     if png is None:
         raise BadSample(f"{where_}: no .png member (found {sorted(k for k in sample if not k.startswith('__'))})")
     try:
-        img = _decode_png(png)
+        img = decoder()(png)
     except Exception as e:
         raise BadSample(f"{where_}: corrupt PNG ({type(e).__name__}: {str(e)[:120]})") from None
     c, h, w = img.shape
@@ -327,7 +333,11 @@ class _Reader:
         return True
 
     def handler(self, exn: Exception) -> bool:
-        return self.problem(f"unreadable shard data: {type(exn).__name__}: {', '.join(map(str, exn.args))[:300]}")
+        """webdataset's tar readers report here; they append the stream and url to exn.args."""
+        args = [str(a) for a in exn.args]
+        what, _, stream = (args[0] if args else "").partition(" @ ")
+        url = next((a for a in reversed(args[1:]) if not a.startswith("<")), None) or stream or "?"
+        return self.problem(f"shard {url}: unreadable tar data ({type(exn).__name__}: {what[:200]})")
 
     def take_skipped(self) -> int:
         n, self.skipped = self.skipped, 0
@@ -345,8 +355,13 @@ class _Reader:
             except Exception as e:
                 self.problem(f"shard {url}: cannot open ({type(e).__name__}: {str(e)[:200]})")
                 continue
-            yield {"url": url, "stream": stream}
-            stream.close()
+            try:
+                yield {"url": url, "stream": stream}
+            finally:
+                try:
+                    stream.close()  # a pipe: command's exit status is checked here
+                except Exception as e:
+                    self.problem(f"shard {url}: {type(e).__name__}: {str(e)[:200]}")
 
     def raw(self, urls):
         """Raw samples (dicts of bytes) from the shards in `urls` (an iterable of urls or {'url': ...})."""
@@ -438,6 +453,7 @@ class EvalStream(IterableDataset):
 
 
 def _loader(ds: IterableDataset, workers: int, pin: bool, prefetch: int = 2) -> DataLoader:
+    decoder()
     return DataLoader(ds, batch_size=None, num_workers=workers, pin_memory=pin,
                       prefetch_factor=prefetch if workers > 0 else None)
 

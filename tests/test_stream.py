@@ -1,0 +1,269 @@
+"""The streaming shard reader: evaluation mode covers every sample exactly once across ranks x workers,
+training mode gives every rank the same number of batches per epoch and resumes exactly, corrupt data
+is skipped and counted, and the url forms (braces, ';', pipe:, http with a cache) all read the same."""
+from __future__ import annotations
+
+import functools
+import http.server
+import io
+import json
+import shutil
+import tarfile
+import threading
+
+import numpy as np
+import pytest
+import torch
+
+from gandist.config import Config
+from gandist.data.prepare import prepare
+from gandist.data.stream import DataError, ShardSource, eval_batches, expand_urls
+from gandist.data.synthetic import render
+from tests.test_prepare import make_celeba
+
+N, SHARD = 53, 8  # 7 shards: six of 8 samples and one of 5
+URLS = "train-{000000..000006}.tar"
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory):
+    out = tmp_path_factory.mktemp("shards")
+    prepare("synthetic", None, out, size=N, shard_size=SHARD, progress=False, workers=1)
+    return out
+
+
+@pytest.fixture(scope="module")
+def by_pixels():
+    """uint8 bytes of each embedded image -> (index, class)."""
+    out = {}
+    for i in range(N):
+        arr, label = render(0, i, 32, 3)
+        out[arr.tobytes()] = (i, label)
+    return out
+
+
+def make_cfg(urls: str, **over) -> Config:
+    cfg = Config()
+    cfg.data.source, cfg.data.urls, cfg.data.workers, cfg.data.shuffle_buffer = "shards", urls, 2, 16
+    cfg.train.batch_size, cfg.train.seed = 8, 0
+    for k, v in over.items():
+        section, key = k.split("__")
+        setattr(getattr(cfg, section), key, v)
+    return cfg
+
+
+def as_u8(x: torch.Tensor) -> np.ndarray:
+    return ((x.double() + 1.0) * 127.5).round().to(torch.uint8).numpy()
+
+
+def identify(x: torch.Tensor, by_pixels) -> list[tuple[int, int]]:
+    return [by_pixels[img.tobytes()] for img in as_u8(x)]
+
+
+# -- evaluation mode -------------------------------------------------------------------------------
+
+def test_eval_mode_yields_each_sample_once_over_2_ranks_x_2_workers(shards):
+    seen, per_rank = [], []
+    for rank in (0, 1):
+        reader = eval_batches(str(shards / URLS), rank, 2, 5, workers=2, with_keys=True)
+        n = 0
+        for x, y, keys in reader:
+            assert x.dtype == torch.uint8 and x.shape[1:] == (3, 32, 32) and len(x) <= 5
+            for img, lab, key in zip(x.numpy(), y.tolist(), keys):
+                arr, label = render(0, int(key), 32, 3)
+                np.testing.assert_array_equal(img, arr)
+                assert lab == label
+            seen += keys
+            n += len(keys)
+        assert reader.skipped == 0
+        per_rank.append(n)
+    assert sorted(seen) == [f"{i:07d}" for i in range(N)]  # each exactly once
+    assert per_rank == [8 + 8 + 8 + 5, 8 + 8 + 8]  # shards 0, 2, 4, 6 and 1, 3, 5
+
+
+# -- training mode ---------------------------------------------------------------------------------
+
+def test_training_mode_gives_every_rank_the_same_batches_per_epoch(shards, by_pixels):
+    cfg = make_cfg(str(shards / URLS))
+    for rank in (0, 1):
+        src = ShardSource(cfg, rank, 2, "cpu")
+        assert src.total == N and src.bpe == N // 8  # the same epoch length on both ranks
+        for j in range(3 * src.bpe + 2):
+            x, y = src.batch(j)
+            assert x.shape == (4, 3, 32, 32) and x.dtype == torch.float32 and y is None
+            assert x.min() >= -1.0 and x.max() <= 1.0
+            identify(x, by_pixels)  # real dataset images
+        state = json.loads(json.dumps(src.state_dict()))  # JSON-serialisable for checkpoints
+        assert state["epoch"] == 3 and state["batch_in_epoch"] == 2 and state["next_batch"] == 3 * src.bpe + 2
+        assert src.skipped == 0
+
+
+def test_training_mode_is_seeded_and_resumes_exactly(shards, by_pixels):
+    cfg = make_cfg(str(shards / URLS))
+    a = ShardSource(cfg, 1, 2, "cpu")
+    first, states = [], {}
+    for j in range(10):
+        first.append(a.batch(j)[0])
+        states[j + 1] = a.state_dict()
+    again = ShardSource(cfg, 1, 2, "cpu")
+    assert all(torch.equal(again.batch(j)[0], first[j]) for j in range(10))
+
+    resumed = ShardSource(cfg, 1, 2, "cpu")  # from a checkpoint taken after 7 batches (mid-epoch 1)
+    resumed.load_state_dict(json.loads(json.dumps(states[7])))
+    assert resumed.state_dict()["next_batch"] == 7
+    assert all(torch.equal(resumed.batch(j)[0], first[j]) for j in range(7, 10))
+    jumped = ShardSource(cfg, 1, 2, "cpu")  # or positioned by the D-step index alone
+    assert torch.equal(jumped.batch(8)[0], first[8])
+
+    other_rank = ShardSource(cfg, 0, 2, "cpu")
+    other_seed = ShardSource(make_cfg(str(shards / URLS), train__seed=1), 1, 2, "cpu")
+    assert not torch.equal(other_rank.batch(0)[0], first[0])
+    assert not torch.equal(other_seed.batch(0)[0], first[0])
+    # the shuffle reaches across shards: the first batches already mix samples of several
+    shard_of = {int(k): s for s in range(7) for k in shard_keys(shards / f"train-{s:06d}.tar")}
+    assert len({shard_of[i] for x in first[:3] for i, _ in identify(x, by_pixels)}) >= 3
+
+
+def test_training_labels_become_conditions(shards, by_pixels, tmp_path):
+    cfg = make_cfg(str(shards / URLS), model__conditioning="concat", data__workers=1)
+    src = ShardSource(cfg, 0, 1, "cpu")
+    for j in range(3):
+        x, y = src.batch(j)
+        assert y.shape == (8, 10)
+        assert [lab for _, lab in identify(x, by_pixels)] == y.argmax(1).tolist()
+
+    names, rows = make_celeba(tmp_path / "celeba", n=10, partition=False)
+    prepare("celeba", tmp_path / "celeba", tmp_path / "c", crop=30, resolution=32, shard_size=4, progress=False,
+            workers=1)
+    pattern = json.loads((tmp_path / "c" / "index.json").read_text())["splits"]["train"]["pattern"]
+    urls = str(tmp_path / "c" / pattern)
+    attrs = {x.numpy().tobytes(): a for xs, ys in eval_batches(urls, 0, 1, 10, 0, label_key="attr",
+                                                               attributes=names) for x, a in zip(xs, ys.tolist())}
+    chosen = ["Smiling", "Bald"]
+    cfg = make_cfg(urls, model__conditioning="projection", data__label_key="attr", data__attributes=chosen,
+                   data__num_classes=0, train__batch_size=4, data__workers=1)
+    src = ShardSource(cfg, 0, 1, "cpu")
+    for j in range(4):
+        x, y = src.batch(j)
+        for img, cond in zip(as_u8(x), y.tolist()):
+            full = attrs[img.tobytes()]
+            assert cond == [float(full[names.index(a)] > 0) for a in chosen]
+
+    with pytest.raises(DataError, match=r"data.attributes: \['Wavy_Hair'\] are not attributes"):
+        ShardSource(make_cfg(urls, model__conditioning="concat", data__label_key="attr",
+                             data__attributes=["Wavy_Hair"]), 0, 1, "cpu")
+    with pytest.raises(DataError, match="data.resolution is 64 but the celeba shards .* are 32 px"):
+        ShardSource(make_cfg(urls, data__resolution=64), 0, 1, "cpu")
+    with pytest.raises(DataError, match="have no class labels"):
+        ShardSource(make_cfg(urls, model__conditioning="concat"), 0, 1, "cpu")
+
+
+# -- corrupt data ----------------------------------------------------------------------------------
+
+def rewrite_member(path, index: int, ext: str, change):
+    """Rewrite the tar at path with member `index`'s `ext` file's bytes passed through `change`."""
+    with tarfile.open(path) as tar:
+        members = [(m, tar.extractfile(m).read()) for m in tar.getmembers()]
+    keys = sorted({m.name.split(".")[0] for m, _ in members})
+    target = f"{keys[index]}.{ext}"
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for m, data in members:
+            if m.name == target:
+                data = change(data)
+                m.size = len(data)
+            tar.addfile(m, io.BytesIO(data))
+    path.write_bytes(buf.getvalue())
+    return keys[index]
+
+
+def flip_image_byte(png: bytes) -> bytes:
+    b = bytearray(png)
+    b[len(b) // 2] ^= 0x5A  # inside the compressed image data (libpng alone would crash on it)
+    return bytes(b)
+
+
+@pytest.fixture
+def damaged(shards, tmp_path):
+    d = tmp_path / "damaged"
+    shutil.copytree(shards, d)
+    bad_key = rewrite_member(d / "train-000001.tar", 2, "png", flip_image_byte)
+    data = (d / "train-000002.tar").read_bytes()
+    (d / "train-000002.tar").write_bytes(data[:len(data) // 2 + 700])  # cut inside a member
+    (d / "train-000003.tar").write_bytes(np.random.default_rng(0).bytes(20000))  # not a tar at all
+    return d, bad_key
+
+
+def shard_keys(path) -> set[str]:
+    with tarfile.open(path) as tar:
+        return {m.name.split(".")[0] for m in tar.getmembers()}
+
+
+def test_corrupt_members_and_shards_are_skipped_and_counted(shards, damaged, by_pixels):
+    d, bad_key = damaged
+    urls = str(d / "train-{000000..000007}.tar")  # ...000007 does not exist
+    seen, skipped = [], 0
+    for rank in (0, 1):
+        reader = eval_batches(urls, rank, 2, 4, workers=2, with_keys=True)
+        seen += [k for _, _, keys in reader for k in keys]
+        skipped += reader.skipped
+    assert len(seen) == len(set(seen))
+    intact = set().union(*(shard_keys(shards / f"train-{s:06d}.tar") for s in (0, 1, 4, 5, 6))) - {bad_key}
+    assert intact <= set(seen) and bad_key not in seen
+    assert not set(seen) & shard_keys(shards / "train-000003.tar")
+    assert skipped >= 4  # the corrupt image, the cut shard, the garbage shard, the missing shard
+
+    # training goes on over several epochs, every image it yields is intact, the skips are counted
+    src = ShardSource(make_cfg(urls, train__batch_size=6), 0, 1, "cpu")
+    for j in range(4 * src.bpe):
+        x, _ = src.batch(j)
+        assert bad_key not in {f"{i:07d}" for i, _ in identify(x, by_pixels)}
+    assert src.skipped >= 3
+
+
+def test_nothing_readable_is_an_error_not_a_hang(shards, tmp_path):
+    d = tmp_path / "garbage"
+    shutil.copytree(shards, d)
+    for p in d.glob("*.tar"):
+        p.write_bytes(b"\0" * 1024 + b"this is no tar")
+    src = ShardSource(make_cfg(str(d / URLS)), 0, 1, "cpu")  # index.json still lists the shards
+    with pytest.raises(DataError, match=r"rank 0 on .*worker \d: opened 80 shards in a row without one good sample"):
+        src.batch(0)
+    with pytest.raises(DataError, match="none of the 7 shard"):
+        ShardSource(make_cfg(str(tmp_path / "nowhere" / URLS)), 0, 1, "cpu")
+
+
+# -- url forms -------------------------------------------------------------------------------------
+
+def test_url_forms_pipe_http_and_cache(shards, tmp_path):
+    local = expand_urls(str(shards / URLS))
+    assert len(local) == 7
+    two = expand_urls(f"{shards}/train-{{000000..000002}}.tar; {shards}/train-{{000005..000006}}.tar")
+    assert [u.rsplit("-", 1)[1] for u in two] == ["000000.tar", "000001.tar", "000002.tar", "000005.tar", "000006.tar"]
+
+    def keys(urls, **kw):
+        return sorted(k for rank in (0, 1) for _, _, ks in eval_batches(urls, rank, 2, 8, 2, with_keys=True, **kw)
+                      for k in ks)
+
+    everything = [f"{i:07d}" for i in range(N)]
+    assert keys(";".join(f"pipe:cat {u}" for u in local)) == everything
+
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(shards))
+    handler.log_message = lambda *a: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    web = f"http://127.0.0.1:{server.server_address[1]}/{URLS}"
+    cache = tmp_path / "cache"
+    try:
+        assert keys(web) == everything
+        src = ShardSource(make_cfg(web, data__cache_dir=str(cache)), 0, 1, "cpu")  # index.json over http
+        assert src.total == N
+        assert keys(web, cache_dir=str(cache)) == everything
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert len(list(cache.iterdir())) == 7 and not list(cache.glob(".*"))
+    # with the server gone, the cache still serves every shard (counted from the cached tars)
+    assert keys(web, cache_dir=str(cache)) == everything
+    src = ShardSource(make_cfg(web, data__cache_dir=str(cache)), 0, 1, "cpu")
+    assert src.total == N and src.batch(0)[0].shape == (8, 3, 32, 32) and src.skipped == 0
