@@ -263,7 +263,13 @@ def test_url_forms_pipe_http_and_cache(shards, tmp_path):
         server.shutdown()
         server.server_close()
     assert len(list(cache.iterdir())) == 7 and not list(cache.glob(".*"))
-    # with the server gone, the cache still serves every shard (counted from the cached tars)
+    # with the server gone, the cache still serves every shard; without index.json the epoch length
+    # comes from counting the first remote shard
     assert keys(web, cache_dir=str(cache)) == everything
     src = ShardSource(make_cfg(web, data__cache_dir=str(cache)), 0, 1, "cpu")
-    assert src.total == N and src.batch(0)[0].shape == (8, 3, 32, 32) and src.skipped == 0
+    assert src.total == 7 * len(shard_keys(shards / "train-000000.tar"))
+    assert src.batch(0)[0].shape == (8, 3, 32, 32) and src.skipped == 0
+    # local shards without index.json are counted exactly
+    bare = tmp_path / "bare"
+    shutil.copytree(shards, bare, ignore=shutil.ignore_patterns("index.json"))
+    assert ShardSource(make_cfg(str(bare / URLS)), 0, 1, "cpu").total == N

@@ -38,6 +38,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
+from gandist.config import ConfigError
 from gandist.data.source import condition, to_images
 from gandist.distributed import where
 
@@ -46,8 +47,9 @@ INDEX = "index.json"
 _LOG_FIRST = 20  # skips logged in full per worker; after that every 100th
 
 
-class DataError(RuntimeError):
-    """Shards that cannot be used at all (none exist, wrong resolution, missing labels...)."""
+class DataError(ConfigError):
+    """data.* settings that cannot work with the shards (none exist, another resolution, no such labels,
+    nothing readable); a ConfigError, so gandist-train reports it without a traceback."""
 
 
 # -- urls ------------------------------------------------------------------------------------------
@@ -149,14 +151,11 @@ def find_index(urls: list[str]) -> tuple[dict, dict[str, int]]:
 
 
 def count_samples(url: str, cache_dir: str = "") -> int:
-    """Samples in one shard, read from the tar headers (for shards without an index.json)."""
+    """Samples in one shard, from its tar headers (a local file is not read beyond them)."""
     from webdataset.tariterators import base_plus_ext
 
-    keys = set()
-    with open_shard(url, cache_dir) as f, tarfile.open(fileobj=f, mode="r|*") as tar:
-        for m in tar:
-            if m.isreg():
-                keys.add(base_plus_ext(m.name)[0])
+    with open_shard(url, cache_dir) as f, tarfile.open(fileobj=f, mode="r:" if is_local(url) else "r|*") as tar:
+        keys = {base_plus_ext(m.name)[0] for m in tar if m.isreg()}
     keys.discard(None)
     return len(keys)
 
@@ -564,16 +563,22 @@ class ShardSource:
                 if len(classes) > d.num_classes:
                     raise DataError(f"data.num_classes is {d.num_classes} but the {src} have {len(classes)} classes ({here})")
         present = [u for u in self.urls if u not in missing]
-        uncounted = [u for u in present if u not in counts]
-        if uncounted and self.rank == 0:
-            print(f"data: no index.json lists {len(uncounted)} shard(s) (e.g. {uncounted[0]}); counting their samples",
-                  flush=True)
         total = sum(counts.get(u, 0) for u in present)
-        for u in uncounted:
+        local = [u for u in present if u not in counts and is_local(u)]
+        remote = [u for u in present if u not in counts and not is_local(u)]
+        if (local or remote) and self.rank == 0:
+            print(f"data: no index.json lists {len(local) + len(remote)} shard(s) (e.g. {(local + remote)[0]}); "
+                  + ("counting the local ones' samples" if local else "")
+                  + (" and " if local and remote else "")
+                  + (f"estimating the remote ones' as {len(remote)} x the count of the first" if remote else ""),
+                  flush=True)
+        for u in local + remote[:1]:
             try:
-                total += count_samples(u, d.cache_dir)
+                n = count_samples(u, d.cache_dir)
             except Exception as e:
                 log.warning("gandist.data (%s): cannot count the samples of %s (%s)", here, u, e)
+                n = 0
+            total += n * (len(remote) if u not in local else 1)
         if total == 0:
             raise DataError(f"data.urls: the {len(present)} shard(s) hold no readable samples ({here})")
         self._probe(present)

@@ -1,0 +1,178 @@
+"""Benchmarks (figures to read, not timed tests).
+
+    python -m gandist.bench data [--cifar10 DIR] [--celeba DIR] [--workers 1,2] [--seconds 8]
+
+`data`: images/s per DataLoader worker of the shard reader (training mode: resampled shards, shuffle
+buffer, PNG decode to uint8) for CIFAR-10 at 32 px and CelebA at 64 px, next to torchvision's datasets
+on the same images with the same workers and batch size: CIFAR10 (the pickled batches held in memory)
+and ImageFolder (CelebA's JPEGs with the same centre crop and Lanczos resize, and the 64 px PNGs the
+shards hold, written out as files).  By default the samples in ../shared/data are used.  Throughput is
+counted from the first batch on (worker start-up excluded) for --seconds per row.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def _rate(loader, seconds: float) -> float:
+    """Images per second from a DataLoader, after its first batch, for about `seconds`."""
+    it = iter(loader)
+    next(it)
+    n, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        x = next(it)[0]
+        n += len(x)
+    return n / (time.perf_counter() - t0)
+
+
+def _shard_loader(urls: str, resolution: int, labels: str | None, workers: int, batch: int):
+    import torch
+
+    from gandist.data.stream import Spec, TrainStream, decoder, expand_urls
+
+    decoder()
+    ds = TrainStream(expand_urls(urls), Spec(resolution, 3, labels), seed=0, rank=0, batch=batch,
+                     batches_per_epoch=10 ** 9, workers=workers, shuffle_buffer=1000)
+    return torch.utils.data.DataLoader(ds, batch_size=None, num_workers=workers,
+                                       prefetch_factor=4 if workers else None)
+
+
+def _map_loader(ds, workers: int, batch: int):
+    import torch
+
+    sampler = torch.utils.data.RandomSampler(ds, replacement=True, num_samples=10 ** 9)
+    return torch.utils.data.DataLoader(ds, batch_size=batch, sampler=sampler, num_workers=workers,
+                                       prefetch_factor=4 if workers else None)
+
+
+def _torchvision_cifar(root: Path):
+    """torchvision's CIFAR10 on whatever batches are there: its md5 check would reject re-packed or
+    partial copies (as ../shared/data's sample), so the check is skipped and the file list trimmed."""
+    from torchvision import datasets, transforms
+
+    class CIFAR10(datasets.CIFAR10):
+        train_list = [[f"data_batch_{i}", None] for i in range(1, 6) if (root / f"data_batch_{i}").is_file()]
+
+        def _check_integrity(self):
+            return True
+
+        def _load_meta(self):
+            self.classes = [str(i) for i in range(10)]
+
+    return CIFAR10(str(root.parent), train=True, transform=transforms.PILToTensor())
+
+
+def _image_folder(files: list[Path], tmp: Path, name: str, transform):
+    from torchvision import datasets
+
+    d = tmp / name / "all"
+    d.mkdir(parents=True)
+    for f in files:
+        (d / f.name).symlink_to(f.resolve())
+    return datasets.ImageFolder(str(tmp / name), transform=transform)
+
+
+def bench_data(args) -> int:
+    import torch
+    from torchvision import transforms
+    from torchvision.transforms import InterpolationMode
+
+    from gandist.data.prepare import prepare
+    from gandist.data.sources.cifar10 import find_root
+
+    workers = [int(w) for w in args.workers.split(",")]
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="gandist-bench-") as tmp:
+        tmp = Path(tmp)
+        print(f"preparing shards in {tmp} ...", flush=True)
+        cidx = prepare("cifar10", args.cifar10, tmp / "cifar10", splits=["train"], skip_bad=True, progress=False,
+                       log=lambda *a: None)
+        celeba_files = sorted((Path(args.celeba) / "img_align_celeba").glob("*.jpg"))
+        eidx = prepare("celeba", args.celeba, tmp / "celeba", progress=False, log=lambda *a: None)
+        curls = str(tmp / "cifar10" / cidx["splits"]["train"]["pattern"])
+        eurls = str(tmp / "celeba" / eidx["splits"]["train"]["pattern"])
+        pngs = tmp / "celeba-png"
+        pngs.mkdir()
+        from gandist.data.stream import eval_batches
+        from PIL import Image
+
+        for x, _, keys in eval_batches(eurls, 0, 1, 256, 0, label_key=None, with_keys=True):
+            for img, key in zip(x, keys):
+                Image.fromarray(img.permute(1, 2, 0).numpy()).save(pngs / f"{key}.png")
+
+        tv_cifar = _torchvision_cifar(find_root(Path(args.cifar10)))
+        crop = transforms.Compose([transforms.CenterCrop(108), transforms.Resize(64, InterpolationMode.LANCZOS),
+                                   transforms.PILToTensor()])
+        tv_jpeg = _image_folder(celeba_files, tmp, "celeba-jpeg", crop)
+        tv_png = _image_folder(sorted(pngs.glob("*.png")), tmp, "celeba-png-folder", transforms.PILToTensor())
+        print(f"CIFAR-10: {cidx['total']} images; CelebA: {eidx['total']} images; batch {args.batch}; "
+              f"{args.seconds:g} s per row", flush=True)
+
+        cases = [
+            ("CIFAR-10 32 px", "gandist shards (PNG, with labels)", lambda w: _shard_loader(curls, 32, "cls", w, args.batch)),
+            ("CIFAR-10 32 px", "torchvision CIFAR10 (in memory)", lambda w: _map_loader(tv_cifar, w, args.batch)),
+            ("CelebA 64 px", "gandist shards (PNG)", lambda w: _shard_loader(eurls, 64, None, w, args.batch)),
+            ("CelebA 64 px", "ImageFolder, JPEG + crop 108 + resize", lambda w: _map_loader(tv_jpeg, w, args.batch)),
+            ("CelebA 64 px", "ImageFolder, 64 px PNG files", lambda w: _map_loader(tv_png, w, args.batch)),
+        ]
+        torch.set_num_threads(1)
+        for data, reader, make in cases:
+            for w in workers:
+                rate = _rate(make(w), args.seconds)
+                rows.append((data, reader, w, rate, rate / max(w, 1)))
+                print(f"  {data:15s} {reader:40s} workers {w}: {rate:8.0f} images/s, {rate / max(w, 1):7.0f} per worker",
+                      flush=True)
+
+    print()
+    print(f"Machine: {machine()}")
+    print()
+    print("| data | reader | workers | images/s | images/s per worker |")
+    print("| --- | --- | ---: | ---: | ---: |")
+    for data, reader, w, rate, per in rows:
+        print(f"| {data} | {reader} | {w} | {rate:,.0f} | {per:,.0f} |")
+    return 0
+
+
+def machine() -> str:
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return f"{cpu}, {cores} cores available, Python {platform.python_version()}, torch {torch.__version__}"
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m gandist.bench", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="what", required=True)
+    d = sub.add_parser("data", help="shard reader vs torchvision datasets, images/s per worker")
+    d.add_argument("--cifar10", default=str(SHARED / "cifar10-sample"), help="folder holding cifar-10-batches-py/")
+    d.add_argument("--celeba", default=str(SHARED / "celeba-sample"), help="folder holding img_align_celeba/")
+    d.add_argument("--workers", default="1,2", help="comma list of DataLoader worker counts")
+    d.add_argument("--batch", type=int, default=64)
+    d.add_argument("--seconds", type=float, default=8.0, help="measuring time per row")
+    args = p.parse_args(argv)
+    for path in (args.cifar10, args.celeba):
+        if not Path(path).is_dir():
+            print(f"gandist.bench: error: {path} does not exist (see --help)", file=sys.stderr)
+            return 2
+    return bench_data(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
