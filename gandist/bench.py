@@ -116,20 +116,21 @@ def bench_data(args) -> int:
         print(f"CIFAR-10: {cidx['total']} images; CelebA: {eidx['total']} images; batch {args.batch}; "
               f"{args.seconds:g} s per row", flush=True)
 
+        b = args.batch
         cases = [
-            ("CIFAR-10 32 px", "gandist shards (PNG, with labels)", lambda w: _shard_loader(curls, 32, "cls", w, args.batch)),
-            ("CIFAR-10 32 px", "torchvision CIFAR10 (in memory)", lambda w: _map_loader(tv_cifar, w, args.batch)),
-            ("CelebA 64 px", "gandist shards (PNG)", lambda w: _shard_loader(eurls, 64, None, w, args.batch)),
-            ("CelebA 64 px", "ImageFolder, JPEG + crop 108 + resize", lambda w: _map_loader(tv_jpeg, w, args.batch)),
-            ("CelebA 64 px", "ImageFolder, 64 px PNG files", lambda w: _map_loader(tv_png, w, args.batch)),
+            ("CIFAR-10 32 px", "gandist shards (PNG, with labels)", lambda w: _shard_loader(curls, 32, "cls", w, b)),
+            ("CIFAR-10 32 px", "torchvision CIFAR10 (in memory)", lambda w: _map_loader(tv_cifar, w, b)),
+            ("CelebA 64 px", "gandist shards (PNG)", lambda w: _shard_loader(eurls, 64, None, w, b)),
+            ("CelebA 64 px", "ImageFolder, JPEG + crop 108 + resize", lambda w: _map_loader(tv_jpeg, w, b)),
+            ("CelebA 64 px", "ImageFolder, 64 px PNG files", lambda w: _map_loader(tv_png, w, b)),
         ]
         torch.set_num_threads(1)
         for data, reader, make in cases:
             for w in workers:
                 rate = _rate(make(w), args.seconds)
                 rows.append((data, reader, w, rate, rate / max(w, 1)))
-                print(f"  {data:15s} {reader:40s} workers {w}: {rate:8.0f} images/s, {rate / max(w, 1):7.0f} per worker",
-                      flush=True)
+                print(f"  {data:15s} {reader:40s} workers {w}: {rate:8.0f} images/s, "
+                      f"{rate / max(w, 1):7.0f} per worker", flush=True)
 
     print()
     print(f"Machine: {machine()}")

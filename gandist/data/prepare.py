@@ -51,7 +51,7 @@ def fingerprint(paths: list[Path]) -> str:
     h = hashlib.sha256()
     for p in paths:
         st = p.stat()
-        h.update(f"{p.name}\t{st.st_size}\t{st.st_mtime_ns}\n".encode())
+        h.update(f"{p}\t{st.st_size}\t{st.st_mtime_ns}\n".encode())
     return h.hexdigest()[:24]
 
 
@@ -154,7 +154,8 @@ def write_split(split: Split, out: Path, *, shard_size: int, pool, skip_bad: boo
     shards = []
     for k in range(nshards):
         name = _shard_name(split.name, k)
-        shards.append({"name": name, "count": min(shard_size, n - k * shard_size), "bytes": (out / name).stat().st_size})
+        count = min(shard_size, n - k * shard_size)
+        shards.append({"name": name, "count": count, "bytes": (out / name).stat().st_size})
     return {"pattern": _pattern(split.name, nshards), "shards": shards, "total": n, "bad_samples": bad}
 
 
@@ -175,9 +176,11 @@ def prepare(source: str, src: str | Path | None, out: str | Path, *, splits: lis
             raise PrepareError(f"{source}: no split {', '.join(unknown)} here; it has {', '.join(s.splits) or 'none'}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    params = {"source": source, "src": None if source == "synthetic" else str(s.root.resolve()), "resolution": s.resolution, "channels": s.channels,
-              "crop": crop, "size": size if source == "synthetic" else None, "seed": seed if source == "synthetic" else None,
-              "shard_size": shard_size, "shuffle_seed": shuffle_seed, "skip_bad": skip_bad}
+    synthetic = source == "synthetic"
+    params = {"source": source, "src": None if synthetic else str(s.root.resolve()), "resolution": s.resolution,
+              "channels": s.channels, "crop": crop, "size": size if synthetic else None,
+              "seed": seed if synthetic else None, "shard_size": shard_size, "shuffle_seed": shuffle_seed,
+              "skip_bad": skip_bad}
     fp = fingerprint(s.inputs)
     old = _read_index(out)
     old_splits = old.get("splits", {}) if old else {}
@@ -190,7 +193,8 @@ def prepare(source: str, src: str | Path | None, out: str | Path, *, splits: lis
 
     if todo:
         if old is not None:  # while shards are rewritten, the index must not vouch for them
-            _write_index(out, {**old, "splits": {k: v for k, v in old_splits.items() if k not in {sp.name for sp in todo}}})
+            redo = {sp.name for sp in todo}
+            _write_index(out, {**old, "splits": {k: v for k, v in old_splits.items() if k not in redo}})
         workers = min(8, os.cpu_count() or 1) if workers is None else workers
         pool = multiprocessing.get_context().Pool(workers) if workers > 1 else None
         bar = _Progress(progress, sum(sp.count for sp in todo))
@@ -241,7 +245,8 @@ def _write_index(out: Path, index: dict):
 
 def _remove_stale(out: Path, index: dict, log):
     keep = {s["name"] for e in index["splits"].values() for s in e["shards"]}
-    stale = [p for p in out.iterdir() if (SHARD_RE.match(p.name) and p.name not in keep) or p.name.endswith(".tar.partial")]
+    stale = [p for p in out.iterdir()
+             if (SHARD_RE.match(p.name) and p.name not in keep) or p.name.endswith(".tar.partial")]
     for p in stale:
         p.unlink()
     if stale:

@@ -557,11 +557,11 @@ class ShardSource:
             if self.spec.labels == "cls":
                 classes = meta.get("classes")
                 if not classes:
-                    raise DataError(f"data.label_key is 'cls' but the {src} have no class labels"
-                                    + (" (use data.label_key=attr with data.attributes)" if meta.get("attributes") else "")
-                                    + f" ({here})")
+                    hint = " (use data.label_key=attr with data.attributes)" if meta.get("attributes") else ""
+                    raise DataError(f"data.label_key is 'cls' but the {src} have no class labels{hint} ({here})")
                 if len(classes) > d.num_classes:
-                    raise DataError(f"data.num_classes is {d.num_classes} but the {src} have {len(classes)} classes ({here})")
+                    raise DataError(f"data.num_classes is {d.num_classes} but the {src} have {len(classes)} "
+                                    f"classes ({here})")
         present = [u for u in self.urls if u not in missing]
         total = sum(counts.get(u, 0) for u in present)
         local = [u for u in present if u not in counts and is_local(u)]

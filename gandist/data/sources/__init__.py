@@ -61,7 +61,6 @@ class Source:
     splits: dict[str, Split]
     inputs: list[Path]  # files read, for the up-to-date check
     root: Path
-    skip_bad: bool = False
     classes: list[str] | None = None
     attributes: list[str] | None = None
     preprocessing: dict = field(default_factory=dict)

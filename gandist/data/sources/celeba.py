@@ -98,7 +98,8 @@ def open_source(opt: Options) -> Source:
     present = set(files)
     for name in rows:
         if name not in present:
-            problems.add(_split_of(name, partition), f"{root / ATTR_FILE}: row for {name}, but {img_dir / name} does not exist")
+            problems.add(_split_of(name, partition),
+                         f"{root / ATTR_FILE}: row for {name}, but {img_dir / name} does not exist")
     chosen: dict[str, list[str]] = {}
     for name in files:
         if name not in rows:
@@ -126,7 +127,7 @@ def open_source(opt: Options) -> Source:
            "grayscale": channels == 1}
     inputs = [root / ATTR_FILE] + ([root / PARTITION_FILE] if partition is not None else [])
     inputs += [img_dir / f for f in files]
-    return Source("celeba", resolution, channels, splits, inputs, root, opt.skip_bad, attributes=names,
+    return Source("celeba", resolution, channels, splits, inputs, root, attributes=names,
                   preprocessing=pre, skipped=skipped)
 
 

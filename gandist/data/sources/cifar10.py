@@ -139,6 +139,6 @@ def open_source(opt: Options) -> Source:
     problems.check(f"cifar10 in {root}")
     pre = {"layout": "CHW rows of the python batches -> HWC", "resize": None if resolution == 32 else "lanczos",
            "grayscale": channels == 1}
-    return Source("cifar10", resolution, channels, splits, inputs, root, opt.skip_bad, classes=_classes(root),
+    return Source("cifar10", resolution, channels, splits, inputs, root, classes=_classes(root),
                   preprocessing=pre, skipped=problems.by_split)
 

@@ -57,5 +57,5 @@ def open_source(opt: Options) -> Source:
     pre = {"center_crop": crop or "largest centred square", "resize": "lanczos (unless already that size)",
            "grayscale": channels == 1, "layout": "class subfolders" if classes else "flat, no labels"}
     splits = {"train": Split("train", len(entries), item, process)} if opt.wants("train") else {}
-    return Source("folder", resolution, channels, splits, [p for p, _ in entries], root, opt.skip_bad,
+    return Source("folder", resolution, channels, splits, [p for p, _ in entries], root,
                   classes=classes, preprocessing=pre, skipped=problems.by_split)

@@ -102,5 +102,5 @@ def open_source(opt: Options) -> Source:
         splits[name] = Split(name, 0 if images is None else len(images), item, process)
     problems.check(f"mnist in {opt.src}")
     pre = {"resize": None if resolution == 28 else "lanczos", "rgb": channels == 3}
-    return Source("mnist", resolution, channels, splits, inputs, opt.src, opt.skip_bad, classes=list(CLASSES),
+    return Source("mnist", resolution, channels, splits, inputs, opt.src, classes=list(CLASSES),
                   preprocessing=pre, skipped=problems.by_split)
