@@ -2,6 +2,8 @@
 
 Resolutions 28 (from 7x7), 32 and 64 (from 4x4), and 128.  G: BatchNorm + ReLU, tanh output.
 D: LeakyReLU(0.2), no norm on the first layer, one logit (no sigmoid: the loss takes logits).
+With d_norm `layer` (the WGAN-GP critic) each hidden layer is normalised over (C, H, W) of its own
+sample, so a sample's output never depends on the rest of the batch.
 """
 from __future__ import annotations
 
@@ -10,14 +12,14 @@ import math
 import torch
 import torch.nn as nn
 
-from gandist.nets.layers import Projection, batch_norm, label_maps, leaky, maybe_sn
+from gandist.nets.layers import Projection, batch_norm, check_labels, label_maps, maybe_sn, with_labels
 
 
 def _plan(resolution: int) -> tuple[int, int]:
     """(start size, number of 2x stages) for a resolution."""
     start = 7 if resolution == 28 else 4
     n = int(round(math.log2(resolution / start)))
-    if start * 2 ** n != resolution:
+    if n < 2 or start * 2 ** n != resolution:
         raise ValueError(f"DCGAN supports 28, 32, 64 or 128 px, not {resolution}")
     return start, n
 
@@ -39,9 +41,7 @@ class DCGANGenerator(nn.Module):
         self.net = nn.Sequential(*layers)
 
     def forward(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
-        if self.label_dim:
-            z = torch.cat([z, y.to(z.dtype)], 1)
-        return self.net(z[:, :, None, None])
+        return self.net(with_labels(z, y, self.label_dim)[:, :, None, None])
 
 
 class DCGANDiscriminator(nn.Module):
@@ -62,10 +62,13 @@ class DCGANDiscriminator(nn.Module):
         self.proj = Projection(label_dim, ch, sn) if conditioning == "projection" else None
 
     def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        if self.conditioning != "none":
+            check_labels(y, self.label_dim, "D")
+            y = y.to(x.dtype)
         if self.conditioning == "concat":
-            x = torch.cat([x, label_maps(y.to(x.dtype), x.shape[2], x.shape[3])], 1)
+            x = torch.cat([x, label_maps(y, x.shape[2], x.shape[3])], 1)
         h = self.features(x)
         out = self.head(h).flatten(1).sum(1)
         if self.proj is not None:
-            out = out + self.proj(leaky(h).sum((2, 3)), y.to(h.dtype))
+            out = out + self.proj(h.sum((2, 3)), y)
         return out

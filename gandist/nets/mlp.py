@@ -1,10 +1,15 @@
-"""The MLP generator and discriminator of Goodfellow et al. 2014: Linear + LeakyReLU(0.2)."""
+"""The MLP generator and discriminator of Goodfellow et al. 2014: Linear + LeakyReLU(0.2).
+
+G: z -> 4w -> 8w -> 16w hidden units (256, 512, 1024 at the default width 64) -> pixels, tanh.
+D: pixels -> 16w -> 8w -> 4w -> one logit.  The paper's maxout units and dropout are left out, as in
+the seed projects: LeakyReLU trains as well here and has no extra hyperparameters.
+"""
 from __future__ import annotations
 
 import torch
 import torch.nn as nn
 
-from gandist.nets.layers import Projection, batch_norm, maybe_sn
+from gandist.nets.layers import Projection, batch_norm, check_labels, maybe_sn, with_labels
 
 
 class MLPGenerator(nn.Module):
@@ -21,9 +26,7 @@ class MLPGenerator(nn.Module):
         self.net = nn.Sequential(*layers)
 
     def forward(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
-        if self.label_dim:
-            z = torch.cat([z, y.to(z.dtype)], 1)
-        return self.net(z).view(-1, *self.shape)
+        return self.net(with_labels(z, y, self.label_dim)).view(-1, *self.shape)
 
 
 class MLPDiscriminator(nn.Module):
@@ -36,7 +39,7 @@ class MLPDiscriminator(nn.Module):
         layers = []
         for i, (a, b) in enumerate(zip(dims, dims[1:])):
             layers += [maybe_sn(nn.Linear(a, b), sn)]
-            if i > 0 and norm != "none":
+            if i > 0:  # as in DCGAN's D, no norm right after the input layer
                 layers += [batch_norm(norm, b, dims=1)]
             layers += [nn.LeakyReLU(0.2)]
         self.features = nn.Sequential(*layers)
@@ -45,10 +48,13 @@ class MLPDiscriminator(nn.Module):
 
     def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         x = x.flatten(1)
+        if self.conditioning != "none":
+            check_labels(y, self.label_dim, "D")
+            y = y.to(x.dtype)
         if self.conditioning == "concat":
-            x = torch.cat([x, y.to(x.dtype)], 1)
+            x = torch.cat([x, y], 1)
         h = self.features(x)
         out = self.head(h).squeeze(1)
         if self.proj is not None:
-            out = out + self.proj(h, y.to(h.dtype))
+            out = out + self.proj(h, y)
         return out

@@ -1,16 +1,30 @@
 """The ResNet generator and critic of Gulrajani et al. 2017 (WGAN-GP, CIFAR-10), for 32 and 64 px.
 
-G: linear to 4x4, residual up-blocks (BN, ReLU, nearest 2x, conv3x3), BN, ReLU, conv3x3, tanh.
-D: an optimised first down-block, residual down-blocks (mean-pool), two plain blocks, ReLU,
-global sum pooling, linear.  D's norm is configurable (none or layer for the critic of WGAN-GP).
+As in the paper's CIFAR-10 code (gan_cifar_resnet.py), with 128 channels at the default width 64:
+G: linear to 4x4, three residual up-blocks (norm, ReLU, nearest 2x, conv3x3, norm, ReLU, conv3x3; the
+shortcut is nearest 2x then conv1x1), norm, ReLU, conv3x3, tanh.
+D: an optimised first block (conv3x3, ReLU, conv3x3, mean-pool; shortcut mean-pool then conv1x1), one
+residual down-block (mean-pool after the convs; shortcut conv1x1 then mean-pool), two residual blocks
+without resampling (identity shortcut), ReLU, global mean pooling over space, linear.  The paper's
+critic uses no normalisation (NORMALIZATION_D = False), which is d_norm: none; `layer` adds layer norm.
+At 64 px G has one more up-block and D one more down-block, at the same width.
 """
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from gandist.nets.layers import Projection, batch_norm, label_maps, maybe_sn
+from gandist.nets.layers import Projection, batch_norm, check_labels, label_maps, maybe_sn, with_labels
+
+_N_RESAMPLE = {32: 3, 64: 4}  # G's up-blocks, from 4x4; D downsamples one block fewer, to 8x8
+
+
+def _check(resolution: int):
+    if resolution not in _N_RESAMPLE:
+        raise ValueError(f"the ResNet nets support 32 or 64 px, not {resolution}")
 
 
 class UpBlock(nn.Module):
@@ -21,72 +35,88 @@ class UpBlock(nn.Module):
         self.skip = nn.Conv2d(ch, ch, 1)
 
     def forward(self, x):
-        h = F.interpolate(F.relu(self.n1(x)), scale_factor=2.0)
-        h = self.c2(F.relu(self.n2(self.c1(h))))
+        h = self.c1(F.interpolate(F.relu(self.n1(x)), scale_factor=2.0))
+        h = self.c2(F.relu(self.n2(h)))
         return h + self.skip(F.interpolate(x, scale_factor=2.0))
 
 
 class DownBlock(nn.Module):
+    """A residual critic block; `first` is the optimised first block, which sees the raw image."""
+
     def __init__(self, cin: int, cout: int, norm: str, sn: bool, down: bool, first: bool = False):
         super().__init__()
         self.first, self.down = first, down
         self.n1 = nn.Identity() if first else batch_norm(norm, cin)
         self.c1 = maybe_sn(nn.Conv2d(cin, cout, 3, 1, 1), sn)
-        self.n2 = batch_norm(norm, cout)
+        self.n2 = nn.Identity() if first else batch_norm(norm, cout)
         self.c2 = maybe_sn(nn.Conv2d(cout, cout, 3, 1, 1), sn)
         self.skip = maybe_sn(nn.Conv2d(cin, cout, 1), sn) if (down or cin != cout) else nn.Identity()
 
     def forward(self, x):
         h = x if self.first else F.relu(self.n1(x))
         h = self.c2(F.relu(self.n2(self.c1(h))))
-        s = x
-        if self.down:
-            h = F.avg_pool2d(h, 2)
-            # The optimised first block pools before its 1x1 shortcut, the others after.
-            s = self.skip(F.avg_pool2d(s, 2)) if self.first else F.avg_pool2d(self.skip(s), 2)
-        else:
-            s = self.skip(s)
-        return h + s
+        if not self.down:
+            return h + self.skip(x)
+        # The first block pools before its 1x1 shortcut (cheaper on the raw image), the others after.
+        s = self.skip(F.avg_pool2d(x, 2)) if self.first else F.avg_pool2d(self.skip(x), 2)
+        return F.avg_pool2d(h, 2) + s
 
 
 class ResNetGenerator(nn.Module):
     def __init__(self, z_dim: int, channels: int, resolution: int, width: int = 64,
                  norm: str = "batch", label_dim: int = 0):
         super().__init__()
+        _check(resolution)
         self.z_dim, self.label_dim = z_dim, label_dim
-        n_up = {32: 3, 64: 4}[resolution]
         self.ch = width * 2
         self.fc = nn.Linear(z_dim + label_dim, 4 * 4 * self.ch)
-        self.blocks = nn.Sequential(*[UpBlock(self.ch, norm) for _ in range(n_up)])
+        self.blocks = nn.Sequential(*[UpBlock(self.ch, norm) for _ in range(_N_RESAMPLE[resolution])])
         self.out = nn.Sequential(batch_norm(norm, self.ch), nn.ReLU(), nn.Conv2d(self.ch, channels, 3, 1, 1),
                                  nn.Tanh())
 
     def forward(self, z, y=None):
-        if self.label_dim:
-            z = torch.cat([z, y.to(z.dtype)], 1)
-        return self.out(self.blocks(self.fc(z).view(-1, self.ch, 4, 4)))
+        h = self.fc(with_labels(z, y, self.label_dim)).view(-1, self.ch, 4, 4)
+        return self.out(self.blocks(h))
 
 
 class ResNetDiscriminator(nn.Module):
     def __init__(self, channels: int, resolution: int, width: int = 64, norm: str = "none",
                  sn: bool = False, label_dim: int = 0, conditioning: str = "none"):
         super().__init__()
-        self.conditioning = conditioning
+        _check(resolution)
+        self.label_dim, self.conditioning = label_dim, conditioning
         ch = width * 2
         in_ch = channels + (label_dim if conditioning == "concat" else 0)
-        blocks = [DownBlock(in_ch, ch, norm, sn, down=True, first=True), DownBlock(ch, ch, norm, sn, down=True)]
-        if resolution == 64:
-            blocks.append(DownBlock(ch, ch, norm, sn, down=True))
+        blocks = [DownBlock(in_ch, ch, norm, sn, down=True, first=True)]
+        blocks += [DownBlock(ch, ch, norm, sn, down=True) for _ in range(_N_RESAMPLE[resolution] - 2)]
         blocks += [DownBlock(ch, ch, norm, sn, down=False), DownBlock(ch, ch, norm, sn, down=False)]
         self.blocks = nn.Sequential(*blocks)
         self.head = maybe_sn(nn.Linear(ch, 1), sn)
         self.proj = Projection(label_dim, ch, sn) if conditioning == "projection" else None
 
     def forward(self, x, y=None):
+        if self.conditioning != "none":
+            check_labels(y, self.label_dim, "D")
+            y = y.to(x.dtype)
         if self.conditioning == "concat":
-            x = torch.cat([x, label_maps(y.to(x.dtype), x.shape[2], x.shape[3])], 1)
-        h = F.relu(self.blocks(x)).sum((2, 3))
+            x = torch.cat([x, label_maps(y, x.shape[2], x.shape[3])], 1)
+        # Global mean pooling, as the paper's code (reduce_mean); SNGAN's global sum only rescales the head.
+        h = F.relu(self.blocks(x)).mean((2, 3))
         out = self.head(h).squeeze(1)
         if self.proj is not None:
-            out = out + self.proj(h, y.to(h.dtype))
+            out = out + self.proj(h, y)
         return out
+
+
+def init_resnet_weights(module: nn.Module):
+    """The paper's initialisation: uniform He-style (Glorot with gain sqrt(2)) for the 3x3 convs on
+    ReLU paths, plain Glorot for the 1x1 shortcuts, G's output conv and the linear layers; zero biases."""
+    for name, m in module.named_modules():
+        if not isinstance(m, (nn.Conv2d, nn.Linear)):
+            continue
+        p = getattr(m, "parametrizations", None)
+        weight = p.weight.original if p is not None and hasattr(p, "weight") else m.weight
+        relu_path = isinstance(m, nn.Conv2d) and m.kernel_size == (3, 3) and not name.startswith("out.")
+        nn.init.xavier_uniform_(weight, gain=math.sqrt(2.0) if relu_path else 1.0)
+        if m.bias is not None:
+            nn.init.zeros_(m.bias)
