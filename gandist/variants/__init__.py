@@ -1,7 +1,10 @@
-"""A variant is data, not a subclass: a preset of config values choosing the networks, the loss,
-the regulariser and the optimizer.  Adding one is a small file here plus a config."""
+"""A variant is data, not a subclass: a preset of config values that composes the parts in
+`parts.py` (networks, adversarial loss, regulariser, conditioning, optimizer).  Adding one is a
+small file here that defines VARIANT, plus a config; it is found without being listed anywhere."""
 from __future__ import annotations
 
+import importlib
+import pkgutil
 from dataclasses import dataclass
 
 
@@ -14,9 +17,16 @@ class Variant:
 
 
 def _collect() -> dict[str, Variant]:
-    from gandist.variants import cgan, dcgan, gan, wgan, wgan_gp
-
-    return {m.VARIANT.name: m.VARIANT for m in (gan, dcgan, wgan, wgan_gp, cgan)}
+    found = {}
+    for info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
+        module = importlib.import_module(f"{__name__}.{info.name}")
+        v = getattr(module, "VARIANT", None)
+        if v is None:
+            continue  # a helper module such as parts.py
+        if v.name in found:
+            raise RuntimeError(f"two variant files define the variant {v.name!r}")
+        found[v.name] = v
+    return found
 
 
 VARIANTS = _collect()

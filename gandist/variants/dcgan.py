@@ -1,13 +1,9 @@
 from gandist.variants import Variant
+from gandist.variants.parts import ADAM_DCGAN, BCE, DCGAN, compose
 
 VARIANT = Variant(
     name="dcgan",
     summary="(transposed) strided convolutions, BatchNorm, ReLU in G, LeakyReLU(0.2) in D, BCE loss",
-    source="Radford et al. 2016",
-    preset={
-        "model.arch": "dcgan", "model.g_norm": "batch", "model.d_norm": "batch",
-        "loss.adversarial": "bce", "loss.regularizer": "none",
-        "optim.name": "adam", "optim.lr_g": 2e-4, "optim.lr_d": 2e-4, "optim.beta1": 0.5, "optim.beta2": 0.999,
-        "optim.n_critic": 1,
-    },
+    source="Radford et al. 2016 (Adam lr 2e-4, beta1 0.5, N(0, 0.02) init)",
+    preset=compose(DCGAN, BCE, ADAM_DCGAN),
 )

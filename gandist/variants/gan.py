@@ -1,13 +1,12 @@
 from gandist.variants import Variant
+from gandist.variants.parts import ADAM_DCGAN, BCE, INSTANCE_NOISE, MLP, compose
 
 VARIANT = Variant(
     name="gan",
-    summary="MLP G and D, non-saturating BCE loss, k = 1; annealed instance noise keeps D from winning early",
-    source="Goodfellow et al. 2014; instance noise: Sønderby et al. 2017",
-    preset={
-        "model.arch": "mlp", "model.g_norm": "none", "model.d_norm": "none",
-        "loss.adversarial": "bce", "loss.regularizer": "none", "loss.instance_noise": 0.1,
-        "optim.name": "adam", "optim.lr_g": 2e-4, "optim.lr_d": 2e-4, "optim.beta1": 0.5, "optim.beta2": 0.999,
-        "optim.n_critic": 1, "optim.g_steps": 1,
-    },
+    summary="MLP G and D (Linear + LeakyReLU(0.2)), non-saturating BCE loss, k = 1; annealed instance "
+            "noise on D's inputs keeps D from winning early (optim.g_steps > 1 is the other remedy)",
+    source="Goodfellow et al. 2014 (k = 1, non-saturating G loss); Adam 2e-4, beta1 0.5 as in Radford et al. "
+           "2016, since the paper's SGD + momentum schedule is tuned to maxout nets; instance noise "
+           "Sønderby et al. 2017",
+    preset=compose(MLP, BCE, INSTANCE_NOISE, ADAM_DCGAN),
 )
