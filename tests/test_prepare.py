@@ -197,7 +197,7 @@ def test_celeba_partition_and_exact_pixels(tmp_path):
         np.testing.assert_array_equal(img, centre_crop(tmp_path / "c" / "img_align_celeba" / f"{key}.jpg", 24))
 
 
-def test_celeba_bad_input_is_an_error_or_counted(tmp_path):
+def test_celeba_bad_input_is_an_error_or_counted(tmp_path, capsys):
     root = tmp_path / "c"
     names, rows = make_celeba(root, n=6, partition=False)
     rows["000099.jpg"] = [1, 1, 1]  # a row naming an absent image
@@ -213,6 +213,8 @@ def test_celeba_bad_input_is_an_error_or_counted(tmp_path):
     train = index["splits"]["train"]
     assert train["total"] == 4 and train["skipped"] == 3
     assert any("000004.jpg: cannot decode" in m for m in train["skipped_examples"])
+    err = capsys.readouterr().err  # never silently: each skip is reported as it happens
+    assert "train: skipped" in err and "000004.jpg: cannot decode" in err and "000099.jpg does not exist" in err
     assert sorted(read_split(tmp_path / "out", label_key="attr", attributes=names)) == \
         ["000001", "000003", "000005", "000006"]
 

@@ -273,3 +273,4 @@ def test_url_forms_pipe_http_and_cache(shards, tmp_path):
     bare = tmp_path / "bare"
     shutil.copytree(shards, bare, ignore=shutil.ignore_patterns("index.json"))
     assert ShardSource(make_cfg(str(bare / URLS)), 0, 1, "cpu").total == N
+    assert keys(str(bare / URLS)) == everything  # evaluation takes the image size from the first image

@@ -108,9 +108,18 @@ class _Progress:
             self.bar.stop()
 
 
+def _warn_skipped(split: str, what: str, shown: int):
+    """Each skip goes to stderr, the first 20 of a split in full, then every 1000th as a count."""
+    if shown < 20:
+        print(f"gandist-prepare: {split}: skipped {what}", file=sys.stderr)
+    elif shown % 1000 == 0:
+        print(f"gandist-prepare: {split}: {shown} skipped so far (all listed in {INDEX})", file=sys.stderr)
+
+
 def write_split(split: Split, out: Path, *, shard_size: int, pool, skip_bad: bool, order_seed: int | None,
-                progress: _Progress) -> dict:
-    """Write one split's shards with webdataset.ShardWriter; returns its index entry (without params)."""
+                progress: _Progress, skipped: list[str]) -> dict:
+    """Write one split's shards with webdataset.ShardWriter; returns its index entry (without params).
+    `skipped` holds what was skipped while listing the input; samples skipped here are added to it."""
     import webdataset as wds
 
     order = np.arange(split.count)
@@ -128,7 +137,9 @@ def write_split(split: Split, out: Path, *, shard_size: int, pool, skip_bad: boo
         else:
             p.replace(out / p.name[1:].removesuffix(".partial"))
 
-    n, bad = 0, []
+    for i, what in enumerate(skipped):
+        _warn_skipped(split.name, what, i)
+    n = 0
     progress.split(split.name, split.count)
     writer = wds.ShardWriter(str(out / f".{split.name}-%06d.tar.partial"), maxcount=shard_size, maxsize=float("inf"),
                              post=publish, verbose=0, encoder=False, mtime=_MTIME)
@@ -138,8 +149,8 @@ def write_split(split: Split, out: Path, *, shard_size: int, pool, skip_bad: boo
                 writer.write(payload)
                 n += 1
             elif skip_bad:
-                bad.append(payload)
-                print(f"gandist-prepare: skipped: {payload}", file=sys.stderr)
+                _warn_skipped(split.name, payload, len(skipped))
+                skipped.append(payload)
             else:
                 raise PrepareError(f"{payload}\n(use --skip-bad to skip such samples and count them in the index)")
             progress.advance(1)
@@ -156,7 +167,8 @@ def write_split(split: Split, out: Path, *, shard_size: int, pool, skip_bad: boo
         name = _shard_name(split.name, k)
         count = min(shard_size, n - k * shard_size)
         shards.append({"name": name, "count": count, "bytes": (out / name).stat().st_size})
-    return {"pattern": _pattern(split.name, nshards), "shards": shards, "total": n, "bad_samples": bad}
+    return {"pattern": _pattern(split.name, nshards), "shards": shards, "total": n, "skipped": len(skipped),
+            "skipped_examples": skipped[:50]}
 
 
 def prepare(source: str, src: str | Path | None, out: str | Path, *, splits: list[str] | None = None,
@@ -200,14 +212,14 @@ def prepare(source: str, src: str | Path | None, out: str | Path, *, splits: lis
         bar = _Progress(progress, sum(sp.count for sp in todo))
         try:
             for sp in todo:
+                listed = len(s.skipped.get(sp.name, []))
                 e = write_split(sp, out, shard_size=shard_size, pool=pool, skip_bad=skip_bad,
-                                order_seed=shuffle_seed if sp.name == "train" else None, progress=bar)
-                listed = s.skipped.get(sp.name, [])
-                bad = listed + e.pop("bad_samples")
-                e.update(skipped=len(bad), skipped_examples=bad[:50], params=params, fingerprint=fp)
+                                order_seed=shuffle_seed if sp.name == "train" else None, progress=bar,
+                                skipped=list(s.skipped.get(sp.name, [])))
+                e.update(params=params, fingerprint=fp)
                 entries[sp.name] = e
                 log(f"{sp.name}: {e['total']} samples in {len(e['shards'])} shard(s) {e['pattern']}"
-                    + (f", {len(bad)} skipped ({len(listed)} while listing the input)" if bad else ""))
+                    + (f", {e['skipped']} skipped ({listed} while listing the input)" if e["skipped"] else ""))
         finally:
             if pool is not None:
                 pool.terminate()

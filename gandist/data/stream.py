@@ -31,6 +31,7 @@ import struct
 import tarfile
 import urllib.parse
 import zlib
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -376,6 +377,14 @@ class _Reader:
             except BadSample as e:
                 self.problem(str(e))
                 continue
+            if self.spec.resolution is None or self.spec.channels is None:  # the first image sets the size
+                c, h, _ = item[0].shape
+                self.spec = dataclasses.replace(self.spec, resolution=self.spec.resolution or h,
+                                                channels=self.spec.channels or c)
+                if item[0].shape[1:] != (self.spec.resolution,) * 2 or c != self.spec.channels:
+                    self.problem(f"sample {s.get('__key__')!r} of {s.get('__url__')}: {tuple(item[0].shape)}, "
+                                 f"not the data's {self.spec.channels}x{self.spec.resolution}x{self.spec.resolution}")
+                    continue
             self.opened_since_good = 0
             yield item, s.get("__key__")
 
@@ -451,6 +460,16 @@ class EvalStream(IterableDataset):
             yield None, None, reader.take_skipped(), []
 
 
+def _here(rank: int) -> str:
+    """'rank R on HOST' for messages: where() in a real process group; the given rank where ranks are
+    simulated (tests, benchmarks)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return where()
+    return f"rank {rank} on {socket.gethostname()}"
+
+
 def _loader(ds: IterableDataset, workers: int, pin: bool, prefetch: int = 2) -> DataLoader:
     decoder()
     return DataLoader(ds, batch_size=None, num_workers=workers, pin_memory=pin,
@@ -471,7 +490,7 @@ class EvalBatches:
             channels = channels or meta.get("channels")
         spec = Spec(resolution, channels, label_key if label_key in ("cls", "attr") else None, tuple(attributes or ()))
         self.ds = EvalStream(self.urls, spec, rank=rank, world=world, batch=batch_size, cache_dir=cache_dir,
-                             tag=f"rank {rank} on {socket.gethostname()}")
+                             tag=_here(rank))
         self.workers = min(workers, len(self.ds.urls))
         self.with_keys, self.pin = with_keys, pin_memory
         self.skipped = 0
@@ -510,7 +529,7 @@ class ShardSource:
     def __init__(self, cfg, rank: int, world: int, device):
         d = cfg.data
         self.cfg, self.device, self.rank = cfg, torch.device(device), rank
-        self.here = where() if world > 1 else f"rank {rank} on {socket.gethostname()}"
+        self.here = _here(rank)
         self.urls = expand_urls(d.urls)
         cond = cfg.model.conditioning != "none"
         attr = d.label_key == "attr"
