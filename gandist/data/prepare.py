@@ -198,28 +198,28 @@ def prepare(source: str, src: str | Path | None, out: str | Path, *, splits: lis
     old_splits = old.get("splits", {}) if old else {}
 
     todo = [sp for name, sp in s.splits.items() if force or not _up_to_date(out, old_splits.get(name), params, fp)]
+    redo = {sp.name for sp in todo}
     entries = {name: e for name, e in old_splits.items() if e.get("params") == params}
     for name in s.splits:
-        if name not in [sp.name for sp in todo]:
+        if name not in redo:
             log(f"{name}: up to date ({entries[name]['total']} samples in {len(entries[name]['shards'])} shard(s))")
 
     if todo:
         if old is not None:  # while shards are rewritten, the index must not vouch for them
-            redo = {sp.name for sp in todo}
             _write_index(out, {**old, "splits": {k: v for k, v in old_splits.items() if k not in redo}})
         workers = min(8, os.cpu_count() or 1) if workers is None else workers
         pool = multiprocessing.get_context().Pool(workers) if workers > 1 else None
         bar = _Progress(progress, sum(sp.count for sp in todo))
         try:
             for sp in todo:
-                listed = len(s.skipped.get(sp.name, []))
+                listed = s.skipped.get(sp.name, [])
                 e = write_split(sp, out, shard_size=shard_size, pool=pool, skip_bad=skip_bad,
                                 order_seed=shuffle_seed if sp.name == "train" else None, progress=bar,
-                                skipped=list(s.skipped.get(sp.name, [])))
+                                skipped=list(listed))
                 e.update(params=params, fingerprint=fp)
                 entries[sp.name] = e
                 log(f"{sp.name}: {e['total']} samples in {len(e['shards'])} shard(s) {e['pattern']}"
-                    + (f", {e['skipped']} skipped ({listed} while listing the input)" if e["skipped"] else ""))
+                    + (f", {e['skipped']} skipped ({len(listed)} while listing the input)" if e["skipped"] else ""))
         finally:
             if pool is not None:
                 pool.terminate()

@@ -1,11 +1,13 @@
 """Readers of the real datasets' on-disk formats, used by `gandist-prepare`.
 
-Each module (cifar10, celeba, mnist, folder, synthetic) has `open_source(args) -> Source`.  A Source
-lists its splits as picklable work items; `process(item)` runs in a writer process and turns one
-item into a shard sample (PNG pixels, lossless, plus its label), or raises BadSample naming the file.
+Each module (cifar10, celeba, mnist, folder, synthetic) has `open_source(Options) -> Source`.  A Source
+lists its splits; `Split.item(i)` makes sample i's picklable work item and `Split.process(item)` runs
+in a writer process, turning it into a shard sample (PNG pixels, lossless, plus its label), or raising
+BadSample naming the file.
 
-Problems found while listing the input (a missing file, an attribute row for an absent image) go
-through `Source.problem()`: an error at once, or with --skip-bad a counted, reported skip.
+Problems found while listing the input (a missing file, an attribute row for an absent image) are
+collected by `Problems`: one error naming all of them, or with --skip-bad skips that prepare reports
+and counts.
 """
 from __future__ import annotations
 
