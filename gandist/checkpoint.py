@@ -246,7 +246,9 @@ def check_tensors(f: Path, module, what: str):
         raise CheckpointError(f"checkpoint file {f} does not fit this run's {what}: " + "; ".join(problems[:5]) + more)
 
 
-def _check(path: Path, identity: dict, modules: dict, ema, main: bool) -> dict:
+def verify(path: Path, identity: dict, modules: dict, ema=None, main: bool = True) -> dict:
+    """Everything load() checks before loading anything; raises CheckpointError naming the file.
+    `main`: also read every file against trainer.json's sizes and hashes (one rank does)."""
     if not path.is_dir():
         raise CheckpointError(f"checkpoint {path} does not exist or is not a directory")
     state = read_trainer_state(path)
@@ -275,7 +277,7 @@ def load(accelerator, path: str | Path, identity: dict, modules: dict, ema=None)
     path = Path(path)
     state, problem = None, None
     try:
-        state = _check(path, identity, modules, ema, accelerator.is_main_process)
+        state = verify(path, identity, modules, ema, accelerator.is_main_process)
     except CheckpointError as e:
         problem = e
     if sum_over_ranks(float(problem is not None), accelerator.device) > 0:

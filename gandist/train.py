@@ -197,8 +197,12 @@ class StopFlag:
     def _set(self, signum, frame):
         self.signum = signum
 
-    def agreed(self, device) -> bool:
-        return sum_over_ranks(float(self.signum != 0), device) > 0
+    def agreed(self, device) -> int:
+        """The signal some rank received (the highest number if several), else 0; the same on every rank."""
+        t = torch.tensor([float(self.signum)], dtype=torch.float64, device=device)
+        if torch.distributed.is_initialized() and torch.distributed.get_world_size() > 1:
+            torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
+        return int(t.item())
 
 
 # -- main -----------------------------------------------------------------------------------------
@@ -302,14 +306,14 @@ def run(cfg) -> int:
         if acc.is_main_process and (done % cfg.train.sample_every == 0 or done == cfg.train.steps):
             sample_grid(ema.model if ema else G_raw, z_fixed, y_fixed, run_dir / "samples" / f"step_{done:06d}.png",
                         nrow)
-        stopping = stop.agreed(acc.device) if done < cfg.train.steps else False  # all ranks, same answer
+        stopping = stop.agreed(acc.device) if done < cfg.train.steps else 0  # all ranks, same answer
         if done % cfg.checkpoint.every == 0 or done == cfg.train.steps or stopping:
             path = save_checkpoint(done)
         if stopping:
-            report.print(f"signal {stop.signum} received: checkpoint {path} saved at step {done}; exiting with "
-                         f"{EXIT_REQUEUE} so the job can be requeued")
+            report.print(f"{signal.Signals(stopping).name} received: checkpoint {path} saved at step {done}; "
+                         f"exiting with {EXIT_REQUEUE} so the job can be requeued")
             if acc.is_main_process:
-                checkpoint.write_json_atomic(run_dir / PREEMPTED, {"step": done, "signal": stop.signum,
+                checkpoint.write_json_atomic(run_dir / PREEMPTED, {"step": done, "signal": stopping,
                                                                    "checkpoint": str(path) if path else None})
             exit_code = EXIT_REQUEUE
             break
