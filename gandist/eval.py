@@ -119,7 +119,7 @@ def parse_args(argv):
     p.add_argument("--seed", type=int, help="noise of the generated set (default: train.seed)")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     p.add_argument("--no-progress", action="store_true")
-    return p.parse_args(argv)
+    return p.parse_intermixed_args(argv)  # RUN_DIR key=value --opt x key=value ...
 
 
 def print_table(scores: dict, caption: str):
@@ -149,10 +149,10 @@ def run(args) -> int:
         raise RunError(f"--num-samples: must be at least 1, got {args.num_samples}")
     if args.batch_size < 1:
         raise RunError(f"--batch-size: must be at least 1, got {args.batch_size}")
+    gpath = generator_path(run_dir, args.checkpoint)
     weights = cfg.eval.feature_weights if args.feature_weights is None else args.feature_weights
     if weights and not Path(weights).is_file():
         raise metrics.MetricError(f"feature weights {weights} do not exist (a torch-fidelity InceptionV3 weights file)")
-    gpath = generator_path(run_dir, args.checkpoint)
     device = pick_device(args.device)
     G = load_generator(cfg, gpath, device)
 

@@ -41,7 +41,7 @@ def parse_args(argv):
     p.add_argument("--checkpoint", default="auto", choices=("auto", *CHECKPOINTS),
                    help="auto: the EMA generator when the run has one")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
-    return p.parse_args(argv)
+    return p.parse_intermixed_args(argv)  # RUN_DIR key=value --opt x key=value ...
 
 
 def conditions(cfg, n: int, seed: int, label: int | None = None, attributes: str | None = None, nrow: int | None = None

@@ -1,0 +1,215 @@
+"""gandist.metrics: FID / IS / KID through torch-fidelity, with a random-weights Inception file in
+torch-fidelity's format (no downloads).  Image counts are tiny: CPU Inception at 299 px is slow.
+FID/KID use the 64-channel pool features here (pytorch-fid's --dims 64) where many images are needed;
+the 2048 features and logits run on a few images."""
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from gandist import metrics as M
+from tests.conftest import REPO, env, free_port
+from tests.metrics_fixtures import inception_weights, noise_images, synthetic_images, tiny_cfg  # noqa: F401  (fixture)
+
+N = 16  # images per set
+
+
+@pytest.fixture(scope="module")
+def pool64(inception_weights):  # noqa: F811
+    return M.feature_extractor(["64"], inception_weights, "cpu")
+
+
+@pytest.fixture(scope="module")
+def sets(pool64):
+    """64-dim features of: A (16 embedded-dataset images, in two batches), A2 (16 others of the same
+    dataset) and B (16 uniform-noise images)."""
+    A, A2, B = synthetic_images(N), synthetic_images(N, start=N), noise_images(N)
+    return {"A": M.extract(pool64, [A[:10], A[10:]]), "A2": M.extract(pool64, [A2]), "B": M.extract(pool64, [B]),
+            "images": {"A": A, "B": B}}
+
+
+def test_fid_and_kid_are_zero_for_the_same_set_and_larger_for_a_different_one(sets):
+    o = M.Options(feature_layer="64")
+    same = M.compute(["fid", "kid"], sets["A"], sets["A"], o)
+    alike = M.compute(["fid", "kid"], sets["A"], sets["A2"], o)
+    other = M.compute(["fid", "kid"], sets["A"], sets["B"], o)
+    assert sets["A"]["64"].shape == (N, 64)
+    assert abs(same["fid"]) < 1e-5 * other["fid"]
+    assert other["fid"] > 5 * alike["fid"] > 0
+    # KID's unbiased estimator is slightly negative for a set against itself (its diagonal is excluded)
+    assert abs(same["kid"]) < 0.1 * other["kid"] and abs(alike["kid"]) < 0.1 * other["kid"]
+    assert other["kid"] > 0 and all(math.isfinite(v) for v in (*same.values(), *other.values()))
+    assert set(other) == {"fid", "kid", "kid_std"}
+    # symmetric in its two sets
+    assert M.compute(["fid"], sets["B"], sets["A"], o)["fid"] == pytest.approx(other["fid"], rel=1e-4)
+
+
+def test_same_numbers_as_torch_fidelity_calculate_metrics_with_the_weights_file(sets, inception_weights):  # noqa: F811
+    """torch-fidelity's own top-level API loads the random weights file and gives our numbers."""
+    import torch_fidelity
+
+    class U8(torch.utils.data.Dataset):
+        def __init__(self, x):
+            self.x = x
+
+        def __len__(self):
+            return len(self.x)
+
+        def __getitem__(self, i):
+            return self.x[i]
+
+    theirs = torch_fidelity.calculate_metrics(
+        input1=U8(sets["images"]["A"]), input2=U8(sets["images"]["B"]), fid=True, kid=True,
+        feature_layer_fid="64", feature_layer_kid="64", kid_subset_size=N, kid_subsets=100, rng_seed=0,
+        feature_extractor_weights_path=str(inception_weights), cuda=False, cache=False, verbose=False,
+        save_cpu_ram=True, batch_size=N)
+    ours = M.compute(["fid", "kid"], sets["A"], sets["B"], M.Options(feature_layer="64", seed=0))
+    assert ours["fid"] == pytest.approx(theirs[torch_fidelity.KEY_METRIC_FID], rel=1e-4)
+    assert ours["kid"] == pytest.approx(theirs[torch_fidelity.KEY_METRIC_KID_MEAN], rel=1e-4)
+
+
+def test_inception_score_and_2048_features_on_a_few_images(inception_weights):  # noqa: F811
+    net = M.feature_extractor(["2048", M.LOGITS], inception_weights, "cpu")
+    varied = M.extract(net, [synthetic_images(4)])
+    same = M.extract(net, [synthetic_images(1).repeat(2, 1, 1, 1)])
+    assert varied["2048"].shape == (4, 2048) and varied[M.LOGITS].shape == (4, 1008)
+    isc = M.compute(["isc"], varied, None)
+    assert set(isc) == {"isc", "isc_std"}
+    assert math.isfinite(isc["isc"]) and isc["isc"] > 1.0  # > 1 when the predictions differ
+    assert M.compute(["isc"], same, None)["isc"] == pytest.approx(1.0, abs=1e-9)  # exactly 1 when they don't
+    kid = M.compute(["kid"], varied, varied)  # default layer 2048
+    assert math.isfinite(kid["kid"]) and kid["kid"] <= 1e-6
+
+
+def test_images_reach_inception_as_uint8_rgb_quantised_like_the_saved_pngs(tmp_path, pool64):
+    import numpy as np
+    from PIL import Image
+
+    from gandist.reporting import save_grid
+
+    x = torch.linspace(-1.2, 1.2, 2 * 5 * 7).reshape(2, 1, 5, 7)  # grey, out of range at both ends
+    u8 = M.to_uint8_rgb(x)
+    assert u8.dtype == torch.uint8 and u8.shape == (2, 3, 5, 7)
+    assert torch.equal(u8[:, 0], u8[:, 1]) and torch.equal(u8[:, 0], u8[:, 2])
+    save_grid(x, tmp_path / "two.png", 2)  # padding 2 around each
+    png = torch.from_numpy(np.asarray(Image.open(tmp_path / "two.png").convert("RGB")).transpose(2, 0, 1).copy())
+    assert torch.equal(u8[0], png[:, 2:7, 2:9]) and torch.equal(u8[1], png[:, 2:7, 11:18])
+    assert torch.equal(M.to_uint8_rgb(u8), u8)
+    # grey uint8 batches (MNIST-like) go through the extractor
+    assert M.extract(pool64, [synthetic_images(2, channels=1)])["64"].shape == (2, 64)
+    with pytest.raises(M.MetricError, match=r"\(N, 1 or 3, H, W\)"):
+        M.to_uint8_rgb(torch.zeros(2, 4, 8, 8))
+
+
+def test_registry_and_metric_names():
+    assert M.list_metrics() == ["fid", "isc", "kid"]
+    assert M.check_metrics("FID, kid,fid") == ["fid", "kid"]
+    assert M.check_metrics(["isc"]) == ["isc"]
+    with pytest.raises(M.MetricError, match="unknown metric 'fdi': choose from fid, isc, kid"):
+        M.check_metrics("fid,fdi")
+    with pytest.raises(M.MetricError, match="no metrics requested"):
+        M.check_metrics("")
+    o = M.Options(feature_layer="192")
+    assert M.layers_for(["isc", "fid", "kid"], o) == ((M.LOGITS, "192"), ("192",))
+    with pytest.raises(M.MetricError, match="needs the real images"):
+        M.compute(["fid"], {"2048": torch.zeros(3, 2048)}, None)
+    with pytest.raises(M.MetricError, match=r"fid \(real images\): needs at least 2, got 1"):
+        M.compute(["fid"], {"2048": torch.randn(3, 2048)}, {"2048": torch.randn(1, 2048)})
+
+
+def test_weights_file_errors_name_the_file(tmp_path, monkeypatch):
+    missing = tmp_path / "nope.pth"
+    with pytest.raises(M.MetricError, match=f"eval.feature_weights: {missing} does not exist"):
+        M.feature_extractor(["64"], missing, "cpu")
+    junk = tmp_path / "junk.pth"
+    junk.write_bytes(b"not a state dict")
+    with pytest.raises(M.MetricError, match=f"{junk} is not a torch-fidelity InceptionV3 weights file"):
+        M.feature_extractor(["64"], junk, "cpu")
+    with pytest.raises(M.MetricError, match="unknown Inception feature layer"):
+        M.feature_extractor(["1000"], junk, "cpu")
+    # the default (download) path, made to fail without touching the network or the torch.hub cache
+    import torch_fidelity.feature_extractor_inceptionv3 as tfi
+
+    monkeypatch.setattr(tfi, "URL_INCEPTION_V3", f"file://{tmp_path}/absent/weights-inception.pth")
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
+    with pytest.raises(M.MetricError, match="could not get torch-fidelity's InceptionV3 weights from file://.*"
+                                            "set eval.feature_weights=PATH"):
+        M.feature_extractor(["64"], "", "cpu")
+
+
+def test_generated_set_labels():
+    cfg = tiny_cfg("variant=cgan")
+    y = M.eval_conditions(cfg, 23, None)
+    assert y.shape == (23, 10) and y.argmax(1).tolist() == [i % 10 for i in range(23)]
+    assert M.eval_conditions(tiny_cfg(), 5, None) is None
+    cfg = tiny_cfg("variant=cgan", "data.attributes=[Male,Smiling]", "data.label_key=attr")
+    real = torch.tensor([[1, -1], [-1, 1], [1, 1]], dtype=torch.int8)  # CelebA's 1/-1 as the shards give them
+    assert M.eval_conditions(cfg, 4, real).tolist() == [[1, 0], [0, 1], [1, 1], [1, 0]]
+    with pytest.raises(M.MetricError, match="attribute"):
+        M.eval_conditions(cfg, 4, None)
+    # the generated set's noise is the same for any number of ranks
+    assert torch.equal(M.eval_noise(cfg, 7), M.eval_noise(cfg, 7))
+    assert [len(M.share(7, r, 3)) for r in range(3)] == [2, 2, 3]
+
+
+WORKER = r"""
+import json, os, sys, torch
+import torch.distributed as dist
+sys.path.insert(0, os.environ["REPO"])
+from gandist import nets, metrics
+from tests.metrics_fixtures import tiny_cfg
+rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+dist.init_process_group("gloo", rank=rank, world_size=world)
+cfg = tiny_cfg("variant=cgan", f"eval.feature_weights={os.environ['WEIGHTS']}")
+torch.manual_seed(0)
+G, _ = nets.build(cfg)
+ev = metrics.Evaluator(cfg, "cpu", rank, world, feature_layer="64")
+scores = ev(G)
+json.dump({"scores": scores, "real": ev.real_count}, open(os.environ["OUT"] + f".{rank}", "w"))
+dist.destroy_process_group()
+"""
+
+
+def test_evaluator_same_scores_for_one_and_two_processes_and_real_features_read_once(tmp_path, inception_weights,  # noqa: F811
+                                                                                     monkeypatch):
+    from gandist import nets
+
+    script = tmp_path / "worker.py"
+    script.write_text(WORKER)
+    port, out = free_port(), tmp_path / "scores"
+    procs = [subprocess.Popen([sys.executable, str(script)], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              text=True, env=env(RANK=r, WORLD_SIZE=2, MASTER_ADDR="127.0.0.1", MASTER_PORT=port,
+                                                 REPO=REPO, WEIGHTS=inception_weights, OUT=out))
+             for r in range(2)]
+
+    # meanwhile, one process (a class-conditional G; the labels are balanced classes)
+    cfg = tiny_cfg("variant=cgan", f"eval.feature_weights={inception_weights}")
+    torch.manual_seed(0)
+    G, _ = nets.build(cfg)
+    G.train()
+    reads = []
+    real = M.real_batches
+    monkeypatch.setattr(M, "real_batches", lambda *a, **k: (reads.append(1), real(*a, **k))[1])
+    ev = M.Evaluator(cfg, "cpu", feature_layer="64", batch_size=4)
+    one = ev(G)
+    again = ev(G)
+    assert G.training  # its mode is restored
+    assert len(reads) == 1 and ev.real_count == 6
+    assert set(one) == {"fid", "kid", "kid_std"} and one == again
+    assert one["fid"] > 0 and math.isfinite(one["kid"])
+
+    for p in procs:
+        stdout, _ = p.communicate(timeout=300)
+        assert p.returncode == 0, stdout[-3000:]
+    results = [json.loads(open(f"{out}.{r}").read()) for r in range(2)]
+    assert results[0] == results[1]  # every rank returns the same dict
+    assert results[0]["real"] == 6
+    two = results[0]["scores"]
+    assert two["fid"] == pytest.approx(one["fid"], rel=1e-3)
+    assert two["kid"] == pytest.approx(one["kid"], rel=1e-3, abs=1e-6)
