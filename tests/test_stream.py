@@ -17,7 +17,7 @@ import torch
 
 from gandist.config import Config
 from gandist.data.prepare import prepare
-from gandist.data.stream import DataError, ShardSource, eval_batches, expand_urls
+from gandist.data.stream import DataError, ShardSource, TarError, eval_batches, expand_urls, tar_members
 from gandist.data.synthetic import render
 from tests.test_prepare import make_celeba
 
@@ -159,6 +159,30 @@ def test_training_labels_become_conditions(shards, by_pixels, tmp_path):
 
 
 # -- corrupt data ----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("fmt", [tarfile.USTAR_FORMAT, tarfile.GNU_FORMAT, tarfile.PAX_FORMAT])
+def test_tar_members_reads_what_tarfile_reads(fmt):
+    files = [("a/000001.png", b"x" * 700), ("d" * 120 + "/k.cls", b"3"), ("\u00e9t\u00e9.json", b"{}"), ("e.txt", b"")]
+    if fmt != tarfile.USTAR_FORMAT:
+        files.append(("x" * 130 + ".png", b"y" * 512))  # a GNU long name / a pax path
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=fmt) as tar:
+        for name, data in files:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+        info = tarfile.TarInfo("a-folder")
+        info.type = tarfile.DIRTYPE
+        tar.addfile(info)
+    raw = buf.getvalue()
+    assert list(tar_members(io.BytesIO(raw))) == files
+    with pytest.raises(TarError, match="member truncated"):
+        list(tar_members(io.BytesIO(raw[:1000])))
+    damaged = bytearray(raw)
+    damaged[1536 + 3] ^= 1  # a name byte of the second header
+    with pytest.raises(TarError, match="bad header checksum at byte 1536"):
+        list(tar_members(io.BytesIO(bytes(damaged))))
+
 
 def rewrite_member(path, index: int, ext: str, change):
     """Rewrite the tar at path with member `index`'s `ext` file's bytes passed through `change`."""
