@@ -1,0 +1,259 @@
+#!/bin/bash
+# gandist training as a SLURM job: N nodes x G GPUs, one srun task per node, each task running
+# `accelerate launch` (one training process per GPU, or one on a CPU-only node, gloo).
+#
+#   sbatch slurm/train.sh [CONFIG] [key=value ...]
+#   sbatch --nodes=4 slurm/train.sh configs/wgan_gp_celeba.yaml train.steps=200000
+#
+# Submit from the repository (the job runs there: configs, .venv and relative output.dir are found
+# from the submit directory; GANDIST_HOME=DIR says otherwise).  Edit the #SBATCH lines below for
+# your cluster; sbatch options on the command line override them.
+#
+# Time limit and preemption: SLURM sends this script SIGUSR1 300 s before the time limit
+# (--signal=B:USR1@300); the script passes it to the training processes, which agree at the next
+# step, save a checkpoint and exit with 75; the script then requeues the job (scontrol requeue,
+# same job id) and the next run resumes from that checkpoint (train.resume=auto).  A preemption
+# with PreemptMode=REQUEUE sends SIGTERM instead: training checkpoints on it as well, and SLURM
+# requeues the job by itself.  A plain `scancel` also checkpoints, but is not requeued.
+#
+# Settings from the environment (all optional):
+#   GANDIST_HOME              repository directory the job runs in (default: the submit directory)
+#   GANDIST_VENV              virtualenv with gandist (default: ./.venv when it exists, else PATH)
+#   GANDIST_PROCS_PER_NODE    processes per node (default: GPUs allocated or present, else 1)
+#   GANDIST_ACCELERATE_CONFIG accelerate config file (default: launch/multi_node.yaml)
+#   GANDIST_MAIN_ADDR         address of the first node (default: its NodeAddr from scontrol)
+#   GANDIST_MAIN_PORT         rendezvous port (default: 20000 + job id % 10000, stable across requeues)
+#   GANDIST_LOG_DIR           per-node logs (default: <output.dir>/slurm)
+#   GANDIST_MAX_REQUEUES      requeue at most this many times (default: 100)
+#   GANDIST_SRUN_ARGS         extra srun options for the training step, e.g. a container:
+#                             "--container-image=/shared/gandist.sqsh --container-workdir=/opt/gandist"
+#   GANDIST_TASK_PREFIX       command that wraps each node's task, e.g. "apptainer exec --nv gandist.sif"
+#
+#SBATCH --job-name=gandist
+#SBATCH --nodes=2                 # N: machines
+#SBATCH --ntasks-per-node=1       # keep at 1: the task runs accelerate launch, which starts a process per GPU
+#SBATCH --exclusive               # whole nodes
+#SBATCH --time=24:00:00           # per run; the job checkpoints and requeues itself before it ends
+#SBATCH --signal=B:USR1@300       # SIGUSR1 to this script 300 s before the time limit
+#SBATCH --requeue
+#SBATCH --open-mode=append        # a requeued run appends to the job's log
+#SBATCH --output=slurm-%x-%j.out
+# GPU nodes: remove one '#' from each of these lines (G = GPUs per node):
+##SBATCH --gpus-per-node=8
+##SBATCH --partition=gpu
+
+# shellcheck disable=SC2317  # node_task, signal_children and the handlers run via srun and traps
+set -uo pipefail
+
+say() { printf '%s gandist job %s: %s\n' "$(date '+%F %T')" "${SLURM_JOB_ID:-?}" "$*"; }
+die() { say "error: $*" >&2; exit 2; }
+
+# -- what runs on every node (srun task); sent to the nodes as text, so nothing here needs to exist
+# -- on a node's disk but bash and the launcher --------------------------------------------------
+
+signal_children() {  # SIGNAL PID: send SIGNAL to PID's direct children (the training processes)
+    local sig=$1 parent=$2 status pid key value
+    for status in /proc/[0-9]*/status; do
+        pid=${status#/proc/}
+        pid=${pid%/status}
+        while read -r key value; do
+            if [ "$key" = "PPid:" ]; then
+                [ "$value" = "$parent" ] && kill -s "$sig" "$pid" 2>/dev/null
+                break
+            fi
+        done 2>/dev/null <"$status"
+    done
+}
+
+node_task() {  # ACCELERATE-LAUNCH-ARGS...: run on each node with its machine rank; exit 75 when stopped by SIGUSR1
+    local venv=${GANDIST_VENV:-$PWD/.venv} rc
+    [ -x "$venv/bin/accelerate" ] && PATH="$venv/bin:$PATH"
+    NODE_SIGNAL=""
+    NODE_LAUNCHER=""
+    printf '%s node %s (%s): machine rank %s of %s, job %s run %s, in %s\n' "$(date '+%F %T')" \
+        "${SLURMD_NODENAME:-?}" "$(hostname)" "$SLURM_NODEID" "$SLURM_NNODES" "$SLURM_JOB_ID" \
+        "$((${SLURM_RESTART_COUNT:-0} + 1))" "$PWD"
+    # The launcher and, until gandist.train installs its handlers, the training processes start with
+    # SIGUSR1/SIGTERM ignored: SLURM signals every process of the step, and neither the launcher nor
+    # data-loader processes must die of it.  The torchrun agent inside accelerate launch is told to
+    # leave SIGTERM alone too (it would otherwise kill the training processes 30 s later, possibly
+    # mid-checkpoint); SLURM's own SIGKILL after KillWait still ends everything.
+    export TORCHELASTIC_SIGNALS_TO_HANDLE=SIGINT,SIGHUP,SIGQUIT
+    trap '' USR1 TERM
+    ( exec accelerate launch --machine_rank "$SLURM_NODEID" "$@" ) &
+    NODE_LAUNCHER=$!
+    # This shell passes the signals on itself as well, to the launcher's children only: with
+    # proctrack/pgid (or a signal to this task alone) they would not reach training otherwise.
+    # (NODE_SIGNAL keeps the first one: srun's SIGTERM to end the step may follow the warning)
+    trap 'NODE_SIGNAL=${NODE_SIGNAL:-USR1}; echo "node $SLURM_NODEID: SIGUSR1, passing it to training"; signal_children USR1 "$NODE_LAUNCHER"' USR1
+    trap 'NODE_SIGNAL=${NODE_SIGNAL:-TERM}; echo "node $SLURM_NODEID: SIGTERM, passing it to training"; signal_children TERM "$NODE_LAUNCHER"' TERM
+    while :; do
+        wait "$NODE_LAUNCHER"
+        rc=$?
+        # wait returns >128 when a trapped signal interrupts it; the launcher may still be running
+        if [ "$rc" -gt 128 ] && kill -0 "$NODE_LAUNCHER" 2>/dev/null; then continue; fi
+        break
+    done
+    if [ "$rc" -ne 0 ] && [ "$NODE_SIGNAL" = USR1 ]; then
+        # gandist.train exits 75 after its checkpoint; the launcher reports any worker exit as 1
+        echo "node $SLURM_NODEID: training stopped after SIGUSR1 (launcher exit $rc): exit 75 (requeue)"
+        exit 75
+    fi
+    # SIGTERM alone is SLURM ending the step or the job (scancel, preemption, srun --kill-on-bad-exit
+    # after another node failed): training checkpointed if it could, but this is no reason to requeue.
+    echo "node $SLURM_NODEID: launcher exit $rc"
+    exit "$rc"
+}
+
+# -- the batch script -----------------------------------------------------------------------------
+
+[ -n "${SLURM_JOB_ID:-}" ] || die "slurm/train.sh is a SLURM batch script: sbatch slurm/train.sh [CONFIG] [key=value ...]"
+
+GANDIST_HOME=${GANDIST_HOME:-${SLURM_SUBMIT_DIR:-$PWD}}
+cd "$GANDIST_HOME" || die "GANDIST_HOME=$GANDIST_HOME: no such directory"
+VENV=${GANDIST_VENV:-$PWD/.venv}
+[ -x "$VENV/bin/accelerate" ] && export PATH="$VENV/bin:$PATH"
+
+CONFIG=configs/quickstart.yaml
+if [ $# -gt 0 ] && [[ "$1" != *=* ]]; then
+    CONFIG=$1
+    shift
+fi
+OVERRIDES=("$@")
+RESTART=${SLURM_RESTART_COUNT:-0}
+NNODES=${SLURM_JOB_NUM_NODES:-${SLURM_NNODES:-1}}
+
+# The run directory, from gandist's own config loader (this also rejects a bad config before any
+# node starts).  Without gandist on this host (it lives in a container), logs go to ./slurm-logs.
+RUN_DIR=$(python3 - "$CONFIG" "${OVERRIDES[@]}" <<'PY'
+import sys
+try:
+    from gandist import config
+except ImportError:
+    sys.exit(3)
+try:
+    print(config.load(sys.argv[1], sys.argv[2:]).output.dir)
+except config.ConfigError as e:
+    print(e, file=sys.stderr)
+    sys.exit(2)
+PY
+)
+case $? in
+    0) LOG_DIR=${GANDIST_LOG_DIR:-$RUN_DIR/slurm} ;;
+    3) RUN_DIR="(set in the container)"; LOG_DIR=${GANDIST_LOG_DIR:-$PWD/slurm-logs}
+       say "gandist is not importable here; assuming it runs in a container (GANDIST_SRUN_ARGS/GANDIST_TASK_PREFIX)" ;;
+    *) die "the config does not load (config $CONFIG, overrides: ${OVERRIDES[*]:-none})" ;;
+esac
+mkdir -p "$LOG_DIR" || die "cannot create the log directory $LOG_DIR"
+
+procs_per_node() {
+    if [ -n "${GANDIST_PROCS_PER_NODE:-}" ]; then echo "$GANDIST_PROCS_PER_NODE"; return; fi
+    if [[ "${SLURM_GPUS_ON_NODE:-0}" =~ ^[1-9][0-9]*$ ]]; then echo "$SLURM_GPUS_ON_NODE"; return; fi
+    local n
+    if [ -n "${CUDA_VISIBLE_DEVICES:-}" ] && [ "${CUDA_VISIBLE_DEVICES}" != "-1" ]; then
+        n=$(tr ',' '\n' <<<"$CUDA_VISIBLE_DEVICES" | grep -c .)
+        [ "$n" -gt 0 ] && { echo "$n"; return; }
+    fi
+    if command -v nvidia-smi >/dev/null 2>&1; then
+        n=$(nvidia-smi -L 2>/dev/null | grep -c '^GPU')
+        [ "$n" -gt 0 ] && { echo "$n"; return; }
+    fi
+    echo 1  # a CPU-only node: one process (gloo)
+}
+PROCS=$(procs_per_node)
+[[ "$PROCS" =~ ^[1-9][0-9]*$ ]] || die "processes per node must be a positive number, got '$PROCS' (GANDIST_PROCS_PER_NODE)"
+
+# Rank 0 lives on the first node of the allocation; its address is the node's NodeAddr as SLURM
+# knows it (the name itself need not resolve, e.g. several slurmd on one host).
+HEAD_NODE=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)
+[ -n "$HEAD_NODE" ] || die "could not expand SLURM_JOB_NODELIST=$SLURM_JOB_NODELIST"
+MAIN_ADDR=${GANDIST_MAIN_ADDR:-$(scontrol show node "$HEAD_NODE" 2>/dev/null | grep -o 'NodeAddr=[^ ]*' | head -n 1 | cut -d= -f2)}
+MAIN_ADDR=${MAIN_ADDR:-$HEAD_NODE}
+# The same job id after a requeue, so the same port.
+MAIN_PORT=${GANDIST_MAIN_PORT:-$((20000 + SLURM_JOB_ID % 10000))}
+
+ACC_CONFIG=${GANDIST_ACCELERATE_CONFIG:-launch/multi_node.yaml}
+[ -f "$ACC_CONFIG" ] || die "accelerate config $ACC_CONFIG not found (in $PWD)"
+# accelerate 1.x takes rdzv_backend from its command line only: pass the file's value on
+RDZV=$(sed -n 's/^rdzv_backend:[[:space:]]*\([A-Za-z0-9_-]*\).*/\1/p' "$ACC_CONFIG" | head -n 1)
+RDZV=${RDZV:-static}
+
+LAUNCH_ARGS=(--config_file "$ACC_CONFIG" --num_machines "$NNODES" --num_processes "$((NNODES * PROCS))"
+             --main_process_ip "$MAIN_ADDR" --main_process_port "$MAIN_PORT" --rdzv_backend "$RDZV"
+             -m gandist.train --config "$CONFIG" "${OVERRIDES[@]}")
+read -r -a SRUN_EXTRA <<<"${GANDIST_SRUN_ARGS:-}"
+read -r -a TASK_PREFIX <<<"${GANDIST_TASK_PREFIX:-}"
+NODE_LOG="$LOG_DIR/${SLURM_JOB_NAME:-gandist}-$SLURM_JOB_ID-run$((RESTART + 1))-node%n.log"
+MAX_REQUEUES=${GANDIST_MAX_REQUEUES:-100}
+
+say "run $((RESTART + 1)): $NNODES node(s) [$SLURM_JOB_NODELIST] x $PROCS process(es), rank 0 on $HEAD_NODE" \
+    "at $MAIN_ADDR:$MAIN_PORT ($RDZV rendezvous), config $CONFIG ${OVERRIDES[*]:-}"
+say "run directory $RUN_DIR; node logs ${NODE_LOG//%n/<N>}"
+
+SIGNALLED=""   # SIGUSR1: the time limit is near; checkpoint, stop, requeue
+TERMINATED=""  # SIGTERM: SLURM is ending the job (scancel, time limit, preemption); no requeue from here
+SRUN_PID=""
+on_usr1() {
+    SIGNALLED=USR1
+    say "SIGUSR1: the job is about to end; asking training to checkpoint and stop"
+    [ -n "$SRUN_PID" ] && kill -USR1 "$SRUN_PID" 2>/dev/null  # srun passes it to every task
+}
+on_term() {
+    TERMINATED=TERM
+    say "SIGTERM: SLURM is ending the job; training checkpoints on it"
+}
+trap on_usr1 USR1
+trap on_term TERM
+
+requeue() {  # REASON
+    if [ -n "$TERMINATED" ]; then
+        say "not requeueing ($1): SLURM is ending this job itself"
+        return 1
+    fi
+    if [ "$RESTART" -ge "$MAX_REQUEUES" ]; then
+        say "not requeueing ($1): the job has already run $((RESTART + 1)) times (GANDIST_MAX_REQUEUES=$MAX_REQUEUES)"
+        return 1
+    fi
+    say "requeueing job $SLURM_JOB_ID ($1); run $((RESTART + 2)) resumes from the newest checkpoint in $RUN_DIR"
+    if ! scontrol requeue "$SLURM_JOB_ID"; then
+        say "error: scontrol requeue $SLURM_JOB_ID failed (does the partition allow requeue? JobRequeue, --requeue)"
+        return 1
+    fi
+    sleep 30  # SLURM ends this run now; exiting first would only race it
+    return 0
+}
+
+if [ -n "$SIGNALLED" ]; then  # the warning came before training started: nothing to save
+    requeue "signalled before training started"
+    exit 75
+fi
+
+srun --nodes="$NNODES" --ntasks="$NNODES" --ntasks-per-node=1 \
+     --cpus-per-task="${SLURM_CPUS_PER_TASK:-${SLURM_CPUS_ON_NODE:-1}}" \
+     --kill-on-bad-exit=1 --output="$NODE_LOG" "${SRUN_EXTRA[@]}" \
+     "${TASK_PREFIX[@]}" bash -c "$(declare -f signal_children node_task)"'; node_task "$@"' gandist-node \
+     "${LAUNCH_ARGS[@]}" &
+SRUN_PID=$!
+while :; do
+    wait "$SRUN_PID"
+    RC=$?
+    # wait returns >128 when a trapped signal interrupts it; srun may still be running
+    if [ "$RC" -gt 128 ] && kill -0 "$SRUN_PID" 2>/dev/null; then continue; fi
+    break
+done
+
+if [ "$RC" -eq 0 ]; then
+    say "training finished (run directory $RUN_DIR)"
+    exit 0
+fi
+for f in "${NODE_LOG//%n/}"*; do
+    [ -f "$f" ] && { echo "--- last lines of $f"; tail -n 15 "$f"; }
+done
+if [ "$RC" -eq 75 ] || [ -n "$SIGNALLED" ]; then
+    # 75: every node's training saved a checkpoint and stopped on the signal.  After SIGUSR1 another
+    # status can also mean that: srun kills the other nodes' tasks once one has exited 75.
+    requeue "training stopped on a signal, srun exit $RC"
+    exit 75
+fi
+say "training failed: srun exit $RC (node logs above)"
+exit "$RC"
