@@ -159,6 +159,9 @@ def run(args) -> int:
     ev = metrics.Evaluator(cfg, device, 0, 1, metrics=names, num_samples=args.num_samples, feature_weights=weights,
                            feature_layer=args.feature_layer, batch_size=args.batch_size, seed=args.seed,
                            progress=not args.no_progress)
+    if ev.real_layers and ev.opts.feature_layer == "2048" and ev.num_samples < 2048:
+        print(f"gandist-eval: note: FID/KID on 2048 Inception features from {ev.num_samples} < 2048 images are "
+              f"strongly biased; compare only numbers computed with the same number of images", file=sys.stderr)
     t0 = time.perf_counter()
     scores = ev(G)
     elapsed = time.perf_counter() - t0

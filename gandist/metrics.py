@@ -373,11 +373,15 @@ class Evaluator:
     def _net(self, layers: tuple) -> torch.nn.Module:
         if layers not in self._nets:
             if _distributed(self.world) and not self.weights:  # one download, then the other ranks read the cache
-                import torch.distributed as dist
-
+                problem = None
                 if self.main:
-                    net = feature_extractor(layers, None, self.device)
-                dist.barrier()
+                    try:
+                        net = feature_extractor(layers, None, self.device)
+                    except MetricError as e:
+                        problem = str(e)
+                problem = _broadcast(problem, self.world)  # the others do not wait forever for a failed rank 0
+                if problem:
+                    raise MetricError(problem if self.main else f"rank 0 could not load Inception: {problem}")
                 if not self.main:
                     net = feature_extractor(layers, None, self.device)
             else:
@@ -468,13 +472,20 @@ class Evaluator:
         generator itself (not a DDP wrapper): its eval-mode output is used and its mode restored."""
         self._read_real()
         fake = self._generate(G)
-        scores = None
+        result = None
         if self.main:
-            scores = compute(self.metrics, fake, self._real, self.opts)
-            bad = [k for k, v in scores.items() if not math.isfinite(v)]
-            if bad:
-                self.print(f"[yellow]gandist: {', '.join(bad)} not finite (are the generated images finite?)")
-        return _broadcast(scores, self.world)
+            try:
+                result = compute(self.metrics, fake, self._real, self.opts)
+            except MetricError as e:
+                result = e  # raised on every rank below, not only here
+            else:
+                bad = [k for k, v in result.items() if not math.isfinite(v)]
+                if bad:
+                    self.print(f"[yellow]gandist: {', '.join(bad)} not finite (are the generated images finite?)")
+        result = _broadcast(result, self.world)
+        if isinstance(result, MetricError):
+            raise MetricError(str(result))
+        return result
 
 
 def evaluate(cfg, G: torch.nn.Module, device, rank: int = 0, world: int = 1, **kw) -> dict[str, float]:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import subprocess
 import sys
 
@@ -213,3 +212,23 @@ def test_evaluator_same_scores_for_one_and_two_processes_and_real_features_read_
     two = results[0]["scores"]
     assert two["fid"] == pytest.approx(one["fid"], rel=1e-3)
     assert two["kid"] == pytest.approx(one["kid"], rel=1e-3, abs=1e-6)
+
+
+def test_real_images_from_shards_every_rank_its_share(tmp_path):
+    """data.source=shards: the real set is read by gandist.data.stream's evaluation iterator, capped at
+    num_samples, split across ranks by shard; pixels and labels are the embedded dataset's."""
+    from gandist.data.prepare import main as prepare
+
+    out = tmp_path / "shards"
+    assert prepare(["synthetic", "--out", str(out), "--size", "20", "--shard-size", "6", "--workers", "1",
+                    "--no-shuffle", "--no-progress"]) == 0
+    cfg = tiny_cfg("data.source=shards", f"data.urls={out}/train-{{000000..000003}}.tar", "data.workers=0")
+    images, labels = zip(*M.real_batches(cfg, 15, batch_size=4))
+    images, labels = torch.cat(images), torch.cat(labels)
+    assert torch.equal(images, synthetic_images(15)) and labels.tolist() == [i % 10 for i in range(15)]
+    # two ranks: shards 0, 2 -> rank 0 and 1, 3 -> rank 1; each takes at most its share of the 15
+    shares = [torch.cat([im for im, _ in M.real_batches(cfg, 15, r, 2, batch_size=4)]) for r in range(2)]
+    assert [len(s) for s in shares] == [7, 8]
+    everything = synthetic_images(20)
+    assert torch.equal(shares[0], torch.cat([everything[0:6], everything[12:13]]))
+    assert torch.equal(shares[1], torch.cat([everything[6:12], everything[18:20]]))
