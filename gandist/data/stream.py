@@ -312,45 +312,49 @@ def decoder():
 
 
 def decode(sample: dict, spec: Spec):
-    """A raw WebDataset sample -> (uint8 (C, H, W) tensor, label or None); BadSample says what is wrong."""
-    where_ = f"sample {sample.get('__key__')!r} of {sample.get('__url__')}"
+    """A raw WebDataset sample -> (uint8 (C, H, W) tensor, label or None); BadSample says what is wrong
+    (the caller names the sample: see where_sample)."""
     png = sample.get("png")
     if png is None:
-        raise BadSample(f"{where_}: no .png member (found {sorted(k for k in sample if not k.startswith('__'))})")
+        raise BadSample(f"no .png member (found {sorted(k for k in sample if not k.startswith('__'))})")
     try:
         img = decoder()(png)
     except Exception as e:
-        raise BadSample(f"{where_}: corrupt PNG ({type(e).__name__}: {str(e)[:120]})") from None
+        raise BadSample(f"corrupt PNG ({type(e).__name__}: {str(e)[:120]})") from None
     c, h, w = img.shape
     if spec.channels is not None and c != spec.channels:
-        raise BadSample(f"{where_}: {c} channel(s), data.channels is {spec.channels}")
+        raise BadSample(f"{c} channel(s), data.channels is {spec.channels}")
     if spec.resolution is not None and (h, w) != (spec.resolution, spec.resolution):
-        raise BadSample(f"{where_}: {w}x{h} px, data.resolution is {spec.resolution}")
+        raise BadSample(f"{w}x{h} px, data.resolution is {spec.resolution}")
     if spec.labels == "cls":
         raw = sample.get("cls")
         try:
             label = int(raw) if raw is not None else -1
         except ValueError:
-            raise BadSample(f"{where_}: .cls is not an integer: {raw[:20]!r}") from None
+            raise BadSample(f".cls is not an integer: {raw[:20]!r}") from None
         if spec.require_labels and label < 0:
-            raise BadSample(f"{where_}: no .cls class label (data.label_key=cls)")
+            raise BadSample(f"no .cls class label (data.label_key=cls)")
         if spec.require_labels and spec.num_classes and label >= spec.num_classes:
-            raise BadSample(f"{where_}: class {label} is not below data.num_classes={spec.num_classes}")
+            raise BadSample(f"class {label} is not below data.num_classes={spec.num_classes}")
         return img, label
     if spec.labels == "attr":
         raw = sample.get("attr.json")
         if raw is None:
             if spec.require_labels:
-                raise BadSample(f"{where_}: no .attr.json attributes (data.label_key=attr)")
+                raise BadSample(f"no .attr.json attributes (data.label_key=attr)")
             return img, [0] * len(spec.attributes)
         try:
             attrs = json.loads(raw)
             return img, [int(attrs[a]) for a in spec.attributes]
         except KeyError as e:
-            raise BadSample(f"{where_}: attribute {e} is not in its .attr.json") from None
+            raise BadSample(f"attribute {e} is not in its .attr.json") from None
         except (ValueError, TypeError) as e:
-            raise BadSample(f"{where_}: unreadable .attr.json ({e})") from None
+            raise BadSample(f"unreadable .attr.json ({e})") from None
     return img, None
+
+
+def where_sample(sample: dict) -> str:
+    return f"sample {sample.get('__key__')!r} of {sample.get('__url__')}"
 
 
 def collate(items: list, spec: Spec):
@@ -437,16 +441,13 @@ class _Reader:
             try:
                 item = decode(s, self.spec)
             except BadSample as e:
-                self.problem(str(e))
+                self.problem(f"{where_sample(s)}: {e}")
                 continue
-            if self.spec.resolution is None or self.spec.channels is None:  # the first image sets the size
+            if self.spec.resolution is None or self.spec.channels is None:
+                # no index.json said the size: the first image sets it, later ones must match
                 c, h, _ = item[0].shape
                 self.spec = dataclasses.replace(self.spec, resolution=self.spec.resolution or h,
                                                 channels=self.spec.channels or c)
-                if item[0].shape[1:] != (self.spec.resolution,) * 2 or c != self.spec.channels:
-                    self.problem(f"sample {s.get('__key__')!r} of {s.get('__url__')}: {tuple(item[0].shape)}, "
-                                 f"not the data's {self.spec.channels}x{self.spec.resolution}x{self.spec.resolution}")
-                    continue
             self.opened_since_good = 0
             yield item, s.get("__key__")
 
@@ -676,7 +677,7 @@ class ShardSource:
                 decode(s, self.spec)
                 return
             except BadSample as e:
-                first = first or e
+                first = first or f"{where_sample(s)}: {e}"
             if n + 1 >= tries:
                 break
         if first is not None:  # (nothing readable at all in the first shards: the workers will say so)
