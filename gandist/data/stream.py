@@ -14,10 +14,17 @@ Two modes:
 - evaluation (`eval_batches`): shards are split across ranks (shard i -> rank i mod world) and then
   across DataLoader workers (`webdataset.split_by_worker`), read in order: every sample exactly once.
 
+The epoch length comes from the index.json gandist-prepare writes beside the shards (local or http);
+without one, local shards are counted from their tar headers and remote ones estimated from the first.
+
 Workers decode PNG to uint8 (C, H, W) tensors; ShardSource converts to [-1, 1] on the device.  A corrupt
 sample or an unreadable shard is logged and skipped, and counted (`ShardSource.skipped`,
 `EvalBatches.skipped`); it never stops training.  A worker that cannot read a single good sample
 from any shard raises an error naming its rank, host and the last problem instead of hanging.
+
+webdataset does the brace expansion, pipe:/http opening, shard resampling, splitting by worker, the
+shuffle buffer and grouping tar members into samples; the tar members themselves are read by
+`tar_members` here, at a fifteenth of the CPU time of Python's tarfile.
 """
 from __future__ import annotations
 
