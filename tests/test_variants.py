@@ -62,6 +62,25 @@ def test_variants_do_not_leak_into_each_other():
     assert (cfg.loss.regularizer, cfg.optim.name, cfg.optim.n_critic) == ("none", "adam", 1)
 
 
+def test_a_new_variant_is_one_file(tmp_path, monkeypatch):
+    import sys
+
+    import gandist.variants as pkg
+
+    (tmp_path / "hinge_dcgan.py").write_text(
+        "from gandist.variants import Variant\n"
+        "from gandist.variants.parts import ADAM_DCGAN, DCGAN, compose\n"
+        "VARIANT = Variant('hinge_dcgan', 'DCGAN with the hinge loss', 'test', "
+        "compose(DCGAN, {'loss.adversarial': 'hinge'}, ADAM_DCGAN))\n")
+    monkeypatch.setattr(pkg, "__path__", [*pkg.__path__, str(tmp_path)])
+    try:
+        found = pkg._collect()
+    finally:
+        sys.modules.pop("gandist.variants.hinge_dcgan", None)
+    assert set(found) == set(VARIANTS) | {"hinge_dcgan"}
+    assert found["hinge_dcgan"].preset["loss.adversarial"] == "hinge"
+
+
 # -- shipped configs -----------------------------------------------------------------------------
 
 def test_every_shipped_config_exists():
