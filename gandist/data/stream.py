@@ -74,7 +74,7 @@ def expand_urls(urls: str | list[str]) -> list[str]:
 
 
 def is_local(url: str) -> bool:
-    return "://" not in url and not url.startswith("pipe:") or url.startswith("file://")
+    return url.startswith("file://") or ("://" not in url and not url.startswith("pipe:"))
 
 
 def local_path(url: str) -> Path:
@@ -83,7 +83,7 @@ def local_path(url: str) -> Path:
 
 def cache_path(url: str, cache_dir: str | Path) -> Path:
     """Where a remote shard is cached: a hash of the whole url (two datasets' train-000000.tar differ)."""
-    tail = url.rstrip("/").split("/")[-1].split()[0] if not url.startswith("pipe:") else url.split("/")[-1].split()[0]
+    tail = (url.rstrip("/").rsplit("/", 1)[-1].split() or ["shard"])[0]  # 'pipe:... s3://b/x.tar -' -> x.tar
     tail = "".join(c if c.isalnum() or c in "._-" else "_" for c in tail)[-60:]
     return Path(cache_dir) / f"{hashlib.sha1(url.encode()).hexdigest()[:16]}-{tail}"
 
@@ -614,7 +614,7 @@ class ShardSource:
         self.total = total
         self.bpe = max(1, total // cfg.train.batch_size)
         self.skipped = 0
-        self._next, self._it, self._loader = 0, None, None
+        self._next, self._it = 0, None
         if rank == 0:
             print(f"data: {len(self.urls)} shard(s), {total} samples"
                   + (f" ({meta.get('source')}, index.json)" if meta else "")
@@ -696,8 +696,7 @@ class ShardSource:
                          batches_per_epoch=self.bpe, workers=d.workers, start=k, shuffle_buffer=d.shuffle_buffer,
                          cache_dir=d.cache_dir, tag=self.here)
         self._it = None  # shut the old workers down first
-        self._loader = _loader(ds, d.workers, self.device.type == "cuda", prefetch=4)
-        self._it = iter(self._loader)
+        self._it = iter(_loader(ds, d.workers, self.device.type == "cuda", prefetch=4))
         self._next = k
 
     def batch(self, j: int):
