@@ -207,6 +207,32 @@ class StopFlag:
 
 # -- main -----------------------------------------------------------------------------------------
 
+def restore(cfg, acc, path: Path, models, stepper, data) -> tuple[int, str]:
+    """Collective: load checkpoint `path` into the run; returns its step and a note for the start line."""
+    run_dir = Path(cfg.output.dir)
+    try:
+        state = checkpoint.load(acc, path, identity(cfg), {"generator": models.G_raw, "discriminator": models.D_raw},
+                                models.ema)
+    except checkpoint.CheckpointError as e:
+        older = [p for p in checkpoint.complete(run_dir) if p.name < path.name]
+        if cfg.train.resume == "auto" and older:
+            raise checkpoint.CheckpointError(f"{e}. To continue from the checkpoint before it instead: "
+                                             f"train.resume={older[-1]} train.overwrite=true") from None
+        raise
+    for opt, lr in ((models.opt_g, cfg.optim.lr_g), (models.opt_d, cfg.optim.lr_d)):  # hyperparameters: the config's
+        for group in opt.param_groups:
+            group["lr"] = lr
+            if "betas" in group:
+                group["betas"] = (cfg.optim.beta1, cfg.optim.beta2)
+    for k, v in state.get("counters", {}).items():
+        setattr(stepper.counters, k, v)
+    data.load_state_dict(state.get("data", {}))
+    note = f", resumed from {path}"
+    if state.get("world_size", acc.num_processes) != acc.num_processes:
+        note += f" (written by {state['world_size']} processes)"
+    return state["step"], note
+
+
 def weights_finite(models) -> bool:
     """G, D (parameters and buffers) and the EMA hold only finite numbers: worth a checkpoint."""
     mods = [models.G_raw, models.D_raw] + ([models.ema.model] if models.ema is not None else [])
@@ -249,21 +275,7 @@ def run(cfg) -> int:
     draws = Draws(cfg.train.seed, cfg.train.batch_size, rank, world, acc.device)
     stepper = Stepper(cfg, acc, models, data, draws)
 
-    start, note = 0, ""
-    if resume_from is not None:
-        state = checkpoint.load(acc, resume_from, identity(cfg), {"generator": G_raw, "discriminator": D_raw}, ema)
-        start = state["step"]
-        for opt, lr in ((opt_g, cfg.optim.lr_g), (opt_d, cfg.optim.lr_d)):  # hyperparameters: the config's
-            for group in opt.param_groups:
-                group["lr"] = lr
-                if "betas" in group:
-                    group["betas"] = (cfg.optim.beta1, cfg.optim.beta2)
-        for k, v in state.get("counters", {}).items():
-            setattr(stepper.counters, k, v)
-        data.load_state_dict(state.get("data", {}))
-        note = f", resumed from {resume_from}"
-        if state.get("world_size", world) != world:
-            note += f" (written by {state['world_size']} processes)"
+    start, note = restore(cfg, acc, resume_from, models, stepper, data) if resume_from else (0, "")
     if acc.is_main_process:
         truncate_metrics(run_dir, start)
 
@@ -310,8 +322,9 @@ def run(cfg) -> int:
         if done % cfg.checkpoint.every == 0 or done == cfg.train.steps or stopping:
             path = save_checkpoint(done)
         if stopping:
-            report.print(f"{signal.Signals(stopping).name} received: checkpoint {path} saved at step {done}; "
-                         f"exiting with {EXIT_REQUEUE} so the job can be requeued")
+            saved = f"checkpoint {path} saved at step {done}" if path else f"last checkpoint {checkpoint.latest(run_dir)}"
+            report.print(f"{signal.Signals(stopping).name} received: {saved}; exiting with {EXIT_REQUEUE} so the "
+                         f"job can be requeued")
             if acc.is_main_process:
                 checkpoint.write_json_atomic(run_dir / PREEMPTED, {"step": done, "signal": stopping,
                                                                    "checkpoint": str(path) if path else None})
