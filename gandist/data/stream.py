@@ -48,7 +48,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from gandist.config import ConfigError
 from gandist.data.source import condition, to_images
-from gandist.distributed import where
+from gandist.distributed import generator, where
 
 log = logging.getLogger("gandist.data")
 INDEX = "index.json"
@@ -459,10 +459,6 @@ class _Reader:
             yield item, s.get("__key__")
 
 
-def _seed(*parts: int) -> int:
-    return int(np.random.SeedSequence([p & 0xFFFFFFFF for p in parts]).generate_state(1)[0])
-
-
 class TrainStream(IterableDataset):
     """Yields (uint8 images, labels, skipped, k) for this rank's batches k = start, start+1, ... (infinite);
     batch k is made by logical worker k mod W.  DataLoader worker `slot` takes k = start + slot (mod W)
@@ -477,7 +473,7 @@ class TrainStream(IterableDataset):
     def epoch_samples(self, reader: _Reader, epoch: int, w: int):
         import webdataset as wds
 
-        s = _seed(self.seed, epoch, self.rank, w)
+        s = generator(self.seed, epoch, f"shards rank {self.rank} worker {w}").initial_seed()
         shards = wds.ResampledShards(self.urls, seed=s, deterministic=True, worker_seed=lambda: 0)
         samples = reader.raw(iter(shards))
         if self.shuffle_buffer > 1:
