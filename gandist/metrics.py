@@ -347,6 +347,9 @@ class Evaluator:
         if self.num_samples < 1:
             raise MetricError(f"eval.num_samples: must be at least 1, got {self.num_samples}")
         self.weights = cfg.eval.feature_weights if feature_weights is None else feature_weights
+        if self.weights and not Path(self.weights).is_file():  # now, not hours later at the first evaluation
+            raise MetricError(f"eval.feature_weights: {self.weights} does not exist (expected a torch-fidelity "
+                              f"InceptionV3 weights file; leave it empty to download torch-fidelity's own)")
         if str(feature_layer) not in FEATURE_LAYERS:
             raise MetricError(f"feature layer {feature_layer!r}: choose from {', '.join(FEATURE_LAYERS)}")
         self.seed = cfg.train.seed if seed is None else seed
@@ -359,6 +362,13 @@ class Evaluator:
         self._real_labels: torch.Tensor | None = None
         self._real_read = False
         self.real_count = 0
+
+    def prepare(self) -> "Evaluator":
+        """Load Inception and embed the real set now (a training run calls this before its first step, so
+        a missing download or unreadable data stops it at once); otherwise the first call does it."""
+        self._read_real()
+        self._net(self.fake_layers)
+        return self
 
     @property
     def main(self) -> bool:

@@ -126,6 +126,8 @@ def test_weights_file_errors_name_the_file(tmp_path, monkeypatch):
     missing = tmp_path / "nope.pth"
     with pytest.raises(M.MetricError, match=f"eval.feature_weights: {missing} does not exist"):
         M.feature_extractor(["64"], missing, "cpu")
+    with pytest.raises(M.MetricError, match=f"eval.feature_weights: {missing} does not exist"):
+        M.Evaluator(tiny_cfg(f"eval.feature_weights={missing}"), "cpu")  # when built, before any work
     junk = tmp_path / "junk.pth"
     junk.write_bytes(b"not a state dict")
     with pytest.raises(M.MetricError, match=f"{junk} is not a torch-fidelity InceptionV3 weights file"):
@@ -195,7 +197,8 @@ def test_evaluator_same_scores_for_one_and_two_processes_and_real_features_read_
     reads = []
     real = M.real_batches
     monkeypatch.setattr(M, "real_batches", lambda *a, **k: (reads.append(1), real(*a, **k))[1])
-    ev = M.Evaluator(cfg, "cpu", feature_layer="64", batch_size=4)
+    ev = M.Evaluator(cfg, "cpu", feature_layer="64", batch_size=4).prepare()
+    assert len(reads) == 1 and ev.real_count == 6
     one = ev(G)
     again = ev(G)
     assert G.training  # its mode is restored
