@@ -49,27 +49,32 @@ def parse_args(argv):
 def decide_resume(cfg, run_dir: Path) -> Path | None:
     """Which checkpoint to start from, decided before any work; may refuse to overwrite a run."""
     r = cfg.train.resume
-    if r == "auto":
-        return checkpoint.latest(run_dir)
     if r == "no":
         if checkpoint.complete(run_dir) and not cfg.train.overwrite:
             raise ConfigError(f"train.resume: output.dir {run_dir} holds checkpoints; use train.resume=auto to "
                               f"continue that run, or train.overwrite=true to start afresh there")
         return None
-    path = Path(r)
-    if not path.is_dir():
-        raise ConfigError(f"train.resume: checkpoint {path} does not exist (expected a checkpoint directory, "
-                          f"a run directory, 'auto' or 'no')")
-    if not (path / "trainer.json").exists() and checkpoint.latest(path) is not None:
-        path = checkpoint.latest(path)  # a run directory: its newest checkpoint
-    step = checkpoint.read_trainer_state(path)["step"]
-    newer = [p.name for p in checkpoint.complete(run_dir) if checkpoint.step_of(p) > step]
-    if newer and not cfg.train.overwrite:
-        raise ConfigError(f"train.resume: output.dir {run_dir} holds checkpoints newer than {path} "
-                          f"({', '.join(newer)}); continuing from step {step} there would mix two histories. "
-                          f"Use another output.dir, or train.overwrite=true to delete them")
+    if r == "auto":
+        path = checkpoint.latest(run_dir)
+        if path is None:
+            return None
+        step = checkpoint.step_of(path)
+    else:
+        path = Path(r)
+        if not path.is_dir():
+            raise ConfigError(f"train.resume: checkpoint {path} does not exist (expected a checkpoint directory, "
+                              f"a run directory, 'auto' or 'no')")
+        if not (path / "trainer.json").exists() and checkpoint.latest(path) is not None:
+            path = checkpoint.latest(path)  # a run directory: its newest checkpoint
+        step = checkpoint.read_trainer_state(path)["step"]
+        newer = [p.name for p in checkpoint.complete(run_dir) if checkpoint.step_of(p) > step]
+        if newer and not cfg.train.overwrite:
+            raise ConfigError(f"train.resume: output.dir {run_dir} holds checkpoints newer than {path} "
+                              f"({', '.join(newer)}); continuing from step {step} there would mix two histories. "
+                              f"Use another output.dir, or train.overwrite=true to delete them")
     if step > cfg.train.steps:
-        raise ConfigError(f"train.steps: {cfg.train.steps} is below the step of checkpoint {path} ({step})")
+        raise ConfigError(f"train.steps: {cfg.train.steps} is below the step of checkpoint {path} ({step}); "
+                          f"raise train.steps to continue the run")
     return path
 
 
