@@ -22,15 +22,33 @@ from pathlib import Path
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
-def _rate(loader, seconds: float) -> float:
-    """Images per second from a DataLoader, after its first batch, for about `seconds`."""
+def _cpu_seconds(pids) -> float | None:
+    """User + system CPU time of processes (Linux /proc), or None where that cannot be read."""
+    try:
+        tick = os.sysconf("SC_CLK_TCK")
+        total = 0
+        for pid in pids:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])
+        return total / tick
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _rate(loader, seconds: float) -> tuple[float, float | None]:
+    """(images per second, images per CPU-second of the workers) from a DataLoader, after its first batch,
+    for about `seconds`.  The second figure does not depend on what else the machine is running."""
     it = iter(loader)
     next(it)
-    n, t0 = 0, time.perf_counter()
+    pids = [w.pid for w in getattr(it, "_workers", [])] or [os.getpid()]
+    n, t0, c0 = 0, time.perf_counter(), _cpu_seconds(pids)
     while time.perf_counter() - t0 < seconds:
         x = next(it)[0]
         n += len(x)
-    return n / (time.perf_counter() - t0)
+    wall, c1 = time.perf_counter() - t0, _cpu_seconds(pids)
+    cpu = c1 - c0 if c0 is not None and c1 is not None and c1 > c0 else None
+    del it
+    return n / wall, (n / cpu if cpu else None)
 
 
 def _shard_loader(urls: str, resolution: int, labels: str | None, workers: int, batch: int):
@@ -127,18 +145,18 @@ def bench_data(args) -> int:
         torch.set_num_threads(1)
         for data, reader, make in cases:
             for w in workers:
-                rate = _rate(make(w), args.seconds)
-                rows.append((data, reader, w, rate, rate / max(w, 1)))
-                print(f"  {data:15s} {reader:40s} workers {w}: {rate:8.0f} images/s, "
-                      f"{rate / max(w, 1):7.0f} per worker", flush=True)
+                rate, per_cpu = _rate(make(w), args.seconds)
+                rows.append((data, reader, w, rate, rate / max(w, 1), per_cpu))
+                print(f"  {data:15s} {reader:40s} workers {w}: {rate:8.0f} images/s, {rate / max(w, 1):7.0f} per "
+                      f"worker, {per_cpu or float('nan'):7.0f} per worker CPU-second", flush=True)
 
     print()
-    print(f"Machine: {machine()}")
+    print(f"Machine: {machine()}; load average during the run {os.getloadavg()[0]:.1f}")
     print()
-    print("| data | reader | workers | images/s | images/s per worker |")
-    print("| --- | --- | ---: | ---: | ---: |")
-    for data, reader, w, rate, per in rows:
-        print(f"| {data} | {reader} | {w} | {rate:,.0f} | {per:,.0f} |")
+    print("| data | reader | workers | images/s | images/s per worker | images per worker CPU-second |")
+    print("| --- | --- | ---: | ---: | ---: | ---: |")
+    for data, reader, w, rate, per, per_cpu in rows:
+        print(f"| {data} | {reader} | {w} | {rate:,.0f} | {per:,.0f} | {f'{per_cpu:,.0f}' if per_cpu else 'n/a'} |")
     return 0
 
 
