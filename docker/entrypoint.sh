@@ -62,7 +62,7 @@ signal_children() {  # SIGNAL PID: send SIGNAL to PID's direct children (the tra
 
 # The launcher starts with the signals ignored (so it is not the one that dies of them, and the
 # torchrun agent inside it leaves SIGTERM alone); this shell passes them to the training processes.
-export TORCHELASTIC_SIGNALS_TO_HANDLE=SIGHUP,SIGQUIT
+export PET_SIGNALS_TO_HANDLE=SIGHUP,SIGQUIT TORCHELASTIC_SIGNALS_TO_HANDLE=SIGHUP,SIGQUIT
 got=""
 trap '' USR1 TERM INT
 (exec accelerate launch "${launch[@]}" -m gandist.train "$@") &

@@ -11,10 +11,11 @@
 #
 # Time limit and preemption: SLURM sends this script SIGUSR1 300 s before the time limit
 # (--signal=B:USR1@300); the script passes it to the training processes, which agree at the next
-# step, save a checkpoint and exit with 75; the script then requeues the job (scontrol requeue,
-# same job id) and the next run resumes from that checkpoint (train.resume=auto).  A preemption
-# with PreemptMode=REQUEUE sends SIGTERM instead: training checkpoints on it as well, and SLURM
-# requeues the job by itself.  A plain `scancel` also checkpoints, but is not requeued.
+# step, save a checkpoint and exit with 75; the node tasks exit 75 and the script requeues the job
+# (scontrol requeue: same job id, so the same port) and the next run resumes from that checkpoint
+# (train.resume=auto).  A preemption with a GraceTime sends SIGTERM to the training step instead:
+# training checkpoints on it the same way and the job is requeued the same way.  `scancel` (which
+# also sends SIGTERM to this script) lets training checkpoint but does not requeue.
 #
 # Settings from the environment (all optional):
 #   GANDIST_HOME              repository directory the job runs in (default: the submit directory)
@@ -42,14 +43,14 @@
 ##SBATCH --gpus-per-node=8
 ##SBATCH --partition=gpu
 
-# shellcheck disable=SC2317  # node_task, signal_children and the handlers run via srun and traps
+# shellcheck disable=SC2317  # the node_* functions and the handlers run via srun and traps
 set -uo pipefail
 
 say() { printf '%s gandist job %s: %s\n' "$(date '+%F %T')" "${SLURM_JOB_ID:-?}" "$*"; }
 die() { say "error: $*" >&2; exit 2; }
 
 # -- what runs on every node (srun task); sent to the nodes as text, so nothing here needs to exist
-# -- on a node's disk but bash and the launcher --------------------------------------------------
+# -- on a node's disk but bash, python and the launcher ---------------------------------------------
 
 signal_children() {  # SIGNAL PID: send SIGNAL to PID's direct children (the training processes)
     local sig=$1 parent=$2 status pid key value
@@ -65,28 +66,62 @@ signal_children() {  # SIGNAL PID: send SIGNAL to PID's direct children (the tra
     done
 }
 
-node_task() {  # ACCELERATE-LAUNCH-ARGS...: run on each node with its machine rank; exit 75 when stopped by SIGUSR1
-    local venv=${GANDIST_VENV:-$PWD/.venv} rc
+newest_checkpoint() {  # the run's newest complete checkpoint (trainer.json is written last), or nothing
+    local f newest=""
+    [ -n "$NODE_RUN_DIR" ] || return 0
+    for f in "$NODE_RUN_DIR"/checkpoints/step_*/trainer.json; do
+        [ -e "$f" ] && newest=${f%/trainer.json}
+    done
+    echo "$newest"
+}
+
+node_signal() {  # SIGNAL: a trap; remembers the first signal and the newest checkpoint at that moment
+    if [ -z "$NODE_SIGNAL" ]; then
+        NODE_SIGNAL=$1
+        NODE_CHECKPOINT_BEFORE=$(newest_checkpoint)
+    fi
+    echo "node $SLURM_NODEID: SIG$1, passing it to training"
+    signal_children "$1" "$NODE_LAUNCHER"
+}
+
+node_task() {  # ACCELERATE-LAUNCH-ARGS...: one per node; exit 75 when a signal made training save and stop
+    local venv=${GANDIST_VENV:-$PWD/.venv} rc a after="" train_args=() now
     [ -x "$venv/bin/accelerate" ] && PATH="$venv/bin:$PATH"
     NODE_SIGNAL=""
     NODE_LAUNCHER=""
+    NODE_CHECKPOINT_BEFORE=""
     printf '%s node %s (%s): machine rank %s of %s, job %s run %s, in %s\n' "$(date '+%F %T')" \
         "${SLURMD_NODENAME:-?}" "$(hostname)" "$SLURM_NODEID" "$SLURM_NNODES" "$SLURM_JOB_ID" \
         "$((${SLURM_RESTART_COUNT:-0} + 1))" "$PWD"
+    # The run directory, resolved where training runs (inside the container, if there is one)
+    for a in "$@"; do
+        [ -n "$after" ] && train_args+=("$a")
+        [ "$a" = gandist.train ] && after=1
+    done
+    NODE_RUN_DIR=$(python3 - "${train_args[@]}" 2>/dev/null <<'PY'
+import argparse, sys
+from gandist import config
+p = argparse.ArgumentParser()
+p.add_argument("--config")
+p.add_argument("overrides", nargs="*")
+a = p.parse_args(sys.argv[1:])
+print(config.load(a.config, a.overrides).output.dir)
+PY
+)
     # The launcher and, until gandist.train installs its handlers, the training processes start with
     # SIGUSR1/SIGTERM ignored: SLURM signals every process of the step, and neither the launcher nor
     # data-loader processes must die of it.  The torchrun agent inside accelerate launch is told to
     # leave SIGTERM alone too (it would otherwise kill the training processes 30 s later, possibly
-    # mid-checkpoint); SLURM's own SIGKILL after KillWait still ends everything.
-    export TORCHELASTIC_SIGNALS_TO_HANDLE=SIGINT,SIGHUP,SIGQUIT
+    # mid-checkpoint); SLURM's own SIGKILL after KillWait still ends everything.  (PET_: torchrun's
+    # --signals-to-handle, torch >= 2.8; TORCHELASTIC_: the same for older releases.)
+    export PET_SIGNALS_TO_HANDLE=SIGINT,SIGHUP,SIGQUIT TORCHELASTIC_SIGNALS_TO_HANDLE=SIGINT,SIGHUP,SIGQUIT
     trap '' USR1 TERM
     ( exec accelerate launch --machine_rank "$SLURM_NODEID" "$@" ) &
     NODE_LAUNCHER=$!
     # This shell passes the signals on itself as well, to the launcher's children only: with
     # proctrack/pgid (or a signal to this task alone) they would not reach training otherwise.
-    # (NODE_SIGNAL keeps the first one: srun's SIGTERM to end the step may follow the warning)
-    trap 'NODE_SIGNAL=${NODE_SIGNAL:-USR1}; echo "node $SLURM_NODEID: SIGUSR1, passing it to training"; signal_children USR1 "$NODE_LAUNCHER"' USR1
-    trap 'NODE_SIGNAL=${NODE_SIGNAL:-TERM}; echo "node $SLURM_NODEID: SIGTERM, passing it to training"; signal_children TERM "$NODE_LAUNCHER"' TERM
+    trap 'node_signal USR1' USR1
+    trap 'node_signal TERM' TERM
     while :; do
         wait "$NODE_LAUNCHER"
         rc=$?
@@ -94,13 +129,21 @@ node_task() {  # ACCELERATE-LAUNCH-ARGS...: run on each node with its machine ra
         if [ "$rc" -gt 128 ] && kill -0 "$NODE_LAUNCHER" 2>/dev/null; then continue; fi
         break
     done
-    if [ "$rc" -ne 0 ] && [ "$NODE_SIGNAL" = USR1 ]; then
-        # gandist.train exits 75 after its checkpoint; the launcher reports any worker exit as 1
-        echo "node $SLURM_NODEID: training stopped after SIGUSR1 (launcher exit $rc): exit 75 (requeue)"
-        exit 75
+    if [ "$rc" -ne 0 ] && [ -n "$NODE_SIGNAL" ]; then
+        # gandist.train exits 75 after its checkpoint, but the launcher reports any worker's exit as 1:
+        # a checkpoint newer than the one there was at the signal is what tells.  (A SIGTERM from srun
+        # ending the step after another node failed finds none: training cannot save without a peer.)
+        now=$(newest_checkpoint)
+        if [ -n "$now" ] && [ "$now" != "$NODE_CHECKPOINT_BEFORE" ]; then
+            echo "node $SLURM_NODEID: training saved $now after SIG$NODE_SIGNAL and stopped: exit 75 (requeue)"
+            exit 75
+        fi
+        if [ -z "$NODE_RUN_DIR" ] && [ "$NODE_SIGNAL" = USR1 ]; then  # cannot look: trust the warning
+            echo "node $SLURM_NODEID: training stopped after SIGUSR1 (run directory unknown): exit 75 (requeue)"
+            exit 75
+        fi
+        echo "node $SLURM_NODEID: SIG$NODE_SIGNAL, but no new checkpoint in ${NODE_RUN_DIR:-(run directory unknown)}"
     fi
-    # SIGTERM alone is SLURM ending the step or the job (scancel, preemption, srun --kill-on-bad-exit
-    # after another node failed): training checkpointed if it could, but this is no reason to requeue.
     echo "node $SLURM_NODEID: launcher exit $rc"
     exit "$rc"
 }
@@ -231,7 +274,7 @@ fi
 srun --nodes="$NNODES" --ntasks="$NNODES" --ntasks-per-node=1 \
      --cpus-per-task="${SLURM_CPUS_PER_TASK:-${SLURM_CPUS_ON_NODE:-1}}" \
      --kill-on-bad-exit=1 --output="$NODE_LOG" "${SRUN_EXTRA[@]}" \
-     "${TASK_PREFIX[@]}" bash -c "$(declare -f signal_children node_task)"'; node_task "$@"' gandist-node \
+     "${TASK_PREFIX[@]}" bash -c "$(declare -f signal_children newest_checkpoint node_signal node_task)"'; node_task "$@"' gandist-node \
      "${LAUNCH_ARGS[@]}" &
 SRUN_PID=$!
 while :; do
@@ -250,8 +293,9 @@ for f in "${NODE_LOG//%n/}"*; do
     [ -f "$f" ] && { echo "--- last lines of $f"; tail -n 15 "$f"; }
 done
 if [ "$RC" -eq 75 ] || [ -n "$SIGNALLED" ]; then
-    # 75: every node's training saved a checkpoint and stopped on the signal.  After SIGUSR1 another
-    # status can also mean that: srun kills the other nodes' tasks once one has exited 75.
+    # 75: a signal (SIGUSR1 from here, or SIGTERM of a preemption to the step) made training save a
+    # checkpoint and stop.  After SIGUSR1 here another status can mean the same: srun ends the other
+    # nodes' tasks once one has exited 75.
     requeue "training stopped on a signal, srun exit $RC"
     exit 75
 fi

@@ -1,7 +1,8 @@
 """A throwaway SLURM cluster on this one machine, for the tests (and for trying slurm/*.sh by hand).
 
 One munged, one slurmctld and two slurmd (`slurmd -N node1`, `slurmd -N node2`), each slurmd on its
-own port, every node at NodeAddr=127.0.0.1, all state, spool, sockets and logs in one directory,
+own port, every node at NodeAddr=127.0.0.1, partitions `debug` (the default) and `urgent`, whose jobs
+preempt debug's (REQUEUE, with a grace time), all state, spool, sockets and logs in one directory,
 nothing in /etc touched (munged gets its own key and socket; every command finds the cluster
 through SLURM_CONF).  Needs Debian's slurm-wlm and munge packages and root (slurmd runs jobs as
 their user).  By hand:
@@ -86,8 +87,10 @@ def parse_record(line: str) -> dict:
 
 class Cluster:
     def __init__(self, root: str | Path, nodes: tuple[str, ...] = ("node1", "node2"), cpus_per_node: int = 1,
-                 requeue_delay_s: int = 5):
+                 requeue_delay_s: int = 5, extra_conf: str = ""):
+        """extra_conf: slurm.conf lines appended (later lines win, e.g. more partitions, preemption)."""
         self.root = Path(root).resolve()
+        self.extra_conf = extra_conf
         self.nodes = nodes
         self.cpus = cpus_per_node
         self.requeue_delay_s = requeue_delay_s
@@ -182,7 +185,13 @@ AccountingStorageType=accounting_storage/none
 JobAcctGatherType=jobacct_gather/none
 JobCompType=jobcomp/none
 {node_lines}
-PartitionName=debug Nodes={",".join(self.nodes)} Default=YES MaxTime=INFINITE State=UP
+# Jobs in `urgent` preempt jobs in `debug`: SIGTERM to the job's steps, then GraceTime to end and
+# be requeued before SLURM kills and requeues it itself
+PreemptType=preempt/partition_prio
+PreemptMode=REQUEUE
+PartitionName=debug Nodes={",".join(self.nodes)} Default=YES MaxTime=INFINITE State=UP PriorityTier=1 PreemptMode=REQUEUE GraceTime=120
+PartitionName=urgent Nodes={",".join(self.nodes)} MaxTime=INFINITE State=UP PriorityTier=2 PreemptMode=OFF
+{self.extra_conf}
 """)
 
     def _spawn(self, name: str, *args: str):

@@ -131,34 +131,74 @@ def test_two_node_job_trains_with_one_rank_per_node(slurm, tmp_path):
     assert f"rank 0 on node1 at 127.0.0.1:{20000 + job % 10000}" in text, text
 
 
-def test_usr1_before_the_end_checkpoints_requeues_and_resumes(slurm, tmp_path):
-    """What --signal=B:USR1@300 does near the time limit, sent by hand: the job saves, requeues itself
-    (same id) and the second run starts from that checkpoint, not from step 0."""
-    out = tmp_path / "run"
-    steps = 30
-    job = submit(slurm, tmp_path, "--nodes=2", *train_args(out, f"train.steps={steps}"))
-    deadline = time.monotonic() + 240
-    while not ((out / "metrics.jsonl").is_file() and len(metrics(out)) >= 3):
+def wait_for_steps(slurm: Cluster, job: int, tmp: Path, out: Path, run: int, at_least: int, timeout: float = 240):
+    """Until run number `run` of the job is training and metrics.jsonl has reached step `at_least`."""
+    deadline = time.monotonic() + timeout
+    while True:
         info = slurm.job(job)
-        assert info["JobState"] in ("PENDING", "CONFIGURING", "RUNNING"), f"{info}\n{report(tmp_path, job, out)}"
-        assert time.monotonic() < deadline, f"training did not start in 240 s\n{report(tmp_path, job, out)}"
+        assert info["JobState"] in ("PENDING", "CONFIGURING", "RUNNING", "REQUEUED"), \
+            f"{info}\n{report(tmp, job, out)}"
+        logs = node_logs(out, job, run)
+        if logs and "steps " in logs[0].read_text() and (out / "metrics.jsonl").is_file():
+            rows = metrics(out)
+            if rows and rows[-1]["step"] >= at_least:
+                return rows[-1]["step"]
+        assert time.monotonic() < deadline, f"run {run} did not reach step {at_least} in {timeout:.0f} s\n" \
+                                            f"{report(tmp, job, out)}"
         time.sleep(0.3)
+
+
+def resumed_step(log: Path, steps: int, out: Path, text: str) -> int:
+    """The step rank 0 says it resumed from; checks the checkpoint is the one it names."""
+    m = re.search(r"steps (\d+)->(\d+), run dir .*?, resumed from (\S+)", log.read_text())
+    assert m and int(m.group(2)) == steps, text
+    step, path = int(m.group(1)), Path(m.group(3))
+    assert path == out / "checkpoints" / f"step_{step:08d}", text
+    return step
+
+
+def test_signals_checkpoint_requeue_and_resume(slurm, tmp_path):
+    """One job, three runs.  Run 1 gets the time-limit warning (what --signal=B:USR1@300 sends, here
+    by hand): it saves, requeues itself (same job id) and run 2 starts from that checkpoint, not from
+    step 0.  Run 2 is preempted by a job in a higher-priority partition (SIGTERM to the step): it
+    saves, requeues, and run 3 resumes from the second checkpoint and finishes."""
+    out = tmp_path / "run"
+    steps = 60
+    job = submit(slurm, tmp_path, "--nodes=2", *train_args(out, f"train.steps={steps}"))
+
+    wait_for_steps(slurm, job, tmp_path, out, run=1, at_least=3)
     slurm.cmd("scancel", "--batch", "--signal=USR1", str(job))  # = what --signal=B:USR1@N sends
 
+    first_stop = None
+    deadline = time.monotonic() + 240
+    while first_stop is None:  # run 2 has started from run 1's checkpoint and trains on
+        logs = node_logs(out, job, 2)
+        if logs and "resumed from" in logs[0].read_text():
+            first_stop = resumed_step(logs[0], steps, out, report(tmp_path, job, out))
+        assert time.monotonic() < deadline, f"run 2 did not start\n{report(tmp_path, job, out)}"
+        time.sleep(0.3)
+    assert 3 <= first_stop < steps
+    wait_for_steps(slurm, job, tmp_path, out, run=2, at_least=first_stop + 3)
+
+    urgent = slurm.sbatch(f"--output={tmp_path}/urgent-%j.out", "--partition=urgent", "--nodes=2",
+                          "--wrap", "echo urgent on $SLURM_JOB_NODELIST", cwd=tmp_path, env=env())
     info = slurm.wait(job, timeout=400)
     text = report(tmp_path, job, out)
     assert info["JobState"] == "COMPLETED" and info["ExitCode"] == "0:0", f"{info}\n{text}"
-    assert info["Restarts"] == "1", f"{info}\n{text}"
-    assert "requeueing job" in text
+    assert info["Restarts"] == "2", f"{info}\n{text}"
+    assert slurm.wait(urgent, timeout=60)["JobState"] == "COMPLETED"
+    assert text.count("requeueing job") == 2, text
 
-    first = node_logs(out, job, 1)[0].read_text()
-    assert "training stopped after SIGUSR1" in first and "exit 75" in first, text
-    second = node_logs(out, job, 2)[0].read_text()
-    m = re.search(r"steps (\d+)->(\d+), run dir .*?, resumed from (\S+)", second)
-    assert m, text
-    step, saved = int(m.group(1)), Path(m.group(3))
-    assert 3 <= step < steps and int(m.group(2)) == steps, text
-    assert saved == out / "checkpoints" / f"step_{step:08d}" and (saved / "trainer.json").is_file(), text
+    run1, run2, run3 = (node_logs(out, job, r) for r in (1, 2, 3))
+    for log in run1:
+        assert "SIGUSR1, passing it to training" in log.read_text(), text
+        assert re.search(r"training saved \S+ after SIGUSR1 and stopped: exit 75", log.read_text()), text
+    for log in run2:
+        assert "SIGTERM, passing it to training" in log.read_text(), text
+        assert re.search(r"training saved \S+ after SIGTERM and stopped: exit 75", log.read_text()), text
+    second_stop = resumed_step(run3[0], steps, out, text)
+    assert first_stop + 3 <= second_stop < steps, text
+
     assert [r["step"] for r in metrics(out)] == list(range(1, steps + 1))  # nothing lost, nothing twice
     assert json.loads((out / "run.json").read_text())["world_size"] == 2
     assert (out / "final" / "generator.safetensors").is_file()
