@@ -24,5 +24,8 @@ demo: install
 test: install
 	$(PY) -m pytest tests
 
+bench: install
+	$(PY) -m gandist.bench data
+
 clean:
 	rm -rf $(VENV) runs .pytest_cache

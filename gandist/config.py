@@ -80,7 +80,7 @@ class DataConfig:
     synthetic_size: int = _f(20000, min=1, help="images in the embedded dataset")
     synthetic_seed: int = _f(0, help="the embedded dataset's own seed (independent of train.seed)")
     urls: str = _f("", help="shard pattern(s): brace ranges, http(s)://, pipe:; ';' separates several")
-    label_key: str = _f("cls", help="cls for class labels, attr for CelebA attributes")
+    label_key: str = _f("cls", choices=("cls", "attr"), help="cls for class labels, attr for CelebA attributes")
     attributes: list = _f(None, factory=list, help="CelebA attribute names to condition on")
     workers: int = _f(2, min=0)
     cache_dir: str = _f("", help="local shard cache for remote urls; empty = no cache")
