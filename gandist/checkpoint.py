@@ -34,7 +34,7 @@ from safetensors.torch import load_file, save_file
 STEP_DIR = re.compile(r"^step_(\d{8})$")
 SCRATCH = (".tmp-", ".old-", ".del-")  # what an interrupted save or prune may leave behind
 PICKLED = (".bin", ".pkl", ".pt")  # accelerate's torch.save files: only ever loaded weights-only
-FORMAT = 1
+FORMAT = 2  # 2: trainer.json lists every file with its size and sha256; model keys unwrapped
 
 
 class CheckpointError(RuntimeError):
@@ -181,11 +181,13 @@ def read_trainer_state(path: Path) -> dict:
         state = json.loads(f.read_text())
     except (OSError, ValueError) as e:
         raise CheckpointError(f"checkpoint file {f} is unreadable or corrupt: {e}") from None
-    if not isinstance(state, dict) or not isinstance(state.get("step"), int) or not isinstance(state.get("files"), dict):
-        raise CheckpointError(f"checkpoint file {f} is corrupt: it lacks the step or the file list")
+    if not isinstance(state, dict):
+        raise CheckpointError(f"checkpoint file {f} is corrupt: not a JSON object")
     if state.get("format") != FORMAT:
         raise CheckpointError(f"checkpoint file {f} has format {state.get('format')!r}; this gandist reads "
                               f"format {FORMAT}")
+    if not isinstance(state.get("step"), int) or not isinstance(state.get("files"), dict):
+        raise CheckpointError(f"checkpoint file {f} is corrupt: it lacks the step or the file list")
     return state
 
 

@@ -161,7 +161,7 @@ def damage(ckpt: Path, case: str, marker: Path) -> list[str]:
         (ckpt / "optimizer_1.bin").unlink()
         return [f"checkpoint file {ckpt / 'optimizer_1.bin'} is missing"]
     if case == "trainer.json garbage":
-        (ckpt / "trainer.json").write_text('{"format": 1, "step": ')
+        (ckpt / "trainer.json").write_text('{"format": 2, "step": ')
         return [f"checkpoint file {ckpt / 'trainer.json'} is unreadable or corrupt"]
     if case == "pickle, forged list":
         plant_pickle(ckpt / "random_states_0.pkl", marker)
