@@ -135,11 +135,11 @@ PY
         # ending the step after another node failed finds none: training cannot save without a peer.)
         now=$(newest_checkpoint)
         if [ -n "$now" ] && [ "$now" != "$NODE_CHECKPOINT_BEFORE" ]; then
-            echo "node $SLURM_NODEID: training saved $now after SIG$NODE_SIGNAL and stopped: exit 75 (requeue)"
+            echo "node $SLURM_NODEID: training saved $now after SIG$NODE_SIGNAL and stopped: exit 75"
             exit 75
         fi
         if [ -z "$NODE_RUN_DIR" ] && [ "$NODE_SIGNAL" = USR1 ]; then  # cannot look: trust the warning
-            echo "node $SLURM_NODEID: training stopped after SIGUSR1 (run directory unknown): exit 75 (requeue)"
+            echo "node $SLURM_NODEID: training stopped after SIGUSR1 (run directory unknown): exit 75"
             exit 75
         fi
         echo "node $SLURM_NODEID: SIG$NODE_SIGNAL, but no new checkpoint in ${NODE_RUN_DIR:-(run directory unknown)}"
@@ -241,9 +241,11 @@ on_usr1() {
     say "SIGUSR1: the job is about to end; asking training to checkpoint and stop"
     [ -n "$SRUN_PID" ] && kill -USR1 "$SRUN_PID" 2>/dev/null  # srun passes it to every task
 }
+REQUEUED=""
 on_term() {
+    if [ -n "$REQUEUED" ]; then return; fi  # the requeue itself ends this run
     TERMINATED=TERM
-    say "SIGTERM: SLURM is ending the job; training checkpoints on it"
+    say "SIGTERM: SLURM is ending the job; training checkpoints on it; no requeue from here"
 }
 trap on_usr1 USR1
 trap on_term TERM
@@ -258,7 +260,9 @@ requeue() {  # REASON
         return 1
     fi
     say "requeueing job $SLURM_JOB_ID ($1); run $((RESTART + 2)) resumes from the newest checkpoint in $RUN_DIR"
+    REQUEUED=1
     if ! scontrol requeue "$SLURM_JOB_ID"; then
+        REQUEUED=""
         say "error: scontrol requeue $SLURM_JOB_ID failed (does the partition allow requeue? JobRequeue, --requeue)"
         return 1
     fi
