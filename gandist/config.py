@@ -96,7 +96,8 @@ class TrainConfig:
     fp16_init_scale: float = _f(65536.0, min=1.0, help="initial loss scale of fp16's GradScaler")
     resume: str = _f("auto", help="auto | no | PATH to a checkpoint directory")
     overwrite: bool = _f(False, help="with resume=no, allow a run directory that holds checkpoints")
-    max_bad_steps: int = _f(10, min=1, help="consecutive non-finite steps before the run stops")
+    max_bad_steps: int = _f(10, min=1, help="non-finite D steps, or G steps, in a row (each counted "
+                                                   "separately) before the run stops")
     log_every: int = _f(10, min=1)
     sample_every: int = _f(200, min=1)
     timeout_s: int = _f(600, min=1, help="process-group timeout: a dead rank makes the others fail after this")
@@ -123,6 +124,8 @@ class EvalConfig:
     every: int = _f(0, min=0, help="steps between evaluations; 0 = only at the end if metrics are set")
     num_samples: int = _f(10000, min=1)
     feature_weights: str = _f("", help="torch-fidelity Inception weights file; empty = its default download")
+    feature_layer: int = _f(2048, choices=(64, 192, 768, 2048),
+                            help="Inception features for FID/KID: 2048 gives published numbers; fewer suit few samples")
 
 
 @dataclass

@@ -99,7 +99,7 @@ def write_json_atomic(path: Path, obj):
 # -- the command ------------------------------------------------------------------------------------
 
 def parse_args(argv):
-    from gandist.metrics import DEFAULT_FEATURE_LAYER, FEATURE_LAYERS, list_metrics
+    from gandist.metrics import FEATURE_LAYERS, list_metrics
 
     p = argparse.ArgumentParser(prog="gandist-eval", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -111,7 +111,7 @@ def parse_args(argv):
                                                    "(default: eval.num_samples)")
     p.add_argument("--feature-weights", help="torch-fidelity InceptionV3 weights file (default: eval.feature_weights; "
                                              "empty = torch-fidelity's download)")
-    p.add_argument("--feature-layer", default=DEFAULT_FEATURE_LAYER, choices=FEATURE_LAYERS,
+    p.add_argument("--feature-layer", default=None, choices=FEATURE_LAYERS,
                    help="Inception features for FID/KID; 2048 gives published numbers, fewer dims suit few samples")
     p.add_argument("--checkpoint", default="auto", choices=("auto", *CHECKPOINTS),
                    help="auto: the EMA generator when the run has one")

@@ -333,13 +333,13 @@ class Evaluator:
     """Computes `metrics` of a generator against the run's real data; holds Inception and the real
     set's features between calls.  All ranks of a distributed run construct and call it together.
 
-    cfg: the run Config.  metrics/num_samples/feature_weights default to cfg.eval.*; feature_layer is
+    cfg: the run Config.  metrics/num_samples/feature_weights/feature_layer default to cfg.eval.*; feature_layer is
     the Inception layer for FID and KID ("2048" = published numbers; 64/192/768 for small sample counts,
     as pytorch-fid's --dims); seed defaults to train.seed; progress (rich, rank 0) defaults to
     cfg.log.progress."""
 
     def __init__(self, cfg, device, rank: int = 0, world: int = 1, *, metrics=None, num_samples: int | None = None,
-                 feature_weights: str | None = None, feature_layer: str = DEFAULT_FEATURE_LAYER,
+                 feature_weights: str | None = None, feature_layer: str | int | None = None,
                  batch_size: int = 32, seed: int | None = None, progress: bool | None = None):
         self.cfg, self.device, self.rank, self.world = cfg, torch.device(device), rank, world
         self.metrics = check_metrics(cfg.eval.metrics if metrics is None else metrics)
@@ -350,6 +350,7 @@ class Evaluator:
         if self.weights and not Path(self.weights).is_file():  # now, not hours later at the first evaluation
             raise MetricError(f"eval.feature_weights: {self.weights} does not exist (expected a torch-fidelity "
                               f"InceptionV3 weights file; leave it empty to download torch-fidelity's own)")
+        feature_layer = cfg.eval.feature_layer if feature_layer is None else feature_layer
         if str(feature_layer) not in FEATURE_LAYERS:
             raise MetricError(f"feature layer {feature_layer!r}: choose from {', '.join(FEATURE_LAYERS)}")
         self.seed = cfg.train.seed if seed is None else seed

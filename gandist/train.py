@@ -24,6 +24,7 @@ import torch
 from gandist import __version__, checkpoint, config, nets
 from gandist.config import ConfigError
 from gandist.distributed import Draws, generator, make_accelerator, sum_over_ranks, where
+from gandist.metrics import MetricError
 from gandist.training_loop import NonFiniteLoss
 
 # Exit statuses.  After a signal-triggered checkpoint the run exits with EXIT_REQUEUE (the SLURM
@@ -250,6 +251,7 @@ def run(cfg) -> int:
     from gandist.ema import EMA
     from gandist.nets.layers import convert_sync_batchnorm
     from gandist.reporting import Reporter, plot_metrics
+    from gandist.metrics import Evaluator
     from gandist.training_loop import Models, Stepper
 
     stop = StopFlag()
@@ -291,6 +293,8 @@ def run(cfg) -> int:
     report.print(f"gandist {__version__}: {cfg.variant} on {world} process(es), {acc.device.type}, "
                  f"global batch {cfg.train.batch_size}, steps {start}->{cfg.train.steps}, run dir {run_dir}{note}")
     z_fixed, y_fixed, nrow = fixed_inputs(cfg, acc.device)
+    # Built before the first step so a missing Inception weights file stops the run at once.
+    evaluator = Evaluator(cfg, acc.device, rank, world).prepare() if cfg.eval.metrics else None
 
     def save_checkpoint(step):
         # Never replace good checkpoints with weights that have blown up (pruning would drop the good ones).
@@ -315,6 +319,7 @@ def run(cfg) -> int:
             local_rate = (done - n_last) * cfg.optim.n_critic * local_batch / max(now - t_last, 1e-9)
             stats["images_per_sec"] = sum_over_ranks(local_rate, acc.device)
             stats["bad_steps"] = stepper.counters.bad_total
+            stats["data_skipped"] = sum_over_ranks(data.skipped, acc.device)
             if cfg.train.mixed_precision == "fp16":
                 stats["skipped_steps"] = stepper.counters.skipped_by_scaler
             report.log(done, stats)
@@ -323,6 +328,10 @@ def run(cfg) -> int:
         if acc.is_main_process and (done % cfg.train.sample_every == 0 or done == cfg.train.steps):
             sample_grid(ema.model if ema else G_raw, z_fixed, y_fixed, run_dir / "samples" / f"step_{done:06d}.png",
                         nrow)
+        if evaluator and ((cfg.eval.every and done % cfg.eval.every == 0) or done == cfg.train.steps):
+            scores = evaluator(ema.model if ema else G_raw)  # every rank takes part; same scores everywhere
+            report.log(done, scores)
+            report.print(f"step {done}: " + ", ".join(f"{k} {v:.4g}" for k, v in scores.items()))
         stopping = stop.agreed(acc.device) if done < cfg.train.steps else 0  # all ranks, same answer
         if done % cfg.checkpoint.every == 0 or done == cfg.train.steps or stopping:
             path = save_checkpoint(done)
@@ -367,7 +376,7 @@ def main(argv=None) -> int:
     try:
         cfg = config.load(args.config, args.overrides)
         return run(cfg)
-    except (ConfigError, checkpoint.CheckpointError) as e:
+    except (ConfigError, checkpoint.CheckpointError, MetricError) as e:
         print(f"gandist: error ({where()}): {e}", file=sys.stderr)
         return EXIT_CONFIG
     except NonFiniteLoss as e:

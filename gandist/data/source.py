@@ -35,6 +35,7 @@ class SyntheticSource:
         self.B = cfg.train.batch_size
         self.rows = local_slice(self.B, rank, world)
         self._perm_epoch, self._perm = -1, None
+        self.skipped = 0  # generated images are never corrupt; kept for the same interface as ShardSource
 
     def _order(self, epoch: int) -> torch.Tensor:
         if epoch != self._perm_epoch:
