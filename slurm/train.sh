@@ -152,6 +152,24 @@ PY
 
 [ -n "${SLURM_JOB_ID:-}" ] || die "slurm/train.sh is a SLURM batch script: sbatch slurm/train.sh [CONFIG] [key=value ...]"
 
+# Signals first: an untrapped SIGUSR1 would end this script.
+SIGNALLED=""   # SIGUSR1: the time limit is near; checkpoint, stop, requeue
+TERMINATED=""  # SIGTERM: SLURM is ending the job (scancel, time limit, preemption); no requeue from here
+SRUN_PID=""
+on_usr1() {
+    SIGNALLED=USR1
+    say "SIGUSR1: the job is about to end; asking training to checkpoint and stop"
+    [ -n "$SRUN_PID" ] && kill -USR1 "$SRUN_PID" 2>/dev/null  # srun passes it to every task
+}
+REQUEUED=""
+on_term() {
+    if [ -n "$REQUEUED" ]; then return; fi  # the requeue itself ends this run
+    TERMINATED=TERM
+    say "SIGTERM: SLURM is ending the job; training checkpoints on it; no requeue from here"
+}
+trap on_usr1 USR1
+trap on_term TERM
+
 GANDIST_HOME=${GANDIST_HOME:-${SLURM_SUBMIT_DIR:-$PWD}}
 cd "$GANDIST_HOME" || die "GANDIST_HOME=$GANDIST_HOME: no such directory"
 VENV=${GANDIST_VENV:-$PWD/.venv}
@@ -233,22 +251,6 @@ say "run $((RESTART + 1)): $NNODES node(s) [$SLURM_JOB_NODELIST] x $PROCS proces
     "at $MAIN_ADDR:$MAIN_PORT ($RDZV rendezvous), config $CONFIG ${OVERRIDES[*]:-}"
 say "run directory $RUN_DIR; node logs ${NODE_LOG//%n/<N>}"
 
-SIGNALLED=""   # SIGUSR1: the time limit is near; checkpoint, stop, requeue
-TERMINATED=""  # SIGTERM: SLURM is ending the job (scancel, time limit, preemption); no requeue from here
-SRUN_PID=""
-on_usr1() {
-    SIGNALLED=USR1
-    say "SIGUSR1: the job is about to end; asking training to checkpoint and stop"
-    [ -n "$SRUN_PID" ] && kill -USR1 "$SRUN_PID" 2>/dev/null  # srun passes it to every task
-}
-REQUEUED=""
-on_term() {
-    if [ -n "$REQUEUED" ]; then return; fi  # the requeue itself ends this run
-    TERMINATED=TERM
-    say "SIGTERM: SLURM is ending the job; training checkpoints on it; no requeue from here"
-}
-trap on_usr1 USR1
-trap on_term TERM
 
 requeue() {  # REASON
     if [ -n "$TERMINATED" ]; then
