@@ -536,10 +536,20 @@ def _here(rank: int) -> str:
     return f"rank {rank} on {socket.gethostname()}"
 
 
+def _ignore_stop_signals(worker_id: int):
+    # SLURM signals every process of a step; the training process decides when to stop (at a step
+    # boundary, after a checkpoint), so its loader workers must not die of SIGTERM / SIGUSR1 first.
+    import signal
+
+    for s in (signal.SIGTERM, signal.SIGUSR1):
+        signal.signal(s, signal.SIG_IGN)
+
+
 def _loader(ds: IterableDataset, workers: int, pin: bool, prefetch: int = 2) -> DataLoader:
     decoder()
     return DataLoader(ds, batch_size=None, num_workers=workers, pin_memory=pin,
-                      prefetch_factor=prefetch if workers > 0 else None)
+                      prefetch_factor=prefetch if workers > 0 else None,
+                      worker_init_fn=_ignore_stop_signals if workers > 0 else None)
 
 
 class EvalBatches:
