@@ -17,8 +17,6 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-PURPOSES = ("z_d", "z_g", "alpha", "augment_d", "augment_g", "noise_d", "noise_g", "fixed", "epoch")
-
 
 def make_accelerator(cfg):
     from accelerate import Accelerator

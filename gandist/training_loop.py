@@ -30,11 +30,9 @@ class Models:
 @dataclass
 class Counters:
     """What the loop counts besides the step; saved in checkpoints."""
-    bad_in_a_row: int = 0  # the longer of the two current streaks below
     bad_total: int = 0
     skipped_by_scaler: int = 0
     bad_streaks: dict = field(default_factory=dict)  # per loss (D's, G's): non-finite steps in a row
-    extra: dict = field(default_factory=dict)
 
 
 class NonFiniteLoss(RuntimeError):
@@ -130,7 +128,6 @@ class Stepper:
         # Streaks are per network: a finite D loss must not hide a G that never steps again.
         finite = math.isfinite(stats[key])
         c.bad_streaks[key] = 0 if finite else c.bad_streaks.get(key, 0) + 1
-        c.bad_in_a_row = max(c.bad_streaks.values())
         if not finite:
             opt.zero_grad(set_to_none=True)
             c.bad_total += 1
