@@ -75,7 +75,8 @@ class Stepper:
             z = self.draws.randn(j, "z_d", cfg.model.z_dim)
             with torch.no_grad():
                 fake = m.G(z, y)
-            real_in, fake_in = self._d_input(real, j, "d", step), self._d_input(fake, j, "d", step)
+            # Independent augmentation and noise for the real and the fake half, as in the papers.
+            real_in, fake_in = self._d_input(real, j, "d_real", step), self._d_input(fake, j, "d_fake", step)
             out_r, out_f = m.D(real_in, y), m.D(fake_in, y)
             adv = losses.d_loss(cfg.loss.adversarial, out_r, out_f)
             stats = {"loss_d_adv": adv.detach(), "d_real": out_r.mean().detach(),

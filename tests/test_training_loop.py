@@ -49,3 +49,18 @@ def test_d_step_changes_only_d_and_clip_bounds_every_critic_parameter(tmp_path):
     c = stepper.cfg.loss.clip
     assert all(p.abs().max() <= c for p in m.D_raw.parameters())
     assert stats["wasserstein"] == pytest.approx(stats["d_real"] - stats["d_fake"], abs=1e-6)
+
+
+@pytest.mark.parametrize("aug", ["loss.instance_noise=0.5", "loss.diffaugment=color,translation,cutout"])
+def test_real_and_fake_get_independent_noise_and_augmentation(tmp_path, aug):
+    # Real and fake images made identical: D's two inputs may differ only by their own draws.
+    stepper, m = make_stepper(tmp_path, aug)
+    x = torch.linspace(-1, 1, 3 * 32 * 32).view(1, 3, 32, 32).expand(stepper.cfg.train.batch_size, -1, -1, -1)
+    stepper.data.batch = lambda j: (x.clone(), None)
+    m.G = lambda z, y: x.clone()
+    seen = []
+    m.D_raw.register_forward_pre_hook(lambda mod, args: seen.append(args[0].detach().clone()))
+    stepper.d_step(0, 0)
+    real_in, fake_in = seen
+    assert not torch.equal(real_in, x) and not torch.equal(fake_in, x)  # both were transformed
+    assert not torch.equal(real_in, fake_in)  # and not by the same draw
