@@ -69,6 +69,8 @@ class OptimConfig:
     g_steps: int = _f(1, min=1, help="G steps per D round (vanilla GAN keeps D from overpowering G)")
     ema: float = _f(0.0, min=0.0, max=1.0, help="decay of G's exponential moving average; 0 = off")
     ema_start: int = _f(0, min=0, help="step before which the EMA just copies G")
+    ema_bn_samples: int = _f(1024, min=1, help="noise samples whose statistics become the EMA generator's "
+                                               "BatchNorm statistics before each use")
 
 
 @dataclass

@@ -8,7 +8,13 @@ import torch.nn as nn
 
 
 class EMA:
+    """Averages G's parameters; its BatchNorm statistics are recomputed for the averaged weights
+    (`calibrate`) before each use, because G's own running statistics belong to G's current
+    weights: paired with averaged ones they shrink or blow up every activation."""
+
     def __init__(self, G: nn.Module, decay: float, start: int = 0):
+        # Made from G before G's BatchNorms are synchronised: calibrating draws the whole global
+        # batch on every rank, so this copy needs no collective and gives every rank the same result.
         self.decay, self.start = decay, start
         self.model = copy.deepcopy(G).eval().requires_grad_(False)
 
@@ -18,9 +24,26 @@ class EMA:
         for e, p in zip(self.model.parameters(), G.parameters()):
             e.lerp_(p.detach(), 1.0 - d)
         for e, b in zip(self.model.buffers(), G.buffers()):
-            e.copy_(b)  # BatchNorm running statistics follow G directly
+            e.copy_(b)  # spectral-norm vectors follow G; BatchNorm statistics are redone by calibrate
 
-    # accelerate's register_for_checkpointing saves anything with these two methods
+    @torch.no_grad()
+    def calibrate(self, z: torch.Tensor, y: torch.Tensor | None = None, chunk: int = 256) -> nn.Module:
+        """Sets every BatchNorm's running statistics to the averages over G_ema(z, y) (BigGAN's
+        "standing statistics"); returns the model, in eval mode."""
+        bns = [m for m in self.model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+        if bns:
+            momenta = [m.momentum for m in bns]
+            for m in bns:
+                m.reset_running_stats()
+                m.momentum = None  # a cumulative average over the chunks
+            self.model.train()
+            for i in range(0, len(z), chunk):
+                self.model(z[i:i + chunk], None if y is None else y[i:i + chunk])
+            for m, momentum in zip(bns, momenta):
+                m.momentum = momentum
+        return self.model.eval()
+
+    # what checkpoint.save and checkpoint.load store and restore
     def state_dict(self):
         return self.model.state_dict()
 

@@ -165,6 +165,19 @@ def fixed_inputs(cfg, device):
     return z.to(device), (y.to(device) if y is not None else None), nrow
 
 
+def ema_inputs(cfg, step: int, device):
+    """The noise and labels whose statistics become the EMA generator's BatchNorm statistics at `step`:
+    a draw of the whole set on every rank, so every rank and world size calibrates alike."""
+    n, g = cfg.optim.ema_bn_samples, generator(cfg.train.seed, step, "ema_bn")
+    z = torch.randn(n, cfg.model.z_dim, generator=g)
+    ld, y = config.label_dim(cfg), None
+    if ld and not cfg.data.attributes:
+        y = torch.nn.functional.one_hot(torch.randint(ld, (n,), generator=g), ld).to(z.dtype)
+    elif ld:
+        y = (torch.rand(n, ld, generator=g) > 0.5).to(z.dtype)
+    return z.to(device), (y.to(device) if y is not None else None)
+
+
 @torch.no_grad()
 def sample_grid(G_eval, z, y, path: Path, nrow: int):
     from gandist.reporting import save_grid
@@ -268,6 +281,7 @@ def run(cfg) -> int:
         torch.set_default_dtype(torch.float64)
     torch.manual_seed(cfg.train.seed)  # identical initial weights on every rank and world size
     G, D = nets.build(cfg)
+    ema = EMA(G, cfg.optim.ema, cfg.optim.ema_start) if cfg.optim.ema > 0 else None  # before sync BN
     if cfg.model.sync_bn or (cfg.model.sync_bn is None and world > 1):
         G = convert_sync_batchnorm(G, acc.device.type)
         D = convert_sync_batchnorm(D, acc.device.type)
@@ -275,7 +289,8 @@ def run(cfg) -> int:
     opt_d = make_optimizer(cfg.optim, D.parameters(), cfg.optim.lr_d)
     G, D, opt_g, opt_d = acc.prepare(G, D, opt_g, opt_d)
     G_raw, D_raw = acc.unwrap_model(G), acc.unwrap_model(D)
-    ema = EMA(G_raw, cfg.optim.ema, cfg.optim.ema_start) if cfg.optim.ema > 0 else None
+    if ema is not None:
+        ema.model.to(acc.device)
     models = Models(G, D, G_raw, D_raw, opt_g, opt_d, ema)
 
     data = make_source(cfg, rank, world, acc.device)
@@ -296,6 +311,18 @@ def run(cfg) -> int:
     # Built before the first step so a missing Inception weights file stops the run at once.
     evaluator = Evaluator(cfg, acc.device, rank, world).prepare() if cfg.eval.metrics else None
 
+    calibrated_at = [None]
+
+    def G_for_use(step):
+        """What samples, evaluation and the export use: the EMA generator (its BatchNorm statistics
+        recomputed for its weights at this step) when there is one, else G."""
+        if ema is None:
+            return G_raw
+        if calibrated_at[0] != step:
+            ema.calibrate(*ema_inputs(cfg, step, acc.device))
+            calibrated_at[0] = step
+        return ema.model
+
     def save_checkpoint(step):
         # Never replace good checkpoints with weights that have blown up (pruning would drop the good ones).
         if sum_over_ranks(float(not weights_finite(models)), acc.device) > 0:
@@ -304,6 +331,7 @@ def run(cfg) -> int:
             return None
         state = {"identity": identity(cfg), "counters": vars(stepper.counters), "data": data.state_dict(),
                  "world_size": world}
+        G_for_use(step)  # the stored EMA generator carries statistics for its own weights
         path = checkpoint.save(acc, run_dir, step, state, ema, cfg.checkpoint.keep)
         report.print(f"checkpoint {path}")
         return path
@@ -326,10 +354,10 @@ def run(cfg) -> int:
             t_last, n_last = now, done
         report.advance(done, stats)
         if acc.is_main_process and (done % cfg.train.sample_every == 0 or done == cfg.train.steps):
-            sample_grid(ema.model if ema else G_raw, z_fixed, y_fixed, run_dir / "samples" / f"step_{done:06d}.png",
+            sample_grid(G_for_use(done), z_fixed, y_fixed, run_dir / "samples" / f"step_{done:06d}.png",
                         nrow)
         if evaluator and ((cfg.eval.every and done % cfg.eval.every == 0) or done == cfg.train.steps):
-            scores = evaluator(ema.model if ema else G_raw)  # every rank takes part; same scores everywhere
+            scores = evaluator(G_for_use(done))  # every rank takes part; same scores everywhere
             report.log(done, scores)
             report.print(f"step {done}: " + ", ".join(f"{k} {v:.4g}" for k, v in scores.items()))
         stopping = stop.agreed(acc.device) if done < cfg.train.steps else 0  # all ranks, same answer
@@ -347,6 +375,7 @@ def run(cfg) -> int:
 
     if exit_code == 0:
         if acc.is_main_process:
+            G_for_use(cfg.train.steps)
             export_final(run_dir, G_raw, D_raw, ema)
             plot_metrics(run_dir)
         report.print(f"done: {run_dir}/final, samples in {run_dir}/samples")
