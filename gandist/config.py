@@ -306,6 +306,11 @@ def _check_consistency(cfg: Config, where: str):
                           f"but data.num_classes is 0 and data.attributes is empty ({where})")
     if cfg.train.fp64 and cfg.train.mixed_precision != "no":
         raise ConfigError(f"train.fp64: cannot combine with train.mixed_precision={cfg.train.mixed_precision!r} ({where})")
+    if cfg.loss.regularizer in ("gp", "r1") and cfg.model.d_norm == "batch":
+        # BatchNorm mixes the samples of a batch, so D's gradient at one input depends on the others
+        # and the per-sample gradient norm the penalty constrains is not defined (WGAN-GP, section 4).
+        raise ConfigError(f"loss.regularizer: {cfg.loss.regularizer} penalises per-sample gradients, which "
+                          f"model.d_norm=batch couples across the batch; use model.d_norm=layer or none ({where})")
     if cfg.model.arch == "resnet" and cfg.data.resolution not in (32, 64):
         raise ConfigError(f"model.arch: resnet supports data.resolution 32 or 64, not {cfg.data.resolution} ({where})")
     if cfg.data.source == "synthetic" and cfg.data.resolution not in (32, 64):

@@ -49,6 +49,8 @@ def test_defaults_without_file():
     ("model.sync_bn=maybe", ["model.sync_bn", "expected bool"]),
     ("train.steps", ["key.sub=value"]),
     ("data.source=shards", ["data.urls", "no shard urls"]),
+    ("loss.regularizer=gp", ["loss.regularizer", "model.d_norm=batch", "layer or none"]),
+    ("loss.regularizer=r1", ["loss.regularizer: r1", "model.d_norm=batch"]),
 ])
 def test_bad_overrides_name_the_key_and_what_is_allowed(override, words):
     with pytest.raises(ConfigError) as e:
