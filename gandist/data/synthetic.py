@@ -47,9 +47,11 @@ def render(seed: int, index: int, resolution: int = 32, channels: int = 3) -> tu
     c = (np.arange(n, dtype=np.float64) + 0.5) / n
     v, u = c[:, None] * np.ones((1, n)), np.ones((n, 1)) * c[None, :]
 
-    # Background: two dim colours mixed by stripes, a checkerboard or a gradient.
-    bg1, bg2 = rng.random(3) * 0.45, rng.random(3) * 0.45
-    kind, freq = int(rng.integers(3)), float(rng.integers(2, 7))
+    # Background: a dim colour textured by low-contrast stripes, a checkerboard or a gradient
+    # (faint and coarse, so the shape stays the dominant structure for a minutes-long CPU demo).
+    bg1 = rng.random(3) * 0.45
+    bg2 = bg1 + (rng.random(3) * 0.45 - bg1) * 0.15
+    kind, freq = int(rng.integers(3)), float(rng.integers(1, 4))
     a, b = rng.random() * 2.0 - 1.0, rng.random() * 2.0 - 1.0
     if kind == 0:
         t = (u * a + v * b) * freq
@@ -60,9 +62,9 @@ def render(seed: int, index: int, resolution: int = 32, channels: int = 3) -> tu
         pattern = np.clip(0.5 + (u - 0.5) * a + (v - 0.5) * b, 0.0, 1.0)
     img = bg1[:, None, None] + (bg2 - bg1)[:, None, None] * pattern[None]
 
-    # Foreground: one bright shape of the class, random place, size and colour.
-    cx, cy = 0.3 + 0.4 * rng.random(), 0.3 + 0.4 * rng.random()
-    s = 0.17 + 0.12 * rng.random()
+    # Foreground: one large bright shape of the class near the centre, random size and colour.
+    cx, cy = 0.45 + 0.1 * rng.random(), 0.45 + 0.1 * rng.random()
+    s = 0.3 + 0.1 * rng.random()
     fg = 0.55 + 0.45 * rng.random(3)
     fg[int(rng.integers(3))] *= 0.3 * rng.random()  # damp one channel: saturated, varied hues
     mask = _shape_mask(label, u - cx, v - cy, s).astype(np.float64)
