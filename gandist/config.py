@@ -36,7 +36,8 @@ def _f(default, *, choices=None, min=None, max=None, help="", factory=None):
 class ModelConfig:
     arch: str = _f("dcgan", choices=("mlp", "dcgan", "resnet"), help="network family for G and D")
     z_dim: int = _f(100, min=1)
-    g_width: int = _f(64, min=1, help="channels (conv) or hidden units / 8 (mlp) of G's widest layer unit")
+    g_width: int = _f(64, min=1, help="width unit of G: DCGAN's last hidden layer has g_width channels, "
+                                       "ResNet's blocks 2 x g_width, the MLP's widest layer 16 x g_width units")
     d_width: int = _f(64, min=1)
     g_norm: str = _f("batch", choices=("batch", "none"))
     d_norm: str = _f("batch", choices=("batch", "layer", "none"))
@@ -65,6 +66,8 @@ class OptimConfig:
     lr_d: float = _f(2e-4, min=0.0)
     beta1: float = _f(0.5, min=0.0, max=1.0)
     beta2: float = _f(0.999, min=0.0, max=1.0)
+    lr_decay: str = _f("none", choices=("none", "linear"),
+                       help="linear: both lrs fall linearly to 0 at train.steps (the WGAN-GP ResNet recipe)")
     n_critic: int = _f(1, min=1, help="D steps per G step")
     g_steps: int = _f(1, min=1, help="G steps per D round (vanilla GAN keeps D from overpowering G)")
     ema: float = _f(0.0, min=0.0, max=1.0, help="decay of G's exponential moving average; 0 = off")

@@ -238,9 +238,9 @@ def restore(cfg, acc, path: Path, models, stepper, data) -> tuple[int, str]:
             raise checkpoint.CheckpointError(f"{e}. To continue from the checkpoint before it instead: "
                                              f"train.resume={older[-1]} train.overwrite=true") from None
         raise
-    for opt, lr in ((models.opt_g, cfg.optim.lr_g), (models.opt_d, cfg.optim.lr_d)):  # hyperparameters: the config's
+    # Hyperparameters are the config's, not the checkpoint's: the lrs are set every step (Stepper.set_lr).
+    for opt in (models.opt_g, models.opt_d):
         for group in opt.param_groups:
-            group["lr"] = lr
             if "betas" in group:
                 group["betas"] = (cfg.optim.beta1, cfg.optim.beta2)
     for k, v in state.get("counters", {}).items():

@@ -143,9 +143,18 @@ class Stepper:
             return False
         return True
 
+    def set_lr(self, step: int):
+        """The lrs for `step`: a function of the step alone, so a resumed run needs no scheduler state."""
+        o = self.cfg.optim
+        f = max(0.0, 1.0 - step / self.cfg.train.steps) if o.lr_decay == "linear" else 1.0
+        for opt, lr in ((self.m.opt_g, o.lr_g), (self.m.opt_d, o.lr_d)):
+            for group in opt.param_groups:
+                group["lr"] = lr * f
+
     def round(self, step: int) -> dict:
         """One training step: n_critic D steps, then g_steps G steps, then the EMA."""
         o = self.cfg.optim
+        self.set_lr(step)
         stats = {}
         for k in range(o.n_critic):
             stats = self.d_step(step * o.n_critic + k, step)

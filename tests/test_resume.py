@@ -22,7 +22,7 @@ from gandist import checkpoint
 from tests.conftest import REPO, env, free_port, max_weight_diff, metrics, run_train, train_cmd
 
 STEPS = {"dcgan": 10, "wgan_gp": 6}
-COMMON = ["checkpoint.every=2", "checkpoint.keep=2", "optim.ema=0.9"]
+COMMON = ["checkpoint.every=2", "checkpoint.keep=2", "optim.ema=0.9", "optim.lr_decay=linear"]
 EXIT_REQUEUE = 75
 
 

@@ -64,3 +64,15 @@ def test_real_and_fake_get_independent_noise_and_augmentation(tmp_path, aug):
     real_in, fake_in = seen
     assert not torch.equal(real_in, x) and not torch.equal(fake_in, x)  # both were transformed
     assert not torch.equal(real_in, fake_in)  # and not by the same draw
+
+
+@pytest.mark.parametrize("decay", ["none", "linear"])
+def test_learning_rates_are_a_function_of_the_step(tmp_path, decay):
+    stepper, m = make_stepper(tmp_path, "train.steps=10", f"optim.lr_decay={decay}", "optim.lr_g=1e-3",
+                              "optim.lr_d=4e-3")
+    for opt in (m.opt_g, m.opt_d):
+        opt.param_groups[0]["lr"] = 123.0  # e.g. what a checkpoint of another config restored
+    stepper.round(4)
+    f = 0.6 if decay == "linear" else 1.0  # 1 - 4/10
+    assert m.opt_g.param_groups[0]["lr"] == pytest.approx(1e-3 * f)
+    assert m.opt_d.param_groups[0]["lr"] == pytest.approx(4e-3 * f)

@@ -125,6 +125,7 @@ def test_conditional_wgan_gp_example_composes_cgan_with_the_gp_parts():
 def test_wgan_gp_cifar10_uses_the_papers_resnet_and_a_dcgan_style_config_exists():
     cfg = config.load(REPO / "configs" / "wgan_gp_cifar10.yaml")
     assert (cfg.model.arch, cfg.model.d_norm, cfg.model.z_dim, cfg.model.g_width * 2) == ("resnet", "none", 128, 128)
+    assert (cfg.optim.lr_g, cfg.optim.lr_d, cfg.optim.lr_decay) == (2e-4, 2e-4, "linear")  # the paper's schedule
     dc = config.load(REPO / "configs" / "wgan_gp_cifar10_dcgan.yaml")
     assert (dc.model.arch, dc.model.d_norm) == ("dcgan", "layer")
 
