@@ -13,7 +13,7 @@
 # save a checkpoint at the next step and stop; the container then exits with 75.  Give them time:
 # docker stop -t 120.  A rerun with the same output.dir resumes from that checkpoint.
 
-# shellcheck disable=SC2317  # signal_children and forward run from traps
+# shellcheck disable=SC2317  # forward runs from traps
 set -uo pipefail
 
 GANDIST_HOME=${GANDIST_HOME:-/opt/gandist}
@@ -46,20 +46,6 @@ else
     launch=(--config_file launch/single_gpu.yaml)
 fi
 
-signal_children() {  # SIGNAL PID: send SIGNAL to PID's direct children (the training processes)
-    local sig=$1 parent=$2 status pid key value
-    for status in /proc/[0-9]*/status; do
-        pid=${status#/proc/}
-        pid=${pid%/status}
-        while read -r key value; do
-            if [ "$key" = "PPid:" ]; then
-                [ "$value" = "$parent" ] && kill -s "$sig" "$pid" 2>/dev/null
-                break
-            fi
-        done 2>/dev/null <"$status"
-    done
-}
-
 # The launcher starts with the signals ignored (so it is not the one that dies of them, and the
 # torchrun agent inside it leaves SIGTERM alone); this shell passes them to the training processes.
 export PET_SIGNALS_TO_HANDLE=SIGHUP,SIGQUIT TORCHELASTIC_SIGNALS_TO_HANDLE=SIGHUP,SIGQUIT
@@ -70,7 +56,7 @@ launcher=$!
 forward() {
     got=$1
     echo "entrypoint: SIG$1: asking training to checkpoint and stop" >&2
-    signal_children "$2" "$launcher"
+    pkill -"$2" -P "$launcher"  # its direct children: the training processes
 }
 trap 'forward TERM TERM' TERM
 trap 'forward INT TERM' INT
