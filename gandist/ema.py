@@ -17,6 +17,7 @@ class EMA:
         # batch on every rank, so this copy needs no collective and gives every rank the same result.
         self.decay, self.start = decay, start
         self.model = copy.deepcopy(G).eval().requires_grad_(False)
+        self.calibrated = False  # whether the BatchNorm statistics belong to the current weights
 
     @torch.no_grad()
     def update(self, G: nn.Module, step: int):
@@ -25,6 +26,7 @@ class EMA:
             e.lerp_(p.detach(), 1.0 - d)
         for e, b in zip(self.model.buffers(), G.buffers()):
             e.copy_(b)  # spectral-norm vectors follow G; BatchNorm statistics are redone by calibrate
+        self.calibrated = False
 
     @torch.no_grad()
     def calibrate(self, z: torch.Tensor, y: torch.Tensor | None = None, chunk: int = 256) -> nn.Module:
@@ -41,6 +43,7 @@ class EMA:
                 self.model(z[i:i + chunk], None if y is None else y[i:i + chunk])
             for m, momentum in zip(bns, momenta):
                 m.momentum = momentum
+        self.calibrated = True
         return self.model.eval()
 
     # what checkpoint.save and checkpoint.load store and restore
@@ -49,3 +52,4 @@ class EMA:
 
     def load_state_dict(self, state):
         self.model.load_state_dict(state)
+        self.calibrated = False

@@ -168,14 +168,15 @@ def fixed_inputs(cfg, device):
 def ema_inputs(cfg, step: int, device):
     """The noise and labels whose statistics become the EMA generator's BatchNorm statistics at `step`:
     a draw of the whole set on every rank, so every rank and world size calibrates alike."""
+    from gandist.data.source import condition
+
     n, g = cfg.optim.ema_bn_samples, generator(cfg.train.seed, step, "ema_bn")
     z = torch.randn(n, cfg.model.z_dim, generator=g)
     ld, y = config.label_dim(cfg), None
-    if ld and not cfg.data.attributes:
-        y = torch.nn.functional.one_hot(torch.randint(ld, (n,), generator=g), ld).to(z.dtype)
-    elif ld:
-        y = (torch.rand(n, ld, generator=g) > 0.5).to(z.dtype)
-    return z.to(device), (y.to(device) if y is not None else None)
+    if ld:  # labels as the data gives them (classes, or 0/1 attributes), made into vectors as in training
+        labels = torch.randint(2, (n, ld), generator=g) if cfg.data.attributes else torch.randint(ld, (n,), generator=g)
+        y = condition(labels, cfg).to(device)
+    return z.to(device), y
 
 
 @torch.no_grad()
@@ -311,16 +312,13 @@ def run(cfg) -> int:
     # Built before the first step so a missing Inception weights file stops the run at once.
     evaluator = Evaluator(cfg, acc.device, rank, world).prepare() if cfg.eval.metrics else None
 
-    calibrated_at = [None]
-
     def G_for_use(step):
         """What samples, evaluation and the export use: the EMA generator (its BatchNorm statistics
-        recomputed for its weights at this step) when there is one, else G."""
+        recomputed for its current weights) when there is one, else G."""
         if ema is None:
             return G_raw
-        if calibrated_at[0] != step:
+        if not ema.calibrated:
             ema.calibrate(*ema_inputs(cfg, step, acc.device))
-            calibrated_at[0] = step
         return ema.model
 
     def save_checkpoint(step):
@@ -331,7 +329,8 @@ def run(cfg) -> int:
             return None
         state = {"identity": identity(cfg), "counters": vars(stepper.counters), "data": data.state_dict(),
                  "world_size": world}
-        G_for_use(step)  # the stored EMA generator carries statistics for its own weights
+        if acc.is_main_process:  # the one rank that stores the EMA generator, with statistics for its weights
+            G_for_use(step)
         path = checkpoint.save(acc, run_dir, step, state, ema, cfg.checkpoint.keep)
         report.print(f"checkpoint {path}")
         return path

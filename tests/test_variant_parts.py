@@ -125,10 +125,12 @@ def test_ema_batchnorm_statistics_are_recomputed_for_the_averaged_weights():
     h = ema.model.lin(z)
     torch.testing.assert_close(model.bn.running_mean, h.mean(0))
     torch.testing.assert_close(model.bn.running_var, h.var(0))  # unbiased, as BatchNorm keeps it
-    assert not model.training and model.bn.momentum == 0.1
+    assert not model.training and model.bn.momentum == 0.1 and ema.calibrated
     # chunks: the average of the chunks' statistics
     ema.calibrate(z, chunk=100)
     torch.testing.assert_close(model.bn.running_mean, h.mean(0))
     torch.testing.assert_close(model.bn.running_var, (h[:100].var(0) + h[100:].var(0)) / 2)
     # the averaged weights are untouched
     torch.testing.assert_close(model.lin.weight, 0.5 * (G.lin.weight / 3.0) + 0.5 * G.lin.weight)
+    ema.update(G, step=1)
+    assert not ema.calibrated  # new weights: the statistics are stale until the next calibrate
