@@ -22,7 +22,7 @@ import pytest
 
 from gandist import checkpoint
 from tests.conftest import metrics, run_train
-from tests.test_resume import Job, last_step, says, wait_until
+from tests.integration.test_resume import Job, last_step, says, wait_until
 
 HOST = socket.gethostname()
 

@@ -366,4 +366,4 @@ def test_resume_choices(tmp_path, reference):
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step_00000008", "step_00000010"]
     diff = max_weight_diff(out, ref)
     print(f"1 process to step 8, then 2 processes to step 10: max weight difference {diff:.2e}")
-    assert diff <= 1e-4  # the same run up to float32 rounding (world-size invariance, tests/test_world_size.py)
+    assert diff <= 1e-4  # the same run up to float32 rounding (world-size invariance, tests/integration/test_world_size.py)

@@ -19,7 +19,7 @@ from gandist.config import Config
 from gandist.data.prepare import prepare
 from gandist.data.stream import DataError, ShardSource, TarError, eval_batches, expand_urls, tar_members
 from gandist.data.synthetic import render
-from tests.test_prepare import make_celeba
+from tests.unit.test_prepare import make_celeba
 
 N, SHARD = 53, 8  # 7 shards: six of 8 samples and one of 5
 URLS = "train-{000000..000006}.tar"
