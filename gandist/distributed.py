@@ -1,4 +1,5 @@
-"""Everything that knows about ranks: the Accelerator, slicing global draws, cross-rank reductions.
+"""Everything that knows about ranks: the Accelerator, this rank's share of global draws, every
+collective (reductions, gathering and broadcasting objects), and the stop flag ranks agree on.
 
 World-size invariance by construction: every random draw of a step (noise, interpolation alpha,
 augmentation, instance noise) comes from a generator seeded by (seed, step, purpose) and is drawn
@@ -9,6 +10,7 @@ and N processes see the same numbers, and the training step never mentions ranks
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import zlib
 from datetime import timedelta
@@ -16,12 +18,13 @@ from datetime import timedelta
 import numpy as np
 import torch
 import torch.distributed as dist
+from accelerate import Accelerator
+from accelerate.utils import DistributedDataParallelKwargs, GradScalerKwargs, InitProcessGroupKwargs
+
+from gandist.config import ConfigError
 
 
-def make_accelerator(cfg):
-    from accelerate import Accelerator
-    from accelerate.utils import DistributedDataParallelKwargs, GradScalerKwargs, InitProcessGroupKwargs
-
+def make_accelerator(cfg) -> Accelerator:
     ddp = DistributedDataParallelKwargs(
         # Running statistics are kept equal across ranks by synchronised BatchNorm (or are
         # per-sample norms), so broadcasting buffers from rank 0 each forward is pointless; it is
@@ -44,16 +47,23 @@ def make_accelerator(cfg):
     )
     if cfg.train.mixed_precision == "fp16" and acc.scaler is None:
         # accelerate quietly runs "fp16" without autocast or loss scaling where it has no fp16 AMP (CPU)
-        from gandist.config import ConfigError
-
         raise ConfigError(f"train.mixed_precision: fp16 needs a GPU; on {acc.device.type} accelerate would run it "
                           f"as fp32 without a loss scaler. Use bf16 or no there.")
     return acc
 
 
-def where() -> str:
-    """'rank R on HOST' for error messages, also before or without a process group."""
-    rank = dist.get_rank() if dist.is_available() and dist.is_initialized() else int(os.environ.get("RANK", 0))
+def is_distributed() -> bool:
+    """Is there a process group with more than one rank (the only case that needs a collective)?"""
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def where(rank: int | None = None) -> str:
+    """'rank R on HOST' for messages: the process group's rank, else `rank` (ranks simulated in one
+    process by tests and benchmarks), else the launcher's RANK."""
+    if dist.is_available() and dist.is_initialized():
+        rank = dist.get_rank()
+    elif rank is None:
+        rank = int(os.environ.get("RANK", 0))
     return f"rank {rank} on {socket.gethostname()}"
 
 
@@ -64,9 +74,9 @@ def generator(seed: int, step: int, purpose: str) -> torch.Generator:
     return torch.Generator().manual_seed(int(state[0] >> np.uint64(1)))
 
 
-def local_slice(global_n: int, rank: int, world: int) -> slice:
-    per = global_n // world
-    return slice(rank * per, (rank + 1) * per)
+def share(n: int, rank: int, world: int) -> range:
+    """This rank's contiguous rows of n (sizes differ by at most one; equal when world divides n)."""
+    return range(rank * n // world, (rank + 1) * n // world)
 
 
 class Draws:
@@ -74,7 +84,8 @@ class Draws:
 
     def __init__(self, seed: int, global_batch: int, rank: int, world: int, device: torch.device):
         self.seed, self.global_batch, self.device = seed, global_batch, device
-        self.rows = local_slice(global_batch, rank, world)
+        rows = share(global_batch, rank, world)
+        self.rows = slice(rows.start, rows.stop)
 
     def randn(self, step: int, purpose: str, *shape: int) -> torch.Tensor:
         g = generator(self.seed, step, purpose)
@@ -91,7 +102,7 @@ def mean_over_ranks(values: dict[str, float | torch.Tensor], device) -> dict[str
         return {}
     keys = sorted(values)
     t = torch.tensor([float(values[k]) for k in keys], dtype=torch.float64, device=device)
-    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+    if is_distributed():
         dist.all_reduce(t)
         t /= dist.get_world_size()
     return dict(zip(keys, t.tolist()))
@@ -99,6 +110,48 @@ def mean_over_ranks(values: dict[str, float | torch.Tensor], device) -> dict[str
 
 def sum_over_ranks(value: float, device) -> float:
     t = torch.tensor([value], dtype=torch.float64, device=device)
-    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+    if is_distributed():
         dist.all_reduce(t)
     return float(t.item())
+
+
+def max_over_ranks(value: float, device) -> float:
+    t = torch.tensor([value], dtype=torch.float64, device=device)
+    if is_distributed():
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return float(t.item())
+
+
+def gather_object(obj) -> list:
+    """Every rank's picklable obj, in rank order, on every rank."""
+    if not is_distributed():
+        return [obj]
+    out = [None] * dist.get_world_size()
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def broadcast_object(obj, src: int = 0):
+    """Rank src's picklable obj, on every rank."""
+    if not is_distributed():
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=src)
+    return box[0]
+
+
+class StopFlag:
+    """SIGTERM / SIGUSR1 (SLURM preemption, time limit, docker stop) set a flag; the ranks agree on it
+    at a step boundary, so all of them checkpoint and stop at the same step."""
+
+    def __init__(self):
+        self.signum = 0
+        for s in (signal.SIGTERM, signal.SIGUSR1):
+            signal.signal(s, self._set)
+
+    def _set(self, signum, frame):
+        self.signum = signum
+
+    def agreed(self, device) -> int:
+        """The signal some rank received (the highest number if several), else 0; the same on every rank."""
+        return int(max_over_ranks(float(self.signum), device))

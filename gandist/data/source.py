@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from gandist.distributed import generator, local_slice
+from gandist.distributed import generator, share
 
 
 def to_images(u8: torch.Tensor, device) -> torch.Tensor:
@@ -33,7 +33,7 @@ class SyntheticSource:
         self.cfg, self.device = cfg, device
         self.ds = SyntheticDataset(d.synthetic_size, d.resolution, d.channels, d.synthetic_seed)
         self.B = cfg.train.batch_size
-        self.rows = local_slice(self.B, rank, world)
+        self.rows = share(self.B, rank, world)
         self._perm_epoch, self._perm = -1, None
         self.skipped = 0  # generated images are never corrupt; kept for the same interface as ShardSource
 

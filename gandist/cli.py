@@ -1,0 +1,34 @@
+"""How every gandist command ends: a user's mistake is one line naming what is wrong (exit 2), anything
+else a traceback plus one line (exit 1).  Every line says which rank and host raised it."""
+from __future__ import annotations
+
+import sys
+import traceback
+from typing import Callable
+
+from gandist.distributed import where
+
+EXIT_ERROR = 1  # unexpected error
+EXIT_USAGE = 2  # bad input: config, run directory, checkpoint, data, weights file, metric name
+
+
+class UsageError(ValueError):
+    """Bad input to a command (a run directory, an option), named in the message."""
+
+
+def first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else ""
+
+
+def run_command(prog: str, body: Callable[[], int], usage_errors: tuple[type[BaseException], ...]) -> int:
+    """body()'s exit status; `usage_errors` are reported as the user's mistakes."""
+    try:
+        return body()
+    except usage_errors as e:
+        print(f"{prog}: error ({where()}): {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except Exception as e:
+        traceback.print_exc()
+        print(f"{prog}: {type(e).__name__} ({where()}): {e}", file=sys.stderr)
+        return EXIT_ERROR

@@ -1,0 +1,34 @@
+"""Atomic writes: a file is replaced whole or not at all, so a kill never leaves half a file behind."""
+from __future__ import annotations
+
+import json
+import os
+from contextlib import contextmanager
+from pathlib import Path
+
+
+@contextmanager
+def atomic_path(path: str | Path):
+    """Yields a temporary path beside `path`; what is written there replaces `path` (fsynced) when the
+    block ends without an error, and is removed when it raises."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        yield tmp
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_text_atomic(path: str | Path, text: str):
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+
+
+def write_json_atomic(path: str | Path, obj):
+    write_text_atomic(path, json.dumps(obj, indent=1) + "\n")
