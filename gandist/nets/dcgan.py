@@ -12,7 +12,8 @@ import math
 import torch
 import torch.nn as nn
 
-from gandist.nets.layers import Projection, batch_norm, check_labels, label_maps, maybe_sn, with_labels
+from gandist.nets.conditioning import ConditionalDiscriminator, ConditionalGenerator
+from gandist.nets.layers import batch_norm, maybe_sn
 
 
 def _plan(resolution: int) -> tuple[int, int]:
@@ -24,14 +25,13 @@ def _plan(resolution: int) -> tuple[int, int]:
     return start, n
 
 
-class DCGANGenerator(nn.Module):
+class DCGANGenerator(ConditionalGenerator):
     def __init__(self, z_dim: int, channels: int, resolution: int, width: int = 64,
                  norm: str = "batch", label_dim: int = 0):
-        super().__init__()
-        self.z_dim, self.label_dim = z_dim, label_dim
+        super().__init__(z_dim, label_dim)
         start, n = _plan(resolution)
         ch = width * 2 ** (n - 1)
-        layers = [nn.ConvTranspose2d(z_dim + label_dim, ch, start, 1, 0, bias=norm == "none"),
+        layers = [nn.ConvTranspose2d(self.input_dim, ch, start, 1, 0, bias=norm == "none"),
                   batch_norm(norm, ch), nn.ReLU(True)]
         for _ in range(n - 1):
             layers += [nn.ConvTranspose2d(ch, ch // 2, 4, 2, 1, bias=norm == "none"),
@@ -41,16 +41,15 @@ class DCGANGenerator(nn.Module):
         self.net = nn.Sequential(*layers)
 
     def forward(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
-        return self.net(with_labels(z, y, self.label_dim)[:, :, None, None])
+        return self.net(self.latent(z, y)[:, :, None, None])
 
 
-class DCGANDiscriminator(nn.Module):
+class DCGANDiscriminator(ConditionalDiscriminator):
     def __init__(self, channels: int, resolution: int, width: int = 64, norm: str = "batch",
                  sn: bool = False, label_dim: int = 0, conditioning: str = "none"):
-        super().__init__()
+        super().__init__(label_dim, conditioning)
         start, n = _plan(resolution)
-        self.label_dim, self.conditioning = label_dim, conditioning
-        in_ch = channels + (label_dim if conditioning == "concat" else 0)
+        in_ch = channels + self.label_inputs
         ch = width
         layers = [maybe_sn(nn.Conv2d(in_ch, ch, 4, 2, 1), sn), nn.LeakyReLU(0.2)]
         for _ in range(n - 1):
@@ -59,16 +58,9 @@ class DCGANDiscriminator(nn.Module):
             ch *= 2
         self.features = nn.Sequential(*layers)
         self.head = maybe_sn(nn.Conv2d(ch, 1, start, 1, 0), sn)
-        self.proj = Projection(label_dim, ch, sn) if conditioning == "projection" else None
+        self.add_projection(ch, sn)
 
     def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
-        if self.conditioning != "none":
-            check_labels(y, self.label_dim, "D")
-            y = y.to(x.dtype)
-        if self.conditioning == "concat":
-            x = torch.cat([x, label_maps(y, x.shape[2], x.shape[3])], 1)
+        x, y = self.labelled(x, y)
         h = self.features(x)
-        out = self.head(h).flatten(1).sum(1)
-        if self.proj is not None:
-            out = out + self.proj(h.sum((2, 3)), y)
-        return out
+        return self.plus_projection(self.head(h).flatten(1).sum(1), h, y)  # projection on sum-pooled h

@@ -1,5 +1,5 @@
 """Building blocks shared by the networks: normalisation (including a synchronised BatchNorm that
-works on CPU/gloo), spectral normalisation and label conditioning."""
+works on CPU/gloo), spectral normalisation and initialisation.  Label conditioning is in conditioning.py."""
 from __future__ import annotations
 
 import torch
@@ -99,50 +99,18 @@ def maybe_sn(layer: nn.Module, on: bool) -> nn.Module:
     return nn.utils.parametrizations.spectral_norm(layer) if on else layer
 
 
-def check_labels(y: torch.Tensor | None, label_dim: int, who: str):
-    if y is None or y.dim() != 2 or y.shape[1] != label_dim:
-        got = None if y is None else tuple(y.shape)
-        raise ValueError(f"{who} is conditioned on {label_dim} label values per sample, got labels of shape {got}")
-
-
-def with_labels(z: torch.Tensor, y: torch.Tensor | None, label_dim: int) -> torch.Tensor:
-    """G's input: the noise, followed by the label vector when G is conditional."""
-    if not label_dim:
-        return z
-    check_labels(y, label_dim, "G")
-    return torch.cat([z, y.to(z.dtype)], 1)
-
-
-def label_maps(y: torch.Tensor, h: int, w: int) -> torch.Tensor:
-    """Labels (N, L) broadcast to constant feature maps (N, L, H, W) for concatenation with images."""
-    return y[:, :, None, None].expand(-1, -1, h, w)
-
-
-class Projection(nn.Module):
-    """Projection discriminator head (Miyato & Koyama 2018): logit += <embed(y), features>.
-
-    For one-hot classes embed(y) is the class's embedding (the bias adds only a class-independent
-    term, like D's own head).  For 0/1 attribute vectors the bias is what makes it right:
-    b + sum_k y_k w_k is exactly one two-class projection per attribute (b collects every
-    attribute's "absent" embedding), so an absent attribute is evidence too, not silence.
-    """
-
-    def __init__(self, label_dim: int, features: int, sn: bool):
-        super().__init__()
-        self.label_dim = label_dim
-        self.embed = maybe_sn(nn.Linear(label_dim, features), sn)
-
-    def forward(self, feats: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return (self.embed(y) * feats).sum(1)
+def raw_weight(m: nn.Module) -> torch.Tensor:
+    """The weight to initialise: under spectral norm, the unnormalised tensor it parametrises
+    (m.weight is then computed from it on every access, so initialising that would be lost)."""
+    p = getattr(m, "parametrizations", None)
+    return p.weight.original if p is not None and hasattr(p, "weight") else m.weight
 
 
 def init_dcgan_weights(module: nn.Module):
     """N(0, 0.02) for convs and linears, N(1, 0.02) for norm scales, as in Radford et al."""
     for m in module.modules():
         if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
-            w = getattr(m, "parametrizations", None)
-            weight = m.parametrizations.weight.original if w is not None and hasattr(w, "weight") else m.weight
-            nn.init.normal_(weight, 0.0, 0.02)
+            nn.init.normal_(raw_weight(m), 0.0, 0.02)
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
         elif isinstance(m, (nn.BatchNorm2d, nn.BatchNorm1d, nn.GroupNorm, nn.LayerNorm)) and m.weight is not None:

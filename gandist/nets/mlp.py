@@ -9,16 +9,16 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from gandist.nets.layers import Projection, batch_norm, check_labels, maybe_sn, with_labels
+from gandist.nets.conditioning import ConditionalDiscriminator, ConditionalGenerator
+from gandist.nets.layers import batch_norm, maybe_sn
 
 
-class MLPGenerator(nn.Module):
+class MLPGenerator(ConditionalGenerator):
     def __init__(self, z_dim: int, channels: int, resolution: int, width: int = 64,
                  norm: str = "none", label_dim: int = 0):
-        super().__init__()
-        self.z_dim, self.label_dim = z_dim, label_dim
+        super().__init__(z_dim, label_dim)
         self.shape = (channels, resolution, resolution)
-        dims = [z_dim + label_dim, width * 4, width * 8, width * 16]
+        dims = [self.input_dim, width * 4, width * 8, width * 16]
         layers = []
         for a, b in zip(dims, dims[1:]):
             layers += [nn.Linear(a, b), batch_norm(norm, b, dims=1), nn.LeakyReLU(0.2)]
@@ -26,15 +26,14 @@ class MLPGenerator(nn.Module):
         self.net = nn.Sequential(*layers)
 
     def forward(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
-        return self.net(with_labels(z, y, self.label_dim)).view(-1, *self.shape)
+        return self.net(self.latent(z, y)).view(-1, *self.shape)
 
 
-class MLPDiscriminator(nn.Module):
+class MLPDiscriminator(ConditionalDiscriminator):
     def __init__(self, channels: int, resolution: int, width: int = 64, norm: str = "none",
                  sn: bool = False, label_dim: int = 0, conditioning: str = "none"):
-        super().__init__()
-        self.label_dim, self.conditioning = label_dim, conditioning
-        in_dim = channels * resolution * resolution + (label_dim if conditioning == "concat" else 0)
+        super().__init__(label_dim, conditioning)
+        in_dim = channels * resolution * resolution + self.label_inputs
         dims = [in_dim, width * 16, width * 8, width * 4]
         layers = []
         for i, (a, b) in enumerate(zip(dims, dims[1:])):
@@ -44,17 +43,9 @@ class MLPDiscriminator(nn.Module):
             layers += [nn.LeakyReLU(0.2)]
         self.features = nn.Sequential(*layers)
         self.head = maybe_sn(nn.Linear(dims[-1], 1), sn)
-        self.proj = Projection(label_dim, dims[-1], sn) if conditioning == "projection" else None
+        self.add_projection(dims[-1], sn)
 
     def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
-        x = x.flatten(1)
-        if self.conditioning != "none":
-            check_labels(y, self.label_dim, "D")
-            y = y.to(x.dtype)
-        if self.conditioning == "concat":
-            x = torch.cat([x, y], 1)
+        x, y = self.labelled(x.flatten(1), y)
         h = self.features(x)
-        out = self.head(h).squeeze(1)
-        if self.proj is not None:
-            out = out + self.proj(h, y)
-        return out
+        return self.plus_projection(self.head(h).squeeze(1), h, y)

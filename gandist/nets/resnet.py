@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import math
 
-import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from gandist.nets.layers import Projection, batch_norm, check_labels, label_maps, maybe_sn, with_labels
+from gandist.nets.conditioning import ConditionalDiscriminator, ConditionalGenerator
+from gandist.nets.layers import batch_norm, maybe_sn, raw_weight
 
 _N_RESAMPLE = {32: 3, 64: 4}  # G's up-blocks, from 4x4; D downsamples one block fewer, to 8x8
 
@@ -62,50 +62,41 @@ class DownBlock(nn.Module):
         return F.avg_pool2d(h, 2) + s
 
 
-class ResNetGenerator(nn.Module):
+class ResNetGenerator(ConditionalGenerator):
     def __init__(self, z_dim: int, channels: int, resolution: int, width: int = 64,
                  norm: str = "batch", label_dim: int = 0):
-        super().__init__()
+        super().__init__(z_dim, label_dim)
         _check(resolution)
-        self.z_dim, self.label_dim = z_dim, label_dim
         self.ch = width * 2
-        self.fc = nn.Linear(z_dim + label_dim, 4 * 4 * self.ch)
+        self.fc = nn.Linear(self.input_dim, 4 * 4 * self.ch)
         self.blocks = nn.Sequential(*[UpBlock(self.ch, norm) for _ in range(_N_RESAMPLE[resolution])])
         self.out = nn.Sequential(batch_norm(norm, self.ch), nn.ReLU(), nn.Conv2d(self.ch, channels, 3, 1, 1),
                                  nn.Tanh())
 
     def forward(self, z, y=None):
-        h = self.fc(with_labels(z, y, self.label_dim)).view(-1, self.ch, 4, 4)
+        h = self.fc(self.latent(z, y)).view(-1, self.ch, 4, 4)
         return self.out(self.blocks(h))
 
 
-class ResNetDiscriminator(nn.Module):
+class ResNetDiscriminator(ConditionalDiscriminator):
     def __init__(self, channels: int, resolution: int, width: int = 64, norm: str = "none",
                  sn: bool = False, label_dim: int = 0, conditioning: str = "none"):
-        super().__init__()
+        super().__init__(label_dim, conditioning)
         _check(resolution)
-        self.label_dim, self.conditioning = label_dim, conditioning
         ch = width * 2
-        in_ch = channels + (label_dim if conditioning == "concat" else 0)
+        in_ch = channels + self.label_inputs
         blocks = [DownBlock(in_ch, ch, norm, sn, down=True, first=True)]
         blocks += [DownBlock(ch, ch, norm, sn, down=True) for _ in range(_N_RESAMPLE[resolution] - 2)]
         blocks += [DownBlock(ch, ch, norm, sn, down=False), DownBlock(ch, ch, norm, sn, down=False)]
         self.blocks = nn.Sequential(*blocks)
         self.head = maybe_sn(nn.Linear(ch, 1), sn)
-        self.proj = Projection(label_dim, ch, sn) if conditioning == "projection" else None
+        self.add_projection(ch, sn)
 
     def forward(self, x, y=None):
-        if self.conditioning != "none":
-            check_labels(y, self.label_dim, "D")
-            y = y.to(x.dtype)
-        if self.conditioning == "concat":
-            x = torch.cat([x, label_maps(y, x.shape[2], x.shape[3])], 1)
+        x, y = self.labelled(x, y)
         # Global mean pooling, as the paper's code (reduce_mean); SNGAN's global sum only rescales the head.
         h = F.relu(self.blocks(x)).mean((2, 3))
-        out = self.head(h).squeeze(1)
-        if self.proj is not None:
-            out = out + self.proj(h, y)
-        return out
+        return self.plus_projection(self.head(h).squeeze(1), h, y)
 
 
 def init_resnet_weights(module: nn.Module):
@@ -114,9 +105,7 @@ def init_resnet_weights(module: nn.Module):
     for name, m in module.named_modules():
         if not isinstance(m, (nn.Conv2d, nn.Linear)):
             continue
-        p = getattr(m, "parametrizations", None)
-        weight = p.weight.original if p is not None and hasattr(p, "weight") else m.weight
         relu_path = isinstance(m, nn.Conv2d) and m.kernel_size == (3, 3) and not name.startswith("out.")
-        nn.init.xavier_uniform_(weight, gain=math.sqrt(2.0) if relu_path else 1.0)
+        nn.init.xavier_uniform_(raw_weight(m), gain=math.sqrt(2.0) if relu_path else 1.0)
         if m.bias is not None:
             nn.init.zeros_(m.bias)

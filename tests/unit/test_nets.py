@@ -5,6 +5,7 @@ import torch
 import torch.nn as nn
 
 from gandist import config, nets
+from gandist.nets.conditioning import ConditionalDiscriminator, ConditionalGenerator
 from gandist.nets.resnet import DownBlock, ResNetDiscriminator, ResNetGenerator, UpBlock
 from gandist.variants import VARIANTS
 
@@ -47,7 +48,7 @@ def _name(overrides):
 def _cases():
     out = []
     for v in sorted(VARIANTS):
-        arch = VARIANTS[v].preset["model.arch"]
+        arch = config.load(None, [f"variant={v}"]).model.arch  # the preset may leave the default
         conds = [[]]
         if v == "cgan":
             conds = [[], ["model.conditioning=projection"], [f"data.attributes={ATTRS}"],
@@ -204,6 +205,65 @@ def test_conditional_d_output_changes_with_its_own_label_only(arch, conditioning
     out = D(x, y2)
     assert (out[1] - base[1]).abs() > 1e-6
     torch.testing.assert_close(out[[0, 2, 3]], base[[0, 2, 3]], rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("arch,trunk", [("mlp", "features"), ("dcgan", "features"), ("resnet", "blocks")])
+def test_conditional_d_keeps_the_state_dict_layout_of_existing_checkpoints(arch, trunk):
+    # checkpoints and exported safetensors of earlier runs name D's weights so: trunk, head, proj
+    _, _, D = build("variant=cgan", f"model.arch={arch}", "model.conditioning=projection", "model.d_norm=layer")
+    tops = list(dict.fromkeys(k.split(".")[0] for k in D.state_dict()))
+    assert tops == [trunk, "head", "proj"]
+    assert [k for k in D.state_dict() if k.startswith("proj.")] == ["proj.embed.weight", "proj.embed.bias"]
+    _, _, D_u = build("variant=dcgan", f"model.arch={arch}", "model.d_norm=layer")
+    assert D_u.proj is None and list(dict.fromkeys(k.split(".")[0] for k in D_u.state_dict())) == [trunk, "head"]
+
+
+class _TinyG(ConditionalGenerator):
+    def __init__(self, z_dim, label_dim):
+        super().__init__(z_dim, label_dim)
+        self.fc = nn.Linear(self.input_dim, 6)
+
+    def forward(self, z, y=None):
+        return self.fc(self.latent(z, y))
+
+
+class _TinyD(ConditionalDiscriminator):
+    """A new family, conditioned through the base class alone."""
+
+    def __init__(self, label_dim, conditioning):
+        super().__init__(label_dim, conditioning)
+        self.features = nn.Conv2d(2 + self.label_inputs, 5, 3, 1, 1)
+        self.head = nn.Linear(5, 1)
+        self.add_projection(5, sn=False)
+
+    def forward(self, x, y=None):
+        x, y = self.labelled(x, y)
+        h = self.features(x)
+        return self.plus_projection(self.head(h.sum((2, 3))).squeeze(1), h, y)
+
+
+def test_a_new_family_gets_conditioning_from_the_base_classes():
+    torch.manual_seed(0)
+    G = _TinyG(4, 3)
+    assert G.fc.in_features == 7
+    z, y = torch.randn(2, 4), torch.eye(3)[:2]
+    torch.testing.assert_close(G(z, y), G.fc(torch.cat([z, y], 1)), rtol=0, atol=0)
+    x = torch.randn(2, 2, 4, 4)
+    concat = _TinyD(3, "concat")
+    assert concat.features.in_channels == 5 and concat.proj is None
+    maps = y[:, :, None, None].expand(-1, -1, 4, 4)
+    torch.testing.assert_close(concat(x, y), concat.head(concat.features(torch.cat([x, maps], 1)).sum((2, 3))).squeeze(1))
+    proj = _TinyD(3, "projection")
+    assert proj.features.in_channels == 2
+    h = proj.features(x).sum((2, 3))
+    torch.testing.assert_close(proj(x, y), proj.head(h).squeeze(1) + (proj.proj.embed(y) * h).sum(1))
+    none = _TinyD(3, "none")
+    torch.testing.assert_close(none(x, y), none(x, None), rtol=0, atol=0)  # an unconditional D ignores labels
+    for D in (concat, proj):
+        with pytest.raises(ValueError, match="D is conditioned on 3 label values"):
+            D(x, None)
+    with pytest.raises(ValueError, match="conditioning must be one of"):
+        _TinyD(3, "concatenate")
 
 
 @pytest.mark.parametrize("arch", ["mlp", "dcgan", "resnet"])
