@@ -17,6 +17,9 @@ anything but tensors and plain containers.
 
 Model files hold the unwrapped modules' keys (no DDP "module." prefix), so a checkpoint written by
 N processes loads into M.  The run directory is assumed to be on a filesystem every rank sees.
+
+Beside the format: what a training run saves and restores through it (`save_training`, `restore`),
+what a checkpoint must share with the config to be loadable (`identity`), and the final export.
 """
 from __future__ import annotations
 
@@ -29,7 +32,15 @@ from collections import OrderedDict
 from contextlib import contextmanager
 from pathlib import Path
 
+import torch
+from accelerate.utils import load as weights_only_load  # torch.load(weights_only=True) + numpy arrays
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
+
+from gandist import config
+from gandist.distributed import sum_over_ranks
+from gandist.ema import generator_for_use
+from gandist.files import write_json_atomic
 
 STEP_DIR = re.compile(r"^step_(\d{8})$")
 SCRATCH = (".tmp-", ".old-", ".del-")  # what an interrupted save or prune may leave behind
@@ -75,15 +86,6 @@ def _fsync(path: Path):
             os.close(fd)
     except OSError:
         pass
-
-
-def write_json_atomic(path: Path, obj: dict):
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=1)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def _sha256(path: Path) -> str:
@@ -150,7 +152,7 @@ def save(accelerator, run_dir: str | Path, step: int, trainer_state: dict, ema=N
                                                  **trainer_state, "files": files})
         _fsync(tmp)
         old = None
-        if final.exists():  # should not happen (see train.decide_resume); never leave the step without one
+        if final.exists():  # should not happen (see run_dir.decide_resume); never leave the step without one
             old = root / f".old-{final.name}"
             os.replace(final, old)
         os.replace(tmp, final)
@@ -216,8 +218,6 @@ def check_files(path: Path, state: dict):
 
 def check_weights_only(f: Path):
     """Load a torch.save file with the weights-only unpickler: it refuses objects, so no code runs."""
-    from accelerate.utils import load as weights_only_load  # torch.load(weights_only=True) + numpy arrays
-
     try:
         weights_only_load(str(f), map_location="cpu")
     except Exception as e:
@@ -229,8 +229,6 @@ def check_weights_only(f: Path):
 
 def check_tensors(f: Path, module, what: str):
     """A safetensors file holds exactly the module's tensors, with its shapes (read from the header)."""
-    from safetensors import safe_open
-
     if not f.is_file():
         raise CheckpointError(f"checkpoint file {f} is missing")
     try:
@@ -274,8 +272,6 @@ def load(accelerator, path: str | Path, identity: dict, modules: dict, ema=None)
     (generator, discriminator).  Returns trainer.json's contents.  Every rank checks before any
     rank loads, and they agree, so a bad checkpoint stops all ranks with the same clear error.
     """
-    from gandist.distributed import sum_over_ranks
-
     path = Path(path)
     state, problem = None, None
     try:
@@ -298,3 +294,75 @@ def load(accelerator, path: str | Path, identity: dict, modules: dict, ema=None)
     # accelerate's load_state restores its step but not its count of saves
     accelerator.project_configuration.iteration = state.get("accelerate_iteration", 0)
     return state
+
+
+# -- a training run's checkpoints ---------------------------------------------------------------------
+
+def identity(cfg) -> dict:
+    """What a checkpoint must share with the config to be loadable."""
+    return {"variant": cfg.variant, "arch": cfg.model.arch, "z_dim": cfg.model.z_dim,
+            "resolution": cfg.data.resolution, "channels": cfg.data.channels,
+            "label_dim": config.label_dim(cfg), "g_width": cfg.model.g_width, "d_width": cfg.model.d_width,
+            "g_norm": cfg.model.g_norm, "d_norm": cfg.model.d_norm, "spectral_norm": cfg.model.spectral_norm,
+            "conditioning": cfg.model.conditioning, "optimizer": cfg.optim.name}
+
+
+def weights_finite(models) -> bool:
+    """G, D (parameters and buffers) and the EMA hold only finite numbers: worth a checkpoint."""
+    mods = [models.G_raw, models.D_raw] + ([models.ema.model] if models.ema is not None else [])
+    return all(bool(torch.isfinite(t).all()) for m in mods for t in [*m.parameters(), *m.buffers()]
+               if t.is_floating_point())
+
+
+def save_training(acc, cfg, step: int, models, counters, feed) -> Path | None:
+    """Collective: checkpoint the run at `step`, unless some rank's weights are not finite (never replace
+    good checkpoints with weights that have blown up: pruning would drop the good ones); None then."""
+    if sum_over_ranks(float(not weights_finite(models)), acc.device) > 0:
+        return None
+    state = {"identity": identity(cfg), "counters": vars(counters), "data": feed.state_dict(),
+             "world_size": acc.num_processes}
+    if acc.is_main_process:  # the one rank that stores the EMA generator, with statistics for its weights
+        generator_for_use(cfg, models, step, acc.device)
+    return save(acc, cfg.output.dir, step, state, models.ema, cfg.checkpoint.keep)
+
+
+def restore(cfg, acc, path: Path, models, counters, feed) -> tuple[int, str]:
+    """Collective: load checkpoint `path` into the run; returns its step and a note for the start line."""
+    run_dir = Path(cfg.output.dir)
+    try:
+        state = load(acc, path, identity(cfg), {"generator": models.G_raw, "discriminator": models.D_raw},
+                     models.ema)
+    except CheckpointError as e:
+        older = [p for p in complete(run_dir) if p.name < path.name]
+        if cfg.train.resume == "auto" and older:
+            raise CheckpointError(f"{e}. To continue from the checkpoint before it instead: "
+                                  f"train.resume={older[-1]} train.overwrite=true") from None
+        raise
+    # Hyperparameters are the config's, not the checkpoint's: the lrs are set every step (Stepper.set_lr).
+    for opt in (models.opt_g, models.opt_d):
+        for group in opt.param_groups:
+            if "betas" in group:
+                group["betas"] = (cfg.optim.beta1, cfg.optim.beta2)
+    for k, v in state.get("counters", {}).items():
+        setattr(counters, k, v)
+    feed.load_state_dict(state.get("data", {}))
+    note = f", resumed from {path}"
+    if state.get("world_size", acc.num_processes) != acc.num_processes:
+        note += f" (written by {state['world_size']} processes)"
+    return state["step"], note
+
+
+def export_final(run_dir: Path, models):
+    """final/{generator,discriminator,generator_ema}.safetensors: plain fp32 state dicts of the unwrapped
+    models (the EMA's BatchNorm statistics must be ready for its weights)."""
+    out = Path(run_dir) / "final"
+    out.mkdir(parents=True, exist_ok=True)
+    named = {"generator": models.G_raw, "discriminator": models.D_raw}
+    if models.ema is not None:
+        named["generator_ema"] = models.ema.model
+    for name, m in named.items():
+        sd = {k: v.detach().float().cpu().contiguous() if v.is_floating_point() else v.detach().cpu().contiguous()
+              for k, v in m.state_dict().items()}
+        tmp = out / f".{name}.safetensors.tmp"
+        save_file(sd, str(tmp))
+        tmp.replace(out / f"{name}.safetensors")

@@ -4,10 +4,13 @@ A run's config is built in four layers, each overriding the one before:
 
     dataclass defaults  <  the variant's preset  <  the YAML file  <  key=value overrides
 
-The variant's preset (gandist/variants/<name>.py) is a dict of dotted keys, so choosing
-`variant=wgan_gp` on the command line brings that variant's architecture, loss and optimizer
-unless the file or the command line says otherwise.  Every value is checked against its
-declared type and allowed range before any work starts; errors name the key and where it came from.
+The defaults are DCGAN's (Radford et al. 2016); a variant's preset (gandist/variants/<name>.py) holds
+only where that variant departs from them, as dotted keys, so choosing `variant=wgan_gp` on the
+command line brings its architecture, loss and optimizer unless the file or the command line says
+otherwise.  Every value is checked inside `load` -- its type, its range, its allowed values (those of
+the loss, regulariser, augmentation and metric registries included) and its consistency with the
+others -- before any work starts and before any file is touched; errors name the key and where it
+came from.  `gandist-train --help-config [SECTION]` prints every key with its help (`help_text`).
 """
 from __future__ import annotations
 
@@ -20,12 +23,20 @@ from typing import Any
 
 import yaml
 
+from gandist.augment import POLICIES, parse_policy
+from gandist.losses import ADVERSARIAL
+from gandist.metrics.registry import FEATURE_LAYERS, list_metrics
+from gandist.regularizers import REGULARIZERS
+from gandist.variants import VARIANTS
+
 
 class ConfigError(ValueError):
     """A config value that is unknown, of the wrong type, or out of range."""
 
 
 def _f(default, *, choices=None, min=None, max=None, help="", factory=None):
+    """A config field.  choices: the allowed values (for a list, of each item), or a function returning
+    them when they come from a registry that may grow after this module is imported."""
     meta = {"choices": choices, "min": min, "max": max, "help": help}
     if factory is not None:
         return field(default_factory=factory, metadata=meta)
@@ -35,12 +46,13 @@ def _f(default, *, choices=None, min=None, max=None, help="", factory=None):
 @dataclass
 class ModelConfig:
     arch: str = _f("dcgan", choices=("mlp", "dcgan", "resnet"), help="network family for G and D")
-    z_dim: int = _f(100, min=1)
+    z_dim: int = _f(100, min=1, help="size of G's noise vector z")
     g_width: int = _f(64, min=1, help="width unit of G: DCGAN's last hidden layer has g_width channels, "
                                        "ResNet's blocks 2 x g_width, the MLP's widest layer 16 x g_width units")
-    d_width: int = _f(64, min=1)
-    g_norm: str = _f("batch", choices=("batch", "none"))
-    d_norm: str = _f("batch", choices=("batch", "layer", "none"))
+    d_width: int = _f(64, min=1, help="width unit of D, as g_width is G's")
+    g_norm: str = _f("batch", choices=("batch", "none"), help="normalisation in G's hidden layers")
+    d_norm: str = _f("batch", choices=("batch", "layer", "none"),
+                     help="normalisation in D's hidden layers; layer (per sample) for a gradient penalty")
     spectral_norm: bool = _f(False, help="spectral normalisation on every D layer (SNGAN)")
     conditioning: str = _f("none", choices=("none", "concat", "projection"),
                            help="how labels enter G and D; projection applies to D, G uses concat")
@@ -49,23 +61,28 @@ class ModelConfig:
 
 @dataclass
 class LossConfig:
-    adversarial: str = _f("bce", choices=("bce", "wasserstein", "hinge"))
-    regularizer: str = _f("none", choices=("none", "clip", "gp", "r1"))
+    adversarial: str = _f("bce", choices=lambda: tuple(ADVERSARIAL),
+                          help="what D and G minimise: bce (non-saturating), wasserstein (a critic), hinge; "
+                               "registered in gandist/losses.py")
+    regularizer: str = _f("none", choices=lambda: tuple(REGULARIZERS),
+                          help="D's regulariser: gp (WGAN-GP penalty), r1, clip (WGAN weight clipping); "
+                               "registered in gandist/regularizers.py")
     gp_weight: float = _f(10.0, min=0.0, help="lambda of the WGAN-GP gradient penalty")
     clip: float = _f(0.01, min=0.0, help="weight-clipping bound c for wgan")
-    r1_gamma: float = _f(10.0, min=0.0)
+    r1_gamma: float = _f(10.0, min=0.0, help="gamma of the R1 penalty (gamma/2 E||grad D(real)||^2)")
     instance_noise: float = _f(0.0, min=0.0, help="std of Gaussian noise on D's inputs, annealed linearly to 0")
     instance_noise_steps: int = _f(0, min=0, help="steps over which instance noise anneals; 0 = train.steps")
-    diffaugment: str = _f("", help="comma list of color,translation,cutout; empty = off")
+    diffaugment: str = _f("", help=f"DiffAugment on everything D sees: a comma list of {','.join(POLICIES)}; "
+                                   f"empty = off")
 
 
 @dataclass
 class OptimConfig:
-    name: str = _f("adam", choices=("adam", "rmsprop"))
-    lr_g: float = _f(2e-4, min=0.0)
-    lr_d: float = _f(2e-4, min=0.0)
-    beta1: float = _f(0.5, min=0.0, max=1.0)
-    beta2: float = _f(0.999, min=0.0, max=1.0)
+    name: str = _f("adam", choices=("adam", "rmsprop"), help="optimizer of G and of D")
+    lr_g: float = _f(2e-4, min=0.0, help="G's learning rate")
+    lr_d: float = _f(2e-4, min=0.0, help="D's learning rate")
+    beta1: float = _f(0.5, min=0.0, max=1.0, help="Adam's beta1")
+    beta2: float = _f(0.999, min=0.0, max=1.0, help="Adam's beta2")
     lr_decay: str = _f("none", choices=("none", "linear"),
                        help="linear: both lrs fall linearly to 0 at train.steps (the WGAN-GP ResNet recipe)")
     n_critic: int = _f(1, min=1, help="D steps per G step")
@@ -78,69 +95,73 @@ class OptimConfig:
 
 @dataclass
 class DataConfig:
-    source: str = _f("synthetic", choices=("synthetic", "shards"))
-    resolution: int = _f(32, choices=(28, 32, 64, 128))
-    channels: int = _f(3, choices=(1, 3))
+    source: str = _f("synthetic", choices=("synthetic", "shards"),
+                     help="synthetic: the embedded dataset (no download); shards: WebDataset shards at data.urls")
+    resolution: int = _f(32, choices=(28, 32, 64, 128), help="image size in pixels (square)")
+    channels: int = _f(3, choices=(1, 3), help="1 (grey) or 3 (RGB)")
     num_classes: int = _f(10, min=0, help="labels for conditional variants; 0 = unconditional data")
     synthetic_size: int = _f(20000, min=1, help="images in the embedded dataset")
     synthetic_seed: int = _f(0, help="the embedded dataset's own seed (independent of train.seed)")
     urls: str = _f("", help="shard pattern(s): brace ranges, http(s)://, pipe:; ';' separates several")
     label_key: str = _f("cls", choices=("cls", "attr"), help="cls for class labels, attr for CelebA attributes")
     attributes: list = _f(None, factory=list, help="CelebA attribute names to condition on")
-    workers: int = _f(2, min=0)
+    workers: int = _f(2, min=0, help="DataLoader worker processes per rank reading shards")
     cache_dir: str = _f("", help="local shard cache for remote urls; empty = no cache")
-    shuffle_buffer: int = _f(1000, min=0)
+    shuffle_buffer: int = _f(1000, min=0, help="samples each worker shuffles through")
 
 
 @dataclass
 class TrainConfig:
     steps: int = _f(2000, min=1, help="G steps")
-    seed: int = _f(0)
+    seed: int = _f(0, help="seed of the initial weights and of every random draw")
     batch_size: int = _f(64, min=1, help="global batch: each of N processes takes batch_size/N")
-    mixed_precision: str = _f("no", choices=("no", "bf16", "fp16"))
+    mixed_precision: str = _f("no", choices=("no", "bf16", "fp16"), help="autocast precision (fp16 needs a GPU)")
     fp16_init_scale: float = _f(65536.0, min=1.0, help="initial loss scale of fp16's GradScaler")
     resume: str = _f("auto", help="auto | no | PATH to a checkpoint directory")
     overwrite: bool = _f(False, help="with resume=no, allow a run directory that holds checkpoints")
     max_bad_steps: int = _f(10, min=1, help="non-finite D steps, or G steps, in a row (each counted "
                                                    "separately) before the run stops")
-    log_every: int = _f(10, min=1)
-    sample_every: int = _f(200, min=1)
+    log_every: int = _f(10, min=1, help="steps between metrics.jsonl rows")
+    sample_every: int = _f(200, min=1, help="steps between sample grids")
     timeout_s: int = _f(600, min=1, help="process-group timeout: a dead rank makes the others fail after this")
-    device: str = _f("auto", choices=("auto", "cpu", "cuda"))
+    device: str = _f("auto", choices=("auto", "cpu", "cuda"), help="auto: the GPU when there is one")
     fp64: bool = _f(False, help="train in float64: for numerical checks (world-size invariance), slow")
 
 
 @dataclass
 class CheckpointConfig:
-    every: int = _f(500, min=1)
-    keep: int = _f(2, min=1)
+    every: int = _f(500, min=1, help="steps between checkpoints (also at the end and on a stop signal)")
+    keep: int = _f(2, min=1, help="newest checkpoints kept")
 
 
 @dataclass
 class LogConfig:
     trackers: list = _f(None, factory=list, help="accelerate trackers, e.g. [tensorboard, wandb]")
     progress: bool = _f(True, help="rich progress bar on rank 0")
-    grid_size: int = _f(64, min=1, help="images in each sample grid")
+    grid_size: int = _f(64, min=1, help="images in each sample grid; a class-conditional grid has one class "
+                                        "per row, so it is rounded up to whole rows")
 
 
 @dataclass
 class EvalConfig:
-    metrics: list = _f(None, factory=list, help="fid, isc, kid")
+    metrics: list = _f(None, factory=list, choices=lambda: tuple(list_metrics()),
+                       help="metrics to evaluate during and at the end of training, e.g. [fid, kid]; empty = none")
     every: int = _f(0, min=0, help="steps between evaluations; 0 = only at the end if metrics are set")
-    num_samples: int = _f(10000, min=1)
+    num_samples: int = _f(10000, min=1, help="generated images per evaluation, and at most as many real ones")
     feature_weights: str = _f("", help="torch-fidelity Inception weights file; empty = its default download")
-    feature_layer: int = _f(2048, choices=(64, 192, 768, 2048),
+    feature_layer: int = _f(2048, choices=tuple(int(n) for n in FEATURE_LAYERS),
                             help="Inception features for FID/KID: 2048 gives published numbers; fewer suit few samples")
 
 
 @dataclass
 class OutputConfig:
-    dir: str = _f("runs/quickstart")
+    dir: str = _f("runs/quickstart", help="the run directory: config, metrics, samples, checkpoints, final weights")
 
 
 @dataclass
 class Config:
-    variant: str = _f("dcgan", help="gan | dcgan | wgan | wgan_gp | cgan")
+    variant: str = _f("dcgan", choices=lambda: tuple(VARIANTS),
+                      help="a preset of parts (gandist/variants/<name>.py) applied beneath the file and overrides")
     model: ModelConfig = _f(None, factory=ModelConfig)
     loss: LossConfig = _f(None, factory=LossConfig)
     optim: OptimConfig = _f(None, factory=OptimConfig)
@@ -249,18 +270,24 @@ def _check_ranges(obj: Any, prefix: str, where: str):
             _check_ranges(value, key + ".", where)
             continue
         m = f.metadata
-        if m.get("choices") and value not in m["choices"]:
-            raise ConfigError(f"{key}: {value!r} is not one of {list(m['choices'])} ({where})")
+        choices = allowed(f)
+        bad = [v for v in (value if isinstance(value, list) else [value]) if choices and v not in choices]
+        if bad:
+            raise ConfigError(f"{key}: {bad[0]!r} is not one of {list(choices)} ({where})")
         if m.get("min") is not None and value < m["min"]:
             raise ConfigError(f"{key}: {value!r} is below its minimum {m['min']} ({where})")
         if m.get("max") is not None and value > m["max"]:
             raise ConfigError(f"{key}: {value!r} is above its maximum {m['max']} ({where})")
 
 
-def load(path: str | Path | None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
-    """Build the run's Config from an optional YAML file and `key.sub=value` overrides."""
-    from gandist.variants import VARIANTS  # late import: variants import nothing from here at load time
+def allowed(f: dataclasses.Field) -> tuple | None:
+    """A field's allowed values (of each item, for a list), or None when any value of its type goes."""
+    choices = f.metadata.get("choices")
+    return tuple(choices()) if callable(choices) else choices
 
+
+def load(path: str | Path | None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """Build the run's Config from an optional YAML file and `key.sub=value` overrides, every key checked."""
     where_file = str(path) if path else "<no file>"
     file_values: dict = {}
     if path is not None:
@@ -319,6 +346,14 @@ def _check_consistency(cfg: Config, where: str):
     if cfg.data.source == "synthetic" and cfg.data.resolution not in (32, 64):
         raise ConfigError(f"data.resolution: the embedded dataset is made at 32 or 64 px, "
                           f"not {cfg.data.resolution} ({where})")
+    try:
+        parse_policy(cfg.loss.diffaugment)
+    except ValueError as e:
+        raise ConfigError(f"{e} ({where})") from None
+    weights = cfg.eval.feature_weights
+    if cfg.eval.metrics and weights and not Path(weights).is_file():
+        raise ConfigError(f"eval.feature_weights: {weights} does not exist (expected a torch-fidelity InceptionV3 "
+                          f"weights file; leave it empty for torch-fidelity's download) ({where})")
 
 
 def check_world_size(cfg: Config, world_size: int):
@@ -340,3 +375,58 @@ def label_dim(cfg: Config) -> int:
     if cfg.model.conditioning == "none":
         return 0
     return len(cfg.data.attributes) if cfg.data.attributes else cfg.data.num_classes
+
+
+# ---------------------------------------------------------------------------------------------
+# Help: every key with its type, default, allowed values and help (gandist-train --help-config)
+
+
+def _type_name(tp) -> str:
+    return " or ".join("null" if a is type(None) else a.__name__ for a in typing.get_args(tp)) or tp.__name__
+
+
+def help_text(section: str = "") -> str:
+    """The help of every key, grouped by section, with the values the variants' presets give it;
+    `section` (e.g. "loss") limits it to one section."""
+    sections = {f.name: f for f in dataclasses.fields(Config) if dataclasses.is_dataclass(f.default_factory)}
+    if section and section not in sections and section != "variant":
+        raise ConfigError(f"--help-config: no section {section!r}; the sections are {', '.join(sections)}")
+    presets = {}
+    for name, v in VARIANTS.items():
+        for k, value in v.preset.items():
+            presets.setdefault(k, []).append(f"{name}: {value!r}")
+    lines = []
+
+    def describe(key: str, f: dataclasses.Field, tp, default):
+        choices = allowed(f)
+        lines.append(f"  {key}  ({_type_name(tp)}, default {default!r})")
+        if f.metadata.get("help"):
+            lines.append(f"      {f.metadata['help']}")
+        if choices:
+            lines.append(f"      allowed: {', '.join(map(str, choices))}")
+        lo, hi = f.metadata.get("min"), f.metadata.get("max")
+        if lo is not None or hi is not None:
+            lines.append(f"      range: {'' if lo is None else lo}..{'' if hi is None else hi}")
+        if key in presets:
+            lines.append(f"      variant presets: {'; '.join(presets[key])}")
+
+    top = {f.name: f for f in dataclasses.fields(Config)}
+    if not section or section == "variant":
+        describe("variant", top["variant"], str, Config.variant)
+    for name, sf in sections.items():
+        if section and section != name:
+            continue
+        cls = sf.default_factory
+        lines.append(f"\n{name}:")
+        hints = typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            default = f.default_factory() if f.default is dataclasses.MISSING else f.default
+            describe(f"{name}.{f.name}", f, hints[f.name], default)
+    return "\n".join(lines).lstrip("\n") + "\n"
+
+
+def print_help(section: str = "") -> int:
+    print("Config keys (set them in the YAML file or as key.sub=value; layers: defaults < variant preset < "
+          "file < command line)\n")
+    print(help_text(section), end="")
+    return 0

@@ -1,10 +1,14 @@
-"""Exponential moving average of G's weights, used for samples and evaluation when enabled."""
+"""Exponential moving average of G's weights, used for samples, evaluation and the export when enabled."""
 from __future__ import annotations
 
 import copy
 
 import torch
 import torch.nn as nn
+
+from gandist import config
+from gandist.data.tensors import condition
+from gandist.distributed import generator
 
 
 class EMA:
@@ -53,3 +57,26 @@ class EMA:
     def load_state_dict(self, state):
         self.model.load_state_dict(state)
         self.calibrated = False
+
+
+def calibration_inputs(cfg, step: int, device) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The noise and labels whose statistics become the EMA generator's BatchNorm statistics at `step`:
+    a draw of the whole set on every rank, so every rank and world size calibrates alike."""
+    n, g = cfg.optim.ema_bn_samples, generator(cfg.train.seed, step, "ema_bn")
+    z = torch.randn(n, cfg.model.z_dim, generator=g)
+    ld, y = config.label_dim(cfg), None
+    if ld:  # labels as the data gives them (classes, or 0/1 attributes), made into vectors as in training
+        labels = torch.randint(2, (n, ld), generator=g) if cfg.data.attributes else torch.randint(ld, (n,), generator=g)
+        y = condition(labels, cfg).to(device)
+    return z.to(device), y
+
+
+def generator_for_use(cfg, models, step: int, device) -> nn.Module:
+    """What samples, evaluation and the export use: the EMA generator (its BatchNorm statistics recomputed
+    for its current weights) when there is one, else G."""
+    ema = models.ema
+    if ema is None:
+        return models.G_raw
+    if not ema.calibrated:
+        ema.calibrate(*calibration_inputs(cfg, step, device))
+    return ema.model

@@ -1,5 +1,14 @@
-"""Adversarial losses as plain functions of D's logits, reduced in fp32."""
+"""Adversarial losses as plain functions of D's logits, reduced in fp32, and their registry.
+
+A loss is what D minimises and what G minimises, registered together under one name; that name is
+an allowed value of `loss.adversarial` (gandist.config reads the registry) and the objective
+(gandist.objective) looks it up.  Adding a loss is one `register_adversarial` call here or anywhere
+before the config is loaded.
+"""
 from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -7,21 +16,41 @@ import torch.nn.functional as F
 from gandist.precision import wide
 
 
-def d_loss(kind: str, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
-    real, fake = wide(real), wide(fake)
-    if kind == "bce":  # -log sigmoid(D(x)) - log(1 - sigmoid(D(G(z))))
-        return F.softplus(-real).mean() + F.softplus(fake).mean()
-    if kind == "wasserstein":  # critic minimises E[D(fake)] - E[D(real)]
-        return fake.mean() - real.mean()
-    if kind == "hinge":
-        return F.relu(1.0 - real).mean() + F.relu(1.0 + fake).mean()
-    raise ValueError(f"unknown adversarial loss {kind!r}")
+@dataclass(frozen=True)
+class Adversarial:
+    name: str
+    d: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (D(real), D(fake)) -> what D minimises
+    g: Callable[[torch.Tensor], torch.Tensor]  # D(G(z)) -> what G minimises
+    wasserstein: bool = False  # D is a critic: E[D(real)] - E[D(fake)] estimates the Wasserstein distance
 
 
-def g_loss(kind: str, fake: torch.Tensor) -> torch.Tensor:
-    fake = wide(fake)
-    if kind == "bce":  # non-saturating: -log sigmoid(D(G(z)))
-        return F.softplus(-fake).mean()
-    if kind in ("wasserstein", "hinge"):
-        return -fake.mean()
-    raise ValueError(f"unknown adversarial loss {kind!r}")
+ADVERSARIAL: dict[str, Adversarial] = {}
+
+
+def register_adversarial(name: str, d, g, *, wasserstein: bool = False) -> Adversarial:
+    ADVERSARIAL[name] = Adversarial(name, d, g, wasserstein)
+    return ADVERSARIAL[name]
+
+
+def lookup(name: str) -> Adversarial:
+    if name not in ADVERSARIAL:
+        raise ValueError(f"unknown adversarial loss {name!r}; registered: {', '.join(ADVERSARIAL)}")
+    return ADVERSARIAL[name]
+
+
+def d_loss(name: str, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
+    return lookup(name).d(wide(real), wide(fake))
+
+
+def g_loss(name: str, fake: torch.Tensor) -> torch.Tensor:
+    return lookup(name).g(wide(fake))
+
+
+# -log sigmoid(D(x)) - log(1 - sigmoid(D(G(z)))); G's is the non-saturating -log sigmoid(D(G(z)))
+register_adversarial("bce", lambda real, fake: F.softplus(-real).mean() + F.softplus(fake).mean(),
+                     lambda fake: F.softplus(-fake).mean())
+# the critic minimises E[D(fake)] - E[D(real)]
+register_adversarial("wasserstein", lambda real, fake: fake.mean() - real.mean(), lambda fake: -fake.mean(),
+                     wasserstein=True)
+register_adversarial("hinge", lambda real, fake: F.relu(1.0 - real).mean() + F.relu(1.0 + fake).mean(),
+                     lambda fake: -fake.mean())

@@ -1,10 +1,68 @@
-"""Regularisers of D: the WGAN-GP gradient penalty (AMP-correct), R1, and weight clipping."""
+"""Regularisers of D and their registry: the WGAN-GP gradient penalty (AMP-correct), R1, and weight
+clipping.
+
+Two kinds, each one registered function:
+- a *penalty* is a term added to D's loss, computed from what D saw in its step (`CriticInputs`);
+  it is logged under its name and weighted by a function of the `loss` config section;
+- a *constraint* changes D's weights after every D step that was taken (WGAN's clipping).
+The registered names are the allowed values of `loss.regularizer` (gandist.config reads the
+registry), and gandist.objective looks them up.
+"""
 from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
 
 import torch
 import torch.nn as nn
 
 from gandist.precision import wide
+
+
+@dataclass
+class CriticInputs:
+    """What a penalty sees of one D step: D (as prepared, so its gradients reach DDP), this rank's real
+    and fake images exactly as D saw them, the labels, uniform numbers per sample drawn world-size
+    invariantly (`rand(purpose, n)` -> (b, n)), and fp16's GradScaler or None."""
+    D: nn.Module
+    real: torch.Tensor
+    fake: torch.Tensor
+    y: torch.Tensor | None
+    rand: Callable[[str, int], torch.Tensor]
+    scaler: object = None
+
+
+@dataclass(frozen=True)
+class Regularizer:
+    name: str
+    penalty: Callable[[CriticInputs], torch.Tensor] | None = None
+    weight: Callable[[object], float] | None = None  # loss config -> the penalty's weight in D's loss
+    constraint: Callable[[nn.Module, object], None] | None = None  # (unwrapped D, loss config), after a D step
+
+
+REGULARIZERS: dict[str, Regularizer] = {"none": Regularizer("none")}
+
+
+def register_penalty(name: str, weight: Callable[[object], float]):
+    """Decorator: fn(CriticInputs) -> scalar tensor becomes the penalty `name`, weighted by weight(cfg.loss)."""
+    def deco(fn):
+        REGULARIZERS[name] = Regularizer(name, penalty=fn, weight=weight)
+        return fn
+    return deco
+
+
+def register_constraint(name: str):
+    """Decorator: fn(D, cfg.loss) becomes the constraint `name`, applied after every D step taken."""
+    def deco(fn):
+        REGULARIZERS[name] = Regularizer(name, constraint=fn)
+        return fn
+    return deco
+
+
+def lookup(name: str) -> Regularizer:
+    if name not in REGULARIZERS:
+        raise ValueError(f"unknown regularizer {name!r}; registered: {', '.join(REGULARIZERS)}")
+    return REGULARIZERS[name]
 
 
 def _input_grad(D, x: torch.Tensor, y, scaler) -> tuple[torch.Tensor, torch.Tensor]:
@@ -45,3 +103,21 @@ def clip_weights_(D: nn.Module, c: float):
     """WGAN's Lipschitz constraint: every critic parameter into [-c, c]."""
     for p in D.parameters():
         p.clamp_(-c, c)
+
+
+# -- the registered regularisers -------------------------------------------------------------------
+
+@register_penalty("gp", weight=lambda c: c.gp_weight)
+def _gp(b: CriticInputs) -> torch.Tensor:
+    """WGAN-GP: one interpolation alpha per sample, drawn from the step's global stream."""
+    return gradient_penalty(b.D, b.real, b.fake, b.y, b.rand("alpha", 1).squeeze(1), b.scaler)
+
+
+@register_penalty("r1", weight=lambda c: 0.5 * c.r1_gamma)
+def _r1(b: CriticInputs) -> torch.Tensor:
+    return r1_penalty(b.D, b.real, b.y, b.scaler)
+
+
+@register_constraint("clip")
+def _clip(D: nn.Module, c) -> None:
+    clip_weights_(D, c.clip)

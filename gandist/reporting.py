@@ -1,12 +1,25 @@
-"""What a run shows and writes, on rank 0 only: the progress bar, metrics.jsonl, trackers,
-sample grids and, at the end, loss plots."""
+"""What a run shows and writes, on rank 0 only: the progress bar and messages, metrics.jsonl with
+throughput and counters, trackers, sample grids and, at the end, loss plots.
+
+Collectives: `after_round` (on log steps it sums throughput and skipped samples over the ranks) is
+called by every rank; so is `log`, whose values are already cross-rank.
+"""
 from __future__ import annotations
 
 import json
+import math
 import time
 from pathlib import Path
 
 import torch
+from PIL import Image, ImageDraw
+from rich import get_console
+from torchvision.utils import save_image
+
+from gandist import config
+from gandist.console import progress_bar
+from gandist.distributed import generator, sum_over_ranks
+from gandist.run_dir import METRICS
 
 
 class Reporter:
@@ -14,29 +27,40 @@ class Reporter:
         self.cfg, self.acc, self.run_dir = cfg, accelerator, run_dir
         self.main = accelerator.is_main_process
         self.progress = None
+        # images this rank pushes through D per round, for images_per_sec
+        self.images_per_round = cfg.optim.n_critic * (cfg.train.batch_size // accelerator.num_processes)
+        self.t_last, self.n_last = time.perf_counter(), start_step
+        self.z_fixed, self.y_fixed, self.nrow = fixed_inputs(cfg, accelerator.device)
         if self.main:
             (run_dir / "samples").mkdir(parents=True, exist_ok=True)
-            self.metrics_file = open(run_dir / "metrics.jsonl", "a", buffering=1)
+            self.metrics_file = open(run_dir / METRICS, "a", buffering=1)
             if cfg.log.progress:
-                from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
-                                           TimeElapsedColumn, TimeRemainingColumn)
-
-                self.progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                         TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[info]}"),
-                                         refresh_per_second=2)
+                self.progress = progress_bar(info=True)
                 self.task = self.progress.add_task(cfg.variant, total=cfg.train.steps, completed=start_step, info="")
                 self.progress.start()
 
     def print(self, *args):
         if self.main:
-            (self.progress.console if self.progress else __import__("rich").get_console()).print(*args)
+            (self.progress.console if self.progress else get_console()).print(*args)
 
-    def advance(self, step: int, stats: dict):
+    def after_round(self, done: int, stats: dict, counters, feed):
+        """Every rank, after each round: on log steps, add throughput and counters to the round's stats
+        and log them; then move the bar."""
+        if done % self.cfg.train.log_every == 0 or done == self.cfg.train.steps:
+            now = time.perf_counter()
+            local_rate = (done - self.n_last) * self.images_per_round / max(now - self.t_last, 1e-9)
+            stats["images_per_sec"] = sum_over_ranks(local_rate, self.acc.device)
+            stats["bad_steps"] = counters.bad_total
+            stats["data_skipped"] = sum_over_ranks(feed.skipped, self.acc.device)
+            if self.cfg.train.mixed_precision == "fp16":
+                stats["skipped_steps"] = counters.skipped_by_scaler
+            self.log(done, stats)
+            self.t_last, self.n_last = now, done
         if self.progress:
             info = " ".join(f"{k} {stats[k]:.3f}" for k in ("loss_d", "loss_g") if k in stats)
             if "images_per_sec" in stats:
                 info += f" {stats['images_per_sec']:.0f} img/s"
-            self.progress.update(self.task, completed=step, info=info)
+            self.progress.update(self.task, completed=done, info=info)
 
     def log(self, step: int, stats: dict):
         """stats are already cross-rank values (identical on every rank)."""
@@ -46,6 +70,20 @@ class Reporter:
         if self.cfg.log.trackers:
             self.acc.log({k: v for k, v in row.items() if k not in ("step", "time")}, step=step)
 
+    def scores(self, step: int, scores: dict):
+        self.log(step, scores)
+        self.print(f"step {step}: " + ", ".join(f"{k} {v:.4g}" for k, v in scores.items()))
+
+    @torch.no_grad()
+    def grid(self, step: int, G):
+        """Rank 0: the fixed-noise sample grid of `step` from generator G (eval mode, restored after)."""
+        z, y = self.z_fixed, self.y_fixed
+        was = G.training
+        G.eval()
+        images = torch.cat([G(z[i:i + 256], None if y is None else y[i:i + 256]) for i in range(0, len(z), 256)])
+        G.train(was)
+        save_grid(images, self.run_dir / "samples" / f"step_{step:06d}.png", self.nrow)
+
     def close(self):
         if self.progress:
             self.progress.stop()
@@ -53,9 +91,25 @@ class Reporter:
             self.metrics_file.close()
 
 
-def save_grid(images: torch.Tensor, path: Path, nrow: int):
-    from torchvision.utils import save_image
+def fixed_inputs(cfg, device):
+    """The noise and labels behind every sample grid (the same for the whole run), and images per row.
+    A class-conditional grid has one class per row and whole rows: log.grid_size is rounded up to a
+    multiple of the classes."""
+    n, nrow = cfg.log.grid_size, None
+    ld = config.label_dim(cfg)
+    if ld and not cfg.data.attributes:
+        nrow = cfg.data.num_classes
+        n = math.ceil(n / nrow) * nrow
+    z = torch.randn(n, cfg.model.z_dim, generator=generator(cfg.train.seed, 0, "fixed"))
+    y = None
+    if ld and not cfg.data.attributes:  # one class per row
+        y = torch.nn.functional.one_hot((torch.arange(n) // nrow) % ld, ld).float()
+    elif ld:
+        y = (torch.rand(n, ld, generator=generator(cfg.train.seed, 1, "fixed")) > 0.5).float()
+    return z.to(device), (y.to(device) if y is not None else None), nrow or max(1, int(math.sqrt(n)))
 
+
+def save_grid(images: torch.Tensor, path: Path, nrow: int):
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp.png")
     save_image(images.float().clamp(-1, 1) * 0.5 + 0.5, tmp, nrow=nrow, padding=2)
@@ -64,9 +118,7 @@ def save_grid(images: torch.Tensor, path: Path, nrow: int):
 
 def plot_metrics(run_dir: Path):
     """losses.png from metrics.jsonl, drawn with PIL (no plotting library needed)."""
-    from PIL import Image, ImageDraw
-
-    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    rows = [json.loads(line) for line in (run_dir / METRICS).read_text().splitlines() if line.strip()]
     keys = [k for k in ("loss_d", "loss_g", "wasserstein", "gp") if any(k in r for r in rows)]
     if not rows or not keys:
         return

@@ -1,5 +1,5 @@
 from gandist.variants import Variant
-from gandist.variants.parts import ADAM_DCGAN, BCE, CONCAT_LABELS, DCGAN, compose
+from gandist.variants.parts import CONCAT_LABELS, compose
 
 VARIANT = Variant(
     name="cgan",
@@ -7,5 +7,5 @@ VARIANT = Variant(
             "model.conditioning=projection for a projection D; combines with any loss (e.g. wasserstein + gp)",
     source="Mirza & Osindero 2014, on the DCGAN networks and optimizer of Radford et al. 2016; projection: "
            "Miyato & Koyama 2018",
-    preset=compose(DCGAN, CONCAT_LABELS, BCE, ADAM_DCGAN),
+    preset=compose(CONCAT_LABELS),
 )

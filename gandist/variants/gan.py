@@ -1,5 +1,5 @@
 from gandist.variants import Variant
-from gandist.variants.parts import ADAM_DCGAN, BCE, INSTANCE_NOISE, MLP, compose
+from gandist.variants.parts import INSTANCE_NOISE, MLP, compose
 
 VARIANT = Variant(
     name="gan",
@@ -8,5 +8,5 @@ VARIANT = Variant(
     source="Goodfellow et al. 2014 (k = 1, non-saturating G loss); Adam 2e-4, beta1 0.5 as in Radford et al. "
            "2016, since the paper's SGD + momentum schedule is tuned to maxout nets; instance noise "
            "Sønderby et al. 2017",
-    preset=compose(MLP, BCE, INSTANCE_NOISE, ADAM_DCGAN),
+    preset=compose(MLP, INSTANCE_NOISE),
 )

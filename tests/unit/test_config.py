@@ -84,3 +84,61 @@ def test_resolved_config_round_trips(tmp_path):
     f = tmp_path / "resolved.yaml"
     f.write_text(config.dump(cfg))
     assert config.load(f, []) == cfg
+
+
+# -- every key is checked at load, before any file is touched --------------------------------------
+
+@pytest.mark.parametrize("bad, words", [
+    ("eval.metrics=[fid,fdi]", "eval.metrics: 'fdi' is not one of"),
+    ("loss.diffaugment=color,rotate", "loss.diffaugment: unknown policy ['rotate']"),
+    ("eval.feature_weights=/nonexistent/inception.pth", "eval.feature_weights: /nonexistent/inception.pth does not"),
+])
+def test_a_bad_key_leaves_an_existing_run_directory_intact(tmp_path, capsys, bad, words):
+    """train.resume=no train.overwrite=true deletes a run's checkpoints; a typo anywhere must stop the
+    run before that (these keys were once checked only after the run directory was prepared)."""
+    from gandist.train import main
+
+    run = tmp_path / "run"
+    ckpt = run / "checkpoints" / "step_00000005"
+    ckpt.mkdir(parents=True)
+    (ckpt / "trainer.json").write_text('{"step": 5}')
+    (run / "metrics.jsonl").write_text('{"step": 5}\n')
+    before = sorted((p.relative_to(run), p.read_bytes()) for p in run.rglob("*") if p.is_file())
+    code = main(["--config", str(QUICK), f"output.dir={run}", "train.resume=no", "train.overwrite=true",
+                 "eval.metrics=[kid]", bad])
+    assert code == 2
+    assert words in capsys.readouterr().err
+    assert sorted((p.relative_to(run), p.read_bytes()) for p in run.rglob("*") if p.is_file()) == before
+
+
+def test_help_config_shows_every_key_with_type_default_choices_and_help(capsys):
+    from gandist.train import main
+
+    assert main(["--help-config"]) == 0
+    text = capsys.readouterr().out
+    cfg = config.Config()
+    for section in ("model", "loss", "optim", "data", "train", "checkpoint", "log", "eval", "output"):
+        for key in config._flatten({section: config.to_dict(cfg)[section]}):
+            assert f"  {key}  (" in text, key
+    assert "loss.regularizer  (str, default 'none')" in text and "allowed: none, gp, r1, clip" in text
+    assert "optim.n_critic  (int, default 1)" in text and "variant presets: wgan: 5; wgan_gp: 5" in text
+    # every key has its help written
+    lines = text.splitlines()
+    keys = [i for i, line in enumerate(lines) if line.startswith("  ") and not line.startswith("   ")]
+    no_help = [lines[i] for i in keys if not lines[i + 1].startswith("      ")
+               or lines[i + 1].strip().startswith(("allowed:", "range:", "variant presets:"))]
+    assert len(keys) > 50 and not no_help
+    assert main(["--help-config", "loss"]) == 0
+    one = capsys.readouterr().out
+    assert "loss.gp_weight" in one and "optim.lr_g" not in one
+    assert main(["--help-config", "lossy"]) == 2
+    assert "no section 'lossy'; the sections are model, loss" in capsys.readouterr().err
+
+
+def test_a_class_conditional_grid_shows_whole_rows():
+    from gandist.reporting import fixed_inputs
+
+    z, y, nrow = fixed_inputs(config.load(QUICK, ["variant=cgan", "log.grid_size=64"]), "cpu")
+    assert (len(z), nrow) == (70, 10) and y.argmax(1).tolist() == [i // 10 for i in range(70)]
+    z, y, nrow = fixed_inputs(config.load(QUICK, ["log.grid_size=64"]), "cpu")
+    assert (len(z), nrow, y) == (64, 8, None)

@@ -1,13 +1,13 @@
-"""The D and G steps: what each one may touch."""
+"""The D and G steps (gandist.step): what each one may touch, the labels G is given, the lrs."""
 from __future__ import annotations
 
 import pytest
 import torch
 
 from gandist import config, nets
-from gandist.data.source import make_source
+from gandist.data.feed import make_feed
 from gandist.distributed import Draws, make_accelerator
-from gandist.training_loop import Models, Stepper
+from gandist.step import Models, Stepper
 from tests.conftest import REPO, TINY
 
 
@@ -20,7 +20,7 @@ def make_stepper(tmp_path, *overrides):
     opt_d = torch.optim.Adam(D.parameters(), 1e-3)
     G, D, opt_g, opt_d = acc.prepare(G, D, opt_g, opt_d)
     m = Models(G, D, acc.unwrap_model(G), acc.unwrap_model(D), opt_g, opt_d)
-    data = make_source(cfg, 0, 1, acc.device)
+    data = make_feed(cfg, 0, 1, acc.device)
     return Stepper(cfg, acc, m, data, Draws(0, cfg.train.batch_size, 0, 1, acc.device)), m
 
 
@@ -28,12 +28,12 @@ def test_g_step_runs_d_frozen_and_changes_only_g(tmp_path):
     stepper, m = make_stepper(tmp_path, "variant=wgan_gp")
     seen = []
     m.D_raw.register_forward_pre_hook(lambda mod, args: seen.append(any(p.requires_grad for p in mod.parameters())))
-    stepper.d_step(0, 0)
+    _, y = stepper.d_step(0, 0)
     assert seen and all(seen)  # D trains in its own step (real, fake, interpolates)
     d_before = [p.detach().clone() for p in m.D_raw.parameters()]
     g_before = [p.detach().clone() for p in m.G_raw.parameters()]
     seen.clear()
-    stepper.g_step(0, 0)
+    stepper.g_step(0, 0, y)
     assert seen == [False]  # one D forward, with every D parameter frozen
     assert all(p.requires_grad for p in m.D_raw.parameters())  # and unfrozen afterwards
     assert all(torch.equal(a, b) for a, b in zip(d_before, m.D_raw.parameters()))
@@ -44,7 +44,7 @@ def test_g_step_runs_d_frozen_and_changes_only_g(tmp_path):
 def test_d_step_changes_only_d_and_clip_bounds_every_critic_parameter(tmp_path):
     stepper, m = make_stepper(tmp_path, "variant=wgan")
     g_before = [p.detach().clone() for p in m.G_raw.parameters()]
-    stats = stepper.d_step(0, 0)
+    stats, _ = stepper.d_step(0, 0)
     assert all(torch.equal(a, b) for a, b in zip(g_before, m.G_raw.parameters()))
     c = stepper.cfg.loss.clip
     assert all(p.abs().max() <= c for p in m.D_raw.parameters())
@@ -56,7 +56,7 @@ def test_real_and_fake_get_independent_noise_and_augmentation(tmp_path, aug):
     # Real and fake images made identical: D's two inputs may differ only by their own draws.
     stepper, m = make_stepper(tmp_path, aug)
     x = torch.linspace(-1, 1, 3 * 32 * 32).view(1, 3, 32, 32).expand(stepper.cfg.train.batch_size, -1, -1, -1)
-    stepper.data.batch = lambda j: (x.clone(), None)
+    stepper.feed.batch = lambda j: (x.clone(), None)
     m.G = lambda z, y: x.clone()
     seen = []
     m.D_raw.register_forward_pre_hook(lambda mod, args: seen.append(args[0].detach().clone()))
