@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.gandist-installed
 
-.PHONY: install demo test bench clean
+.PHONY: install demo test test-unit bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -21,8 +21,12 @@ install: $(STAMP)
 demo: install
 	$(PY) -m gandist.train --config configs/quickstart.yaml
 
+# tests/unit: no subprocesses, a few minutes; tests/integration: real processes, signals, SLURM, Docker lint.
 test: install
-	$(PY) -m pytest tests
+	$(PY) -m pytest tests/unit tests/integration
+
+test-unit: install
+	$(PY) -m pytest tests/unit
 
 bench: install
 	$(PY) -m gandist.bench data

@@ -8,10 +8,10 @@ import argparse
 import sys
 from pathlib import Path
 
+from safetensors.torch import load_file
+
 
 def weight_diffs(a: Path, b: Path) -> dict[str, float]:
-    from safetensors.torch import load_file
-
     out = {}
     for name in ("generator", "discriminator"):
         fa, fb = Path(a) / "final" / f"{name}.safetensors", Path(b) / "final" / f"{name}.safetensors"
