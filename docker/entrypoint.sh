@@ -46,6 +46,17 @@ else
     launch=(--config_file launch/single_gpu.yaml)
 fi
 
+wait_for() {  # PID: wait until PID exits, through the signals this shell traps meanwhile; returns its status
+    local rc
+    while :; do
+        wait "$1"
+        rc=$?
+        # wait returns >128 when a trapped signal interrupts it; PID may still be running
+        if [ "$rc" -gt 128 ] && kill -0 "$1" 2>/dev/null; then continue; fi
+        return "$rc"
+    done
+}
+
 # The launcher starts with the signals ignored (so it is not the one that dies of them, and the
 # torchrun agent inside it leaves SIGTERM alone); this shell passes them to the training processes.
 export PET_SIGNALS_TO_HANDLE=SIGHUP,SIGQUIT TORCHELASTIC_SIGNALS_TO_HANDLE=SIGHUP,SIGQUIT
@@ -61,13 +72,8 @@ forward() {
 trap 'forward TERM TERM' TERM
 trap 'forward INT TERM' INT
 trap 'forward USR1 USR1' USR1
-while :; do
-    wait "$launcher"
-    rc=$?
-    # wait returns >128 when a trapped signal interrupts it; the launcher may still be running
-    if [ "$rc" -gt 128 ] && kill -0 "$launcher" 2>/dev/null; then continue; fi
-    break
-done
+wait_for "$launcher"
+rc=$?
 if [ "$rc" -ne 0 ] && [ -n "$got" ]; then
     echo "entrypoint: training stopped after SIG$got (launcher exit $rc): exit 75" >&2
     exit 75

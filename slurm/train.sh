@@ -50,7 +50,7 @@ say() { printf '%s gandist job %s: %s\n' "$(date '+%F %T')" "${SLURM_JOB_ID:-?}"
 die() { say "error: $*" >&2; exit 2; }
 
 # -- what runs on every node (srun task); sent to the nodes as text, so nothing here needs to exist
-# -- on a node's disk but bash, python and the launcher ---------------------------------------------
+# -- on a node's disk but bash, python and the launcher.  The batch script uses wait_for too. -------
 
 signal_children() {  # SIGNAL PID: send SIGNAL to PID's direct children (the training processes)
     local sig=$1 parent=$2 status pid key value
@@ -63,6 +63,17 @@ signal_children() {  # SIGNAL PID: send SIGNAL to PID's direct children (the tra
                 break
             fi
         done 2>/dev/null <"$status"
+    done
+}
+
+wait_for() {  # PID: wait until PID exits, through the signals this shell traps meanwhile; returns its status
+    local rc
+    while :; do
+        wait "$1"
+        rc=$?
+        # wait returns >128 when a trapped signal interrupts it; PID may still be running
+        if [ "$rc" -gt 128 ] && kill -0 "$1" 2>/dev/null; then continue; fi
+        return "$rc"
     done
 }
 
@@ -122,13 +133,8 @@ PY
     # proctrack/pgid (or a signal to this task alone) they would not reach training otherwise.
     trap 'node_signal USR1' USR1
     trap 'node_signal TERM' TERM
-    while :; do
-        wait "$NODE_LAUNCHER"
-        rc=$?
-        # wait returns >128 when a trapped signal interrupts it; the launcher may still be running
-        if [ "$rc" -gt 128 ] && kill -0 "$NODE_LAUNCHER" 2>/dev/null; then continue; fi
-        break
-    done
+    wait_for "$NODE_LAUNCHER"
+    rc=$?
     if [ "$rc" -ne 0 ] && [ -n "$NODE_SIGNAL" ]; then
         # gandist.train exits 75 after its checkpoint, but the launcher reports any worker's exit as 1:
         # a checkpoint newer than the one there was at the signal is what tells.  (A SIGTERM from srun
@@ -280,16 +286,11 @@ fi
 srun --nodes="$NNODES" --ntasks="$NNODES" --ntasks-per-node=1 \
      --cpus-per-task="${SLURM_CPUS_PER_TASK:-${SLURM_CPUS_ON_NODE:-1}}" \
      --kill-on-bad-exit=1 --output="$NODE_LOG" "${SRUN_EXTRA[@]}" \
-     "${TASK_PREFIX[@]}" bash -c "$(declare -f signal_children newest_checkpoint node_signal node_task)"'; node_task "$@"' gandist-node \
+     "${TASK_PREFIX[@]}" bash -c "$(declare -f signal_children wait_for newest_checkpoint node_signal node_task)"'; node_task "$@"' gandist-node \
      "${LAUNCH_ARGS[@]}" &
 SRUN_PID=$!
-while :; do
-    wait "$SRUN_PID"
-    RC=$?
-    # wait returns >128 when a trapped signal interrupts it; srun may still be running
-    if [ "$RC" -gt 128 ] && kill -0 "$SRUN_PID" 2>/dev/null; then continue; fi
-    break
-done
+wait_for "$SRUN_PID"  # the node code's, shared: this script traps USR1 and TERM as the tasks do
+RC=$?
 
 if [ "$RC" -eq 0 ]; then
     say "training finished (run directory $RUN_DIR)"
