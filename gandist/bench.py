@@ -19,6 +19,18 @@ import tempfile
 import time
 from pathlib import Path
 
+import torch
+from PIL import Image
+from torchvision import datasets, transforms
+from torchvision.transforms import InterpolationMode
+
+from gandist.data.prepare import prepare
+from gandist.data.shards.decode import Spec
+from gandist.data.shards.eval import eval_batches
+from gandist.data.shards.io import expand_urls
+from gandist.data.shards.streams import TrainStream, loader
+from gandist.data.sources.cifar10 import find_root
+
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
@@ -52,20 +64,12 @@ def _rate(loader, seconds: float) -> tuple[float, float | None]:
 
 
 def _shard_loader(urls: str, resolution: int, labels: str | None, workers: int, batch: int):
-    import torch
-
-    from gandist.data.stream import Spec, TrainStream, decoder, expand_urls
-
-    decoder()
     ds = TrainStream(expand_urls(urls), Spec(resolution, 3, labels), seed=0, rank=0, batch=batch,
                      batches_per_epoch=10 ** 9, workers=workers, shuffle_buffer=1000)
-    return torch.utils.data.DataLoader(ds, batch_size=None, num_workers=workers,
-                                       prefetch_factor=4 if workers else None)
+    return loader(ds, workers, pin=False, prefetch=4)
 
 
 def _map_loader(ds, workers: int, batch: int):
-    import torch
-
     sampler = torch.utils.data.RandomSampler(ds, replacement=True, num_samples=10 ** 9)
     return torch.utils.data.DataLoader(ds, batch_size=batch, sampler=sampler, num_workers=workers,
                                        prefetch_factor=4 if workers else None)
@@ -74,7 +78,6 @@ def _map_loader(ds, workers: int, batch: int):
 def _torchvision_cifar(root: Path):
     """torchvision's CIFAR10 on whatever batches are there: its md5 check would reject re-packed or
     partial copies (as ../shared/data's sample), so the check is skipped and the file list trimmed."""
-    from torchvision import datasets, transforms
 
     class CIFAR10(datasets.CIFAR10):
         train_list = [[f"data_batch_{i}", None] for i in range(1, 6) if (root / f"data_batch_{i}").is_file()]
@@ -89,8 +92,6 @@ def _torchvision_cifar(root: Path):
 
 
 def _image_folder(files: list[Path], tmp: Path, name: str, transform):
-    from torchvision import datasets
-
     d = tmp / name / "all"
     d.mkdir(parents=True)
     for f in files:
@@ -99,13 +100,6 @@ def _image_folder(files: list[Path], tmp: Path, name: str, transform):
 
 
 def bench_data(args) -> int:
-    import torch
-    from torchvision import transforms
-    from torchvision.transforms import InterpolationMode
-
-    from gandist.data.prepare import prepare
-    from gandist.data.sources.cifar10 import find_root
-
     workers = [int(w) for w in args.workers.split(",")]
     rows = []
     with tempfile.TemporaryDirectory(prefix="gandist-bench-") as tmp:
@@ -119,9 +113,6 @@ def bench_data(args) -> int:
         eurls = str(tmp / "celeba" / eidx["splits"]["train"]["pattern"])
         pngs = tmp / "celeba-png"
         pngs.mkdir()
-        from gandist.data.stream import eval_batches
-        from PIL import Image
-
         for x, _, keys in eval_batches(eurls, 0, 1, 256, 0, label_key=None, with_keys=True):
             for img, key in zip(x, keys):
                 Image.fromarray(img.permute(1, 2, 0).numpy()).save(pngs / f"{key}.png")
@@ -161,8 +152,6 @@ def bench_data(args) -> int:
 
 
 def machine() -> str:
-    import torch
-
     cpu = platform.processor() or platform.machine()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():

@@ -76,7 +76,12 @@ def max_weight_diff(a: Path, b: Path) -> float:
 
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
-    """../shared/data: tests that need it fail (not skip) when it is missing."""
+    """../shared/data, the real samples: an extra check beside the format-exact files the tests make
+    themselves (tests/data_fixtures.py), so a fresh clone passes without it.  Missing, its tests are
+    reported as skipped with the reason; under CI=true, where it must be there, they fail."""
     if not SHARED_DATA.is_dir():
-        pytest.fail(f"the shared sample data is missing: expected {SHARED_DATA} (see ../shared/README.md)")
+        why = f"the shared sample data is missing: expected {SHARED_DATA} (see ../shared/README.md)"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"{why}; CI=true requires it")
+        pytest.skip(why)
     return SHARED_DATA

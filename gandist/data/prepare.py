@@ -30,12 +30,16 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import webdataset as wds
 
-from gandist.data.sources import BadSample, Options, PrepareError, Source, Split
+from gandist.cli import run_command
+from gandist.console import progress_bar
+from gandist.data.errors import BadSample, PrepareError
+from gandist.data.shards.index import FORMAT, INDEX
+from gandist.data.sources import Options, Source, Split
+from gandist.files import write_json_atomic
 
 SOURCES = ("cifar10", "celeba", "mnist", "folder", "synthetic")
-INDEX = "index.json"
-FORMAT = "gandist-shards/1"
 SHARD_RE = re.compile(r"^(?P<split>[A-Za-z0-9_]+)-\d{6}\.tar$")
 _MTIME = 946684800  # 2000-01-01: fixed tar member times make re-runs byte-identical
 
@@ -83,21 +87,17 @@ def _up_to_date(out: Path, entry: dict | None, params: dict, fp: str) -> bool:
 
 
 class _Progress:
-    """A rich progress bar over all samples, or nothing."""
+    """gandist's progress bar, one task per split written, or nothing (--no-progress, nothing to do)."""
 
     def __init__(self, enabled: bool, total: int):
-        self.bar = None
-        if enabled and total:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-            self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                TextColumn("{task.fields[rate]}"), TimeRemainingColumn())
+        self.bar = progress_bar() if enabled and total else None
+        if self.bar is not None:
             self.bar.start()
         self.task = None
 
     def split(self, name: str, total: int):
         if self.bar is not None:
-            self.task = self.bar.add_task(f"writing {name}", total=total, rate="")
+            self.task = self.bar.add_task(f"writing {name}", total=total)
 
     def advance(self, n: int):
         if self.bar is not None and self.task is not None:
@@ -120,8 +120,6 @@ def write_split(split: Split, out: Path, *, shard_size: int, pool, skip_bad: boo
                 progress: _Progress, skipped: list[str]) -> dict:
     """Write one split's shards with webdataset.ShardWriter; returns its index entry (without params).
     `skipped` holds what was skipped while listing the input; samples skipped here are added to it."""
-    import webdataset as wds
-
     order = np.arange(split.count)
     if order_seed is not None:
         order = np.random.default_rng([order_seed, split.count]).permutation(split.count)
@@ -176,9 +174,13 @@ def prepare(source: str, src: str | Path | None, out: str | Path, *, splits: lis
             channels: int | None = None, crop: int | None = None, skip_bad: bool = False, download: bool = False,
             size: int = 20000, seed: int = 0, shuffle_seed: int | None = 0, force: bool = False,
             progress: bool = True, log=print) -> dict:
-    """Write `source` as shards into `out`; returns the index (also written to out/index.json)."""
+    """Write `source` as shards into `out`; returns the index (also written to out/index.json).
+    `workers` writer processes encode the samples (None: the CPU cores, at most 8); 0 or 1 encode them
+    in this process.  The shards' bytes do not depend on it."""
     if shard_size < 1:
         raise PrepareError(f"--shard-size must be at least 1, not {shard_size}")
+    if workers is not None and workers < 0:
+        raise PrepareError(f"--workers must be 0 or more, not {workers}")
     opt = Options(src=Path(src) if src else None, splits=tuple(splits) if splits else None, skip_bad=skip_bad,
                   resolution=resolution, channels=channels, crop=crop, download=download, size=size, seed=seed)
     s = open_source(source, opt)
@@ -206,7 +208,7 @@ def prepare(source: str, src: str | Path | None, out: str | Path, *, splits: lis
 
     if todo:
         if old is not None:  # while shards are rewritten, the index must not vouch for them
-            _write_index(out, {**old, "splits": {k: v for k, v in old_splits.items() if k not in redo}})
+            write_json_atomic(out / INDEX, {**old, "splits": {k: v for k, v in old_splits.items() if k not in redo}})
         workers = min(8, os.cpu_count() or 1) if workers is None else workers
         pool = multiprocessing.get_context().Pool(workers) if workers > 1 else None
         bar = _Progress(progress, sum(sp.count for sp in todo))
@@ -230,7 +232,7 @@ def prepare(source: str, src: str | Path | None, out: str | Path, *, splits: lis
              "preprocessing": s.preprocessing, "total": sum(e["total"] for e in entries.values()),
              "skipped": sum(e["skipped"] for e in entries.values()), "splits": entries}
     if todo or old != index:
-        _write_index(out, index)
+        write_json_atomic(out / INDEX, index)
     _remove_stale(out, index, log)
     for name, e in entries.items():
         if e["pattern"]:
@@ -247,12 +249,6 @@ def _read_index(out: Path) -> dict | None:
     except (OSError, ValueError):
         return None
     return d if isinstance(d, dict) and d.get("format") == FORMAT else None
-
-
-def _write_index(out: Path, index: dict):
-    tmp = out / f".{INDEX}.tmp"
-    tmp.write_text(json.dumps(index, indent=1))
-    tmp.replace(out / INDEX)
 
 
 def _remove_stale(out: Path, index: dict, log):
@@ -273,7 +269,8 @@ def parse_args(argv):
     p.add_argument("--out", required=True, help="output folder for the shards and index.json")
     p.add_argument("--splits", help="comma list, e.g. train,test (default: every split the source has)")
     p.add_argument("--shard-size", type=int, default=2000, help="samples per shard (default 2000)")
-    p.add_argument("--workers", type=int, default=None, help="writer processes (default: CPU cores, at most 8)")
+    p.add_argument("--workers", type=int, default=None, help="writer processes (default: CPU cores, at most 8; "
+                                                            "0 or 1: write in this process)")
     p.add_argument("--resolution", type=int, help="output size in px (default: cifar10 32, mnist 28, celeba and "
                                                   "folder 64, synthetic 32)")
     p.add_argument("--channels", type=int, choices=(1, 3), help="3 = RGB, 1 = grayscale (default: the source's)")
@@ -293,16 +290,17 @@ def parse_args(argv):
 
 def main(argv=None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
+    return run_command("gandist-prepare", lambda: _command(args), (PrepareError,))
+
+
+def _command(args) -> int:
     try:
         index = prepare(args.source, args.src, args.out, splits=args.splits.split(",") if args.splits else None,
                         shard_size=args.shard_size, workers=args.workers, resolution=args.resolution,
                         channels=args.channels, crop=args.crop, skip_bad=args.skip_bad, download=args.download,
                         size=args.size, seed=args.seed, shuffle_seed=None if args.no_shuffle else args.shuffle_seed,
                         force=args.force, progress=not args.no_progress)
-    except PrepareError as e:
-        print(f"gandist-prepare: error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # not an error: what is written stays, a re-run finishes it
         print("gandist-prepare: interrupted; re-run the same command to finish", file=sys.stderr)
         return 130
     print(f"gandist-prepare: {index['total']} samples in {args.out}"

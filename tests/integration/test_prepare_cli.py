@@ -1,13 +1,18 @@
-"""gandist-prepare as a command: exit status and errors on bad input, the patterns it prints."""
+"""gandist-prepare as a command: exit status and errors on bad input, the patterns it prints; and its
+writer processes (--workers N), which tests/unit/test_prepare.py leaves out (it writes in-process)."""
 from __future__ import annotations
 
 import json
 import subprocess
 
+import pytest
 import torch
 
+from gandist.data.errors import PrepareError
+from gandist.data.prepare import prepare
+from gandist.data.shards.eval import eval_batches
 from tests.conftest import BIN, PY, REPO, env
-from gandist.data.stream import eval_batches
+from tests.data_fixtures import make_celeba
 
 
 def test_command_line(tmp_path):
@@ -23,3 +28,21 @@ def test_command_line(tmp_path):
     index = json.loads((tmp_path / "o" / "index.json").read_text())
     assert index["total"] == 12 and [s["count"] for s in index["splits"]["train"]["shards"]] == [5, 5, 2]
     assert torch.is_tensor(next(iter(eval_batches(str(tmp_path / "o" / "train-{000000..000002}.tar"), 0, 1, 4, 0)))[0])
+
+
+def test_writer_processes_write_the_same_bytes_and_stop_on_bad_input(tmp_path):
+    kw = dict(size=30, shard_size=8, progress=False)
+    prepare("synthetic", None, tmp_path / "pool", workers=2, **kw)
+    prepare("synthetic", None, tmp_path / "here", workers=0, **kw)
+    assert {p.name: p.read_bytes() for p in (tmp_path / "pool").glob("*.tar")} == \
+        {p.name: p.read_bytes() for p in (tmp_path / "here").glob("*.tar")}
+
+    root = tmp_path / "celeba"
+    make_celeba(root, n=6, partition=False)
+    (root / "img_align_celeba" / "000004.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated jpeg")
+    with pytest.raises(PrepareError, match="000004.jpg: cannot decode"):
+        prepare("celeba", root, tmp_path / "out", crop=24, resolution=24, progress=False, workers=2)
+    assert not list((tmp_path / "out").glob("*.tar*"))  # no half-written shard is left in place
+    index = prepare("celeba", root, tmp_path / "out", crop=24, resolution=24, progress=False, workers=2,
+                    skip_bad=True)
+    assert index["splits"]["train"]["total"] == 5 and index["skipped"] == 1

@@ -1,26 +1,33 @@
 """gandist-prepare: shards from each source read back with the source's exact pixels and labels; bad
-input is an error naming the file, or with --skip-bad a counted skip; re-runs are idempotent."""
+input is an error naming the file, or with --skip-bad a counted skip; re-runs are idempotent.
+
+Every source is tested on files in its real format made here (tests/data_fixtures.py); the same checks
+run again on the real samples in ../shared/data where they are (skipped without them, required in CI).
+The shards are written in this process (workers=0); writer processes: tests/integration/test_prepare_cli.py."""
 from __future__ import annotations
 
 import gzip
 import json
 import pickle
-import struct
 import subprocess
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from gandist.data.errors import PrepareError
 from gandist.data.prepare import prepare
-from gandist.data.sources import PrepareError
-from gandist.data.stream import eval_batches
+from gandist.data.shards.eval import eval_batches
+from gandist.data.sources.cifar10 import read_batch
+from gandist.data.synthetic import render
+from tests.data_fixtures import (CELEBA_ATTRIBUTES, CELEBA_SIZE, CIFAR10_CLASSES, make_celeba, make_cifar, make_mnist,
+                                 write_attr, write_cifar_batch, write_idx)
 
 
 def read_split(out, split="train", **kw) -> dict:
     """{key: (uint8 (C, H, W) numpy, label)} of one split, through the evaluation-mode reader."""
     index = json.loads((out / "index.json").read_text())
-    got, skipped = {}, 0
+    got = {}
     reader = eval_batches(str(out / index["splits"][split]["pattern"]), 0, 1, 100, workers=0, with_keys=True, **kw)
     for x, y, keys in reader:
         for img, lab, key in zip(x.numpy(), y.tolist() if y is not None else [None] * len(keys), keys):
@@ -30,55 +37,7 @@ def read_split(out, split="train", **kw) -> dict:
     return got
 
 
-# -- fixtures in the real formats -----------------------------------------------------------------
-
-def write_cifar_batch(path, data: np.ndarray, labels: list[int]):
-    """Like the official python batches (protocol 2, byte-string keys) but without b"filenames"."""
-    with open(path, "wb") as f:
-        pickle.dump({b"batch_label": b"fixture", b"labels": labels, b"data": data}, f, protocol=2)
-
-
-def make_cifar(root, rows_per_batch=6, test_rows=5, seed=0):
-    d = root / "cifar-10-batches-py"
-    d.mkdir(parents=True)
-    rng = np.random.default_rng(seed)
-    arrays = {}
-    for name, n in [*[(f"data_batch_{i}", rows_per_batch) for i in range(1, 6)], ("test_batch", test_rows)]:
-        data = rng.integers(0, 256, (n, 3072), dtype=np.uint8)
-        labels = [int(v) for v in rng.integers(0, 10, n)]
-        write_cifar_batch(d / name, data, labels)
-        arrays[name] = (data, labels)
-    return d, arrays
-
-
-def write_idx(path, arr: np.ndarray, gz: bool):
-    raw = struct.pack(">HBB", 0, 8, arr.ndim) + struct.pack(f">{arr.ndim}I", *arr.shape) + arr.tobytes()
-    path.write_bytes(gzip.compress(raw) if gz else raw)
-
-
-def make_celeba(root, n=8, size=(30, 36), partition=True, seed=0):
-    """n JPEG faces NNNNNN.jpg, an attribute file in the official layout and optionally a partition file."""
-    rng = np.random.default_rng(seed)
-    img_dir = root / "img_align_celeba"
-    img_dir.mkdir(parents=True)
-    names = ["Bald", "Male", "Smiling"]
-    rows = {}
-    for i in range(1, n + 1):
-        arr = rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
-        Image.fromarray(arr).save(img_dir / f"{i:06d}.jpg", quality=90)
-        rows[f"{i:06d}.jpg"] = [int(v) for v in rng.choice([-1, 1], len(names))]
-    write_attr(root, names, rows)
-    if partition:
-        (root / "list_eval_partition.txt").write_text(
-            "".join(f"{k} {0 if i < n - 3 else (1 if i < n - 1 else 2)}\n" for i, k in enumerate(sorted(rows))))
-    return names, rows
-
-
-def write_attr(root, names, rows):
-    lines = [str(len(rows)), " ".join(names) + " "]
-    lines += [f"{k} " + " ".join(f"{v:2d}" for v in vals) for k, vals in rows.items()]
-    (root / "list_attr_celeba.txt").write_text("\n".join(lines) + "\n")
-
+# -- helpers ---------------------------------------------------------------------------------------
 
 def centre_crop(path, crop, resolution=None, mode="RGB") -> np.ndarray:
     with Image.open(path) as im:
@@ -94,26 +53,25 @@ def centre_crop(path, crop, resolution=None, mode="RGB") -> np.ndarray:
 
 # -- CIFAR-10 --------------------------------------------------------------------------------------
 
-def test_cifar10_sample_is_read_back_byte_identical(shared_data, tmp_path):
-    src = shared_data / "cifar10-sample"
-    from gandist.data.sources.cifar10 import read_batch
-
-    # The sample has only data_batch_1 of the five training batches: an error naming the missing ones ...
+def check_cifar10_partial_copy(src, out, shard_size: int) -> dict:
+    """A copy holding data_batch_1, test_batch and batches.meta only (as ../shared/data's sample): an error
+    naming the missing batches, or with --skip-bad shards of what is there, read back byte-identical."""
+    batches = src / "cifar-10-batches-py"
     with pytest.raises(PrepareError, match=r"data_batch_2: missing(.|\n)*--skip-bad"):
-        prepare("cifar10", src, tmp_path / "a", progress=False, workers=1)
-    # ... or, with --skip-bad, counted in the index.
-    index = prepare("cifar10", src, tmp_path / "a", skip_bad=True, progress=False, workers=2, shard_size=500)
+        prepare("cifar10", src, out, progress=False, workers=0)
+    index = prepare("cifar10", src, out, skip_bad=True, progress=False, workers=0, shard_size=shard_size)
     train, test = index["splits"]["train"], index["splits"]["test"]
-    assert (train["total"], test["total"]) == (1102, 1017)
-    assert [s["count"] for s in train["shards"]] == [500, 500, 102]
+    n = len(read_batch(batches / "data_batch_1")[0])
+    assert (train["total"], test["total"]) == (n, len(read_batch(batches / "test_batch")[0]))
+    assert [s["count"] for s in train["shards"]] == [min(shard_size, n - k) for k in range(0, n, shard_size)]
     assert train["skipped"] == 4 and all("missing" in m for m in train["skipped_examples"])
     assert test["skipped"] == 0 and index["skipped"] == 4
-    assert index["classes"][:2] == ["airplane", "automobile"] and index["resolution"] == 32
-    assert train["pattern"] == "train-{000000..000002}.tar"
+    assert index["classes"] == CIFAR10_CLASSES and index["resolution"] == 32  # from batches.meta
+    assert train["pattern"] == f"train-{{000000..{len(train['shards']) - 1:06d}}}.tar"
 
     for split, batch in (("train", "data_batch_1"), ("test", "test_batch")):
-        data, labels = read_batch(src / "cifar-10-batches-py" / batch)
-        got = read_split(tmp_path / "a", split)
+        data, labels = read_batch(batches / batch)
+        got = read_split(out, split)
         assert len(got) == len(data)
         for key, (img, lab) in got.items():
             f, row = key.rsplit("-", 1)
@@ -121,15 +79,25 @@ def test_cifar10_sample_is_read_back_byte_identical(shared_data, tmp_path):
             np.testing.assert_array_equal(img, data[int(row)].reshape(3, 32, 32))
             assert lab == labels[int(row)]
     # the train split is written in a seeded random order, the test split in the source's
-    keys = [k for x in eval_batches(str(tmp_path / "a" / train["pattern"]), 0, 1, 2000, 0, with_keys=True)
-            for k in x[2]]
+    keys = [k for x in eval_batches(str(out / train["pattern"]), 0, 1, 2000, 0, with_keys=True) for k in x[2]]
     assert keys != sorted(keys)
+    return index
+
+
+def test_cifar10_partial_copy(tmp_path):
+    make_cifar(tmp_path / "src", rows={"data_batch_1": 23, "test_batch": 9}, meta=True)
+    check_cifar10_partial_copy(tmp_path / "src", tmp_path / "out", shard_size=10)
+
+
+def test_cifar10_real_sample(shared_data, tmp_path):
+    index = check_cifar10_partial_copy(shared_data / "cifar10-sample", tmp_path / "out", shard_size=500)
+    assert (index["splits"]["train"]["total"], index["splits"]["test"]["total"]) == (1102, 1017)
 
 
 def test_cifar10_full_layout_generated(tmp_path):
     d, arrays = make_cifar(tmp_path / "raw")
     # --src may be the batches folder itself
-    index = prepare("cifar10", d, tmp_path / "out", progress=False, workers=1)
+    index = prepare("cifar10", d, tmp_path / "out", progress=False, workers=0)
     assert index["splits"]["train"]["total"] == 30 and index["skipped"] == 0
     got = read_split(tmp_path / "out", "train")
     for key, (img, lab) in got.items():
@@ -143,48 +111,63 @@ def test_cifar10_bad_batches(tmp_path):
     d, _ = make_cifar(tmp_path / "raw")
     (d / "data_batch_3").write_bytes(b"not a pickle at all")
     with pytest.raises(PrepareError, match="data_batch_3: not a readable CIFAR-10"):
-        prepare("cifar10", tmp_path / "raw", tmp_path / "out", progress=False, workers=1)
+        prepare("cifar10", tmp_path / "raw", tmp_path / "out", progress=False, workers=0)
     write_cifar_batch(d / "data_batch_3", np.zeros((4, 3072), np.uint8), [1, 2, 3])
     with pytest.raises(PrepareError, match="data_batch_3: 4 images but 3 labels"):
-        prepare("cifar10", tmp_path / "raw", tmp_path / "out", progress=False, workers=1)
+        prepare("cifar10", tmp_path / "raw", tmp_path / "out", progress=False, workers=0)
     # a pickle that would run code is refused, not executed
     with open(d / "data_batch_3", "wb") as f:
         pickle.dump({b"data": subprocess.Popen, b"labels": []}, f)
     with pytest.raises(PrepareError, match="refusing to load subprocess.Popen"):
-        prepare("cifar10", tmp_path / "raw", tmp_path / "out", progress=False, workers=1)
-    index = prepare("cifar10", tmp_path / "raw", tmp_path / "out", progress=False, workers=1, skip_bad=True)
+        prepare("cifar10", tmp_path / "raw", tmp_path / "out", progress=False, workers=0)
+    index = prepare("cifar10", tmp_path / "raw", tmp_path / "out", progress=False, workers=0, skip_bad=True)
     assert index["splits"]["train"]["total"] == 24 and index["splits"]["train"]["skipped"] == 1
     with pytest.raises(PrepareError, match="does not exist"):
-        prepare("cifar10", tmp_path / "nowhere", tmp_path / "out2", progress=False)
+        prepare("cifar10", tmp_path / "nowhere", tmp_path / "out2", progress=False, workers=0)
 
 
 # -- CelebA ----------------------------------------------------------------------------------------
 
-def test_celeba_sample(shared_data, tmp_path):
-    src = shared_data / "celeba-sample"
-    index = prepare("celeba", src, tmp_path / "out", progress=False, workers=2, shard_size=200)
-    assert list(index["splits"]) == ["train"]  # no list_eval_partition.txt: everything is train
-    assert index["splits"]["train"]["total"] == 500 and index["skipped"] == 0
-    assert [s["count"] for s in index["splits"]["train"]["shards"]] == [200, 200, 100]
-    assert len(index["attributes"]) == 40 and index["attributes"][0] == "5_o_Clock_Shadow"
-    assert index["resolution"] == 64 and index["preprocessing"]["center_crop"] == 108
-
+def check_celeba_without_partition(src, out, shard_size: int) -> dict:
+    """Aligned faces and their 40 attributes without list_eval_partition.txt (as ../shared/data's sample):
+    everything is train, centre crop 108 and Lanczos to 64 px by default, every attribute kept."""
+    index = prepare("celeba", src, out, progress=False, workers=0, shard_size=shard_size)
     lines = (src / "list_attr_celeba.txt").read_text().splitlines()
     names = lines[1].split()
     rows = {p[0][:-4]: [int(v) for v in p[1:]] for p in (line.split() for line in lines[2:])}
-    got = read_split(tmp_path / "out", label_key="attr", attributes=names)
+    assert names == CELEBA_ATTRIBUTES  # the fixtures' names are the real ones
+    assert list(index["splits"]) == ["train"]  # no list_eval_partition.txt: everything is train
+    train = index["splits"]["train"]
+    assert train["total"] == len(rows) and index["skipped"] == 0
+    assert [s["count"] for s in train["shards"]] == [min(shard_size, len(rows) - k)
+                                                     for k in range(0, len(rows), shard_size)]
+    assert index["attributes"] == names
+    assert index["resolution"] == 64 and index["preprocessing"]["center_crop"] == 108
+
+    got = read_split(out, label_key="attr", attributes=names)
     assert sorted(got) == sorted(rows)
     for key, (img, attr) in got.items():
         assert attr == rows[key], key
         assert img.shape == (3, 64, 64)
     for key in sorted(got)[:4]:  # centre crop 108 of 178x218, Lanczos to 64
         np.testing.assert_array_equal(got[key][0], centre_crop(src / "img_align_celeba" / f"{key}.jpg", 108, 64))
+    return index
+
+
+def test_celeba_without_partition(tmp_path):
+    make_celeba(tmp_path / "src", n=10, size=CELEBA_SIZE, partition=False, names=CELEBA_ATTRIBUTES)
+    check_celeba_without_partition(tmp_path / "src", tmp_path / "out", shard_size=4)
+
+
+def test_celeba_real_sample(shared_data, tmp_path):
+    index = check_celeba_without_partition(shared_data / "celeba-sample", tmp_path / "out", shard_size=200)
+    assert [s["count"] for s in index["splits"]["train"]["shards"]] == [200, 200, 100]
 
 
 def test_celeba_partition_and_exact_pixels(tmp_path):
     names, rows = make_celeba(tmp_path / "c", n=8, size=(30, 36))
     # crop = resolution: no resize, so the pixels are the decoded JPEG's centre square exactly
-    index = prepare("celeba", tmp_path / "c", tmp_path / "out", crop=24, resolution=24, progress=False, workers=1)
+    index = prepare("celeba", tmp_path / "c", tmp_path / "out", crop=24, resolution=24, progress=False, workers=0)
     assert {k: v["total"] for k, v in index["splits"].items()} == {"train": 5, "valid": 2, "test": 1}
     got = {**read_split(tmp_path / "out", "train", label_key="attr", attributes=names),
            **read_split(tmp_path / "out", "valid", label_key="attr", attributes=names),
@@ -202,11 +185,11 @@ def test_celeba_bad_input_is_an_error_or_counted(tmp_path, capsys):
     del rows["000002.jpg"]  # an image without a row
     write_attr(root, names, rows)
     with pytest.raises(PrepareError) as e:
-        prepare("celeba", root, tmp_path / "out", crop=24, resolution=24, progress=False, workers=1)
+        prepare("celeba", root, tmp_path / "out", crop=24, resolution=24, progress=False, workers=0)
     assert "000099.jpg does not exist" in str(e.value) and "000002.jpg: no row" in str(e.value)
 
     (root / "img_align_celeba" / "000004.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated jpeg")
-    index = prepare("celeba", root, tmp_path / "out", crop=24, resolution=24, progress=False, workers=2,
+    index = prepare("celeba", root, tmp_path / "out", crop=24, resolution=24, progress=False, workers=0,
                     skip_bad=True)
     train = index["splits"]["train"]
     assert train["total"] == 4 and train["skipped"] == 3
@@ -221,28 +204,40 @@ def test_celeba_bad_input_is_an_error_or_counted(tmp_path, capsys):
     write_attr(root, names, rows)
     (root / "img_align_celeba" / "000002.jpg").unlink()
     with pytest.raises(PrepareError, match="000004.jpg: cannot decode"):
-        prepare("celeba", root, tmp_path / "out2", crop=24, resolution=24, progress=False, workers=2)
+        prepare("celeba", root, tmp_path / "out2", crop=24, resolution=24, progress=False, workers=0)
     assert not list((tmp_path / "out2").glob("*.tar*"))  # no half-written shard is left in place
 
 
 # -- MNIST -----------------------------------------------------------------------------------------
 
-def test_mnist_sample_is_read_back_byte_identical(shared_data, tmp_path):
-    raw = shared_data / "mnist-sample" / "raw"
+def check_mnist_test_set_only(src, out, shard_size: int) -> dict:
+    """The gzipped IDX files of the test set in src/raw (as ../shared/data's sample): no train files is
+    an error naming them; the test split reads back with the files' exact pixels and labels."""
+    raw = src / "raw"
     with pytest.raises(PrepareError, match="no train-images-idx3-ubyte"):
-        prepare("mnist", shared_data / "mnist-sample", tmp_path / "out", progress=False, workers=1)
-    index = prepare("mnist", shared_data / "mnist-sample", tmp_path / "out", splits=["test"], progress=False,
-                    workers=2, shard_size=4000)
-    assert index["splits"]["test"]["total"] == 10000 and index["channels"] == 1 and index["resolution"] == 28
+        prepare("mnist", src, out, progress=False, workers=0)
+    index = prepare("mnist", src, out, splits=["test"], progress=False, workers=0, shard_size=shard_size)
     images = np.frombuffer(gzip.decompress((raw / "t10k-images-idx3-ubyte.gz").read_bytes())[16:], np.uint8)
-    images = images.reshape(10000, 28, 28)
+    images = images.reshape(-1, 28, 28)
     labels = np.frombuffer(gzip.decompress((raw / "t10k-labels-idx1-ubyte.gz").read_bytes())[8:], np.uint8)
-    got = read_split(tmp_path / "out", "test")
-    assert len(got) == 10000
+    assert index["splits"]["test"]["total"] == len(images) and index["channels"] == 1 and index["resolution"] == 28
+    got = read_split(out, "test")
+    assert len(got) == len(images)
     for key, (img, lab) in got.items():
         i = int(key.split("-")[1])
         np.testing.assert_array_equal(img[0], images[i])
         assert lab == labels[i]
+    return index
+
+
+def test_mnist_test_set_only(tmp_path):
+    make_mnist(tmp_path / "src" / "raw", {"t10k": 30}, gz=True)
+    check_mnist_test_set_only(tmp_path / "src", tmp_path / "out", shard_size=8)
+
+
+def test_mnist_real_sample(shared_data, tmp_path):
+    index = check_mnist_test_set_only(shared_data / "mnist-sample", tmp_path / "out", shard_size=4000)
+    assert index["splits"]["test"]["total"] == 10000
 
 
 def test_mnist_uncompressed_and_truncated(tmp_path):
@@ -252,7 +247,7 @@ def test_mnist_uncompressed_and_truncated(tmp_path):
     write_idx(tmp_path / "train-labels-idx1-ubyte", labs, gz=False)
     write_idx(tmp_path / "t10k-images-idx3-ubyte.gz", imgs[:3], gz=True)
     write_idx(tmp_path / "t10k-labels-idx1-ubyte.gz", labs[:3], gz=True)
-    prepare("mnist", tmp_path, tmp_path / "out", progress=False, workers=1, shuffle_seed=None)
+    prepare("mnist", tmp_path, tmp_path / "out", progress=False, workers=0, shuffle_seed=None)
     got = read_split(tmp_path / "out", "train")
     assert [k for k in got] == [f"train-{i:05d}" for i in range(7)]  # --no-shuffle: the source's order
     for i, (img, lab) in enumerate(got.values()):
@@ -263,7 +258,7 @@ def test_mnist_uncompressed_and_truncated(tmp_path):
     p = tmp_path / "train-images-idx3-ubyte"
     p.write_bytes(p.read_bytes()[:-100])
     with pytest.raises(PrepareError, match=r"train-images-idx3-ubyte: header says 7x28x28 = 5488 bytes.*\(truncated\)"):
-        prepare("mnist", tmp_path, tmp_path / "out", progress=False, workers=1)
+        prepare("mnist", tmp_path, tmp_path / "out", progress=False, workers=0)
 
 
 # -- image folders ---------------------------------------------------------------------------------
@@ -280,7 +275,7 @@ def test_folder_with_classes_and_flat(tmp_path):
             Image.fromarray(arr).save(p)
             expect[(cls, i)] = arr
     (src / "daisy" / "notes.txt").write_text("not an image")
-    index = prepare("folder", src, tmp_path / "out", resolution=16, progress=False, workers=1)
+    index = prepare("folder", src, tmp_path / "out", resolution=16, progress=False, workers=0)
     assert index["classes"] == ["daisy", "rose", "tulip"] and index["splits"]["train"]["total"] == 9
     got = read_split(tmp_path / "out")
     for key, (img, lab) in got.items():
@@ -296,23 +291,21 @@ def test_folder_with_classes_and_flat(tmp_path):
     Image.fromarray(rng.integers(0, 256, (20, 20, 4), dtype=np.uint8), "RGBA").save(flat / "b.png")
     (flat / "c.jpg").write_bytes(b"garbage")
     with pytest.raises(PrepareError, match="c.jpg: cannot decode image"):
-        prepare("folder", flat, tmp_path / "flat", resolution=20, progress=False, workers=1)
-    index = prepare("folder", flat, tmp_path / "flat", resolution=20, progress=False, workers=1, skip_bad=True)
+        prepare("folder", flat, tmp_path / "flat", resolution=20, progress=False, workers=0)
+    index = prepare("folder", flat, tmp_path / "flat", resolution=20, progress=False, workers=0, skip_bad=True)
     assert index["classes"] is None and index["label_key"] is None
     assert index["splits"]["train"]["total"] == 2 and index["skipped"] == 1
     got = read_split(tmp_path / "flat")
     np.testing.assert_array_equal(got["0000000_a"][0], big[:, 5:25].transpose(2, 0, 1))
     assert got["0000000_a"][1] == -1  # no label
     with pytest.raises(PrepareError, match="no images"):
-        prepare("folder", tmp_path / "out", tmp_path / "o3", progress=False)  # a folder of tars
+        prepare("folder", tmp_path / "out", tmp_path / "o3", progress=False, workers=0)  # a folder of tars
 
 
 # -- the embedded dataset, idempotence, the command line -----------------------------------------------
 
 def test_synthetic_matches_render(tmp_path):
-    from gandist.data.synthetic import render
-
-    index = prepare("synthetic", None, tmp_path / "s", size=40, resolution=32, shard_size=16, progress=False, workers=1)
+    index = prepare("synthetic", None, tmp_path / "s", size=40, resolution=32, shard_size=16, progress=False, workers=0)
     assert [s["count"] for s in index["splits"]["train"]["shards"]] == [16, 16, 8]
     got = read_split(tmp_path / "s")
     assert sorted(got) == [f"{i:07d}" for i in range(40)]
@@ -326,24 +319,24 @@ def test_rerun_is_idempotent(tmp_path):
     out = tmp_path / "s"
     kw = dict(size=30, shard_size=8, progress=False)
     logs = []
-    prepare("synthetic", None, out, workers=2, log=logs.append, **kw)
+    prepare("synthetic", None, out, workers=0, log=logs.append, **kw)
     files = {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in out.iterdir()}
     assert sorted(files) == ["index.json"] + [f"train-{i:06d}.tar" for i in range(4)]
 
     logs.clear()
-    prepare("synthetic", None, out, workers=2, log=logs.append, **kw)  # nothing to do
+    prepare("synthetic", None, out, workers=0, log=logs.append, **kw)  # nothing to do
     assert any("up to date" in line for line in logs)
     assert {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in out.iterdir()} == files
 
-    prepare("synthetic", None, out, workers=1, force=True, **kw)  # rewritten: the same bytes, any worker count
+    prepare("synthetic", None, out, workers=0, force=True, **kw)  # rewritten: the same bytes
     assert {p.name: p.read_bytes() for p in out.iterdir()} == {k: v[0] for k, v in files.items()}
 
     (out / "train-000002.tar").write_bytes(b"damaged")  # a damaged shard is noticed and rewritten
-    prepare("synthetic", None, out, workers=1, **kw)
+    prepare("synthetic", None, out, workers=0, **kw)
     assert (out / "train-000002.tar").read_bytes() == files["train-000002.tar"][0]
 
     logs.clear()
-    index = prepare("synthetic", None, out, workers=1, log=logs.append, **{**kw, "shard_size": 16})
+    index = prepare("synthetic", None, out, workers=0, log=logs.append, **{**kw, "shard_size": 16})
     assert sorted(p.name for p in out.iterdir()) == ["index.json", "train-000000.tar", "train-000001.tar"]
     assert any("removed 2 stale" in line for line in logs)
     assert index["splits"]["train"]["total"] == 30 and len(read_split(out)) == 30

@@ -1,8 +1,13 @@
-"""The streaming shard reader: evaluation mode covers every sample exactly once across ranks x workers,
-training mode gives every rank the same number of batches per epoch and resumes exactly, corrupt data
-is skipped and counted, and the url forms (braces, ';', pipe:, http with a cache) all read the same."""
+"""The streaming shard reader: evaluation mode covers every sample exactly once across ranks, training
+mode gives every rank the same number of batches per epoch and resumes exactly, corrupt data is skipped
+and counted, the url forms (braces, ';', http with a cache) all read the same, and the index.json checks
+and the tar reader hold on their own.
+
+Everything here reads in this process (data.workers=0); DataLoader worker processes and pipe: urls are
+tested in tests/integration/test_shard_workers.py."""
 from __future__ import annotations
 
+import dataclasses
 import functools
 import http.server
 import io
@@ -16,10 +21,15 @@ import pytest
 import torch
 
 from gandist.config import Config
+from gandist.data.errors import DataError
 from gandist.data.prepare import prepare
-from gandist.data.stream import DataError, ShardSource, TarError, eval_batches, expand_urls, tar_members
+from gandist.data.shards.eval import eval_batches
+from gandist.data.shards.feed import ShardFeed
+from gandist.data.shards.index import check_index, count_samples
+from gandist.data.shards.io import expand_urls
+from gandist.data.shards.tar import TarError, is_tar, tar_members
 from gandist.data.synthetic import render
-from tests.unit.test_prepare import make_celeba
+from tests.data_fixtures import make_celeba
 
 N, SHARD = 53, 8  # 7 shards: six of 8 samples and one of 5
 URLS = "train-{000000..000006}.tar"
@@ -28,7 +38,7 @@ URLS = "train-{000000..000006}.tar"
 @pytest.fixture(scope="module")
 def shards(tmp_path_factory):
     out = tmp_path_factory.mktemp("shards")
-    prepare("synthetic", None, out, size=N, shard_size=SHARD, progress=False, workers=1)
+    prepare("synthetic", None, out, size=N, shard_size=SHARD, progress=False, workers=0)
     return out
 
 
@@ -44,7 +54,7 @@ def by_pixels():
 
 def make_cfg(urls: str, **over) -> Config:
     cfg = Config()
-    cfg.data.source, cfg.data.urls, cfg.data.workers, cfg.data.shuffle_buffer = "shards", urls, 2, 16
+    cfg.data.source, cfg.data.urls, cfg.data.workers, cfg.data.shuffle_buffer = "shards", urls, 0, 16
     cfg.train.batch_size, cfg.train.seed = 8, 0
     for k, v in over.items():
         section, key = k.split("__")
@@ -62,10 +72,10 @@ def identify(x: torch.Tensor, by_pixels) -> list[tuple[int, int]]:
 
 # -- evaluation mode -------------------------------------------------------------------------------
 
-def test_eval_mode_yields_each_sample_once_over_2_ranks_x_2_workers(shards):
+def test_eval_mode_yields_each_sample_once_over_2_ranks(shards):
     seen, per_rank = [], []
     for rank in (0, 1):
-        reader = eval_batches(str(shards / URLS), rank, 2, 5, workers=2, with_keys=True)
+        reader = eval_batches(str(shards / URLS), rank, 2, 5, workers=0, with_keys=True)
         n = 0
         for x, y, keys in reader:
             assert x.dtype == torch.uint8 and x.shape[1:] == (3, 32, 32) and len(x) <= 5
@@ -86,7 +96,7 @@ def test_eval_mode_yields_each_sample_once_over_2_ranks_x_2_workers(shards):
 def test_training_mode_gives_every_rank_the_same_batches_per_epoch(shards, by_pixels):
     cfg = make_cfg(str(shards / URLS))
     for rank in (0, 1):
-        src = ShardSource(cfg, rank, 2, "cpu")
+        src = ShardFeed(cfg, rank, 2, "cpu")
         assert src.total == N and src.bpe == N // 8  # the same epoch length on both ranks
         for j in range(3 * src.bpe + 2):
             x, y = src.batch(j)
@@ -100,23 +110,23 @@ def test_training_mode_gives_every_rank_the_same_batches_per_epoch(shards, by_pi
 
 def test_training_mode_is_seeded_and_resumes_exactly(shards, by_pixels):
     cfg = make_cfg(str(shards / URLS))
-    a = ShardSource(cfg, 1, 2, "cpu")
+    a = ShardFeed(cfg, 1, 2, "cpu")
     first, states = [], {}
     for j in range(10):
         first.append(a.batch(j)[0])
         states[j + 1] = a.state_dict()
-    again = ShardSource(cfg, 1, 2, "cpu")
+    again = ShardFeed(cfg, 1, 2, "cpu")
     assert all(torch.equal(again.batch(j)[0], first[j]) for j in range(10))
 
-    resumed = ShardSource(cfg, 1, 2, "cpu")  # from a checkpoint taken after 7 batches (mid-epoch 1)
+    resumed = ShardFeed(cfg, 1, 2, "cpu")  # from a checkpoint taken after 7 batches (mid-epoch 1)
     resumed.load_state_dict(json.loads(json.dumps(states[7])))
     assert resumed.state_dict()["next_batch"] == 7
     assert all(torch.equal(resumed.batch(j)[0], first[j]) for j in range(7, 10))
-    jumped = ShardSource(cfg, 1, 2, "cpu")  # or positioned by the D-step index alone
+    jumped = ShardFeed(cfg, 1, 2, "cpu")  # or positioned by the D-step index alone
     assert torch.equal(jumped.batch(8)[0], first[8])
 
-    other_rank = ShardSource(cfg, 0, 2, "cpu")
-    other_seed = ShardSource(make_cfg(str(shards / URLS), train__seed=1), 1, 2, "cpu")
+    other_rank = ShardFeed(cfg, 0, 2, "cpu")
+    other_seed = ShardFeed(make_cfg(str(shards / URLS), train__seed=1), 1, 2, "cpu")
     assert not torch.equal(other_rank.batch(0)[0], first[0])
     assert not torch.equal(other_seed.batch(0)[0], first[0])
     # the shuffle reaches across shards: the first batches already mix samples of several
@@ -125,8 +135,8 @@ def test_training_mode_is_seeded_and_resumes_exactly(shards, by_pixels):
 
 
 def test_training_labels_become_conditions(shards, by_pixels, tmp_path):
-    cfg = make_cfg(str(shards / URLS), model__conditioning="concat", data__workers=1)
-    src = ShardSource(cfg, 0, 1, "cpu")
+    cfg = make_cfg(str(shards / URLS), model__conditioning="concat")
+    src = ShardFeed(cfg, 0, 1, "cpu")
     for j in range(3):
         x, y = src.batch(j)
         assert y.shape == (8, 10)
@@ -134,15 +144,15 @@ def test_training_labels_become_conditions(shards, by_pixels, tmp_path):
 
     names, rows = make_celeba(tmp_path / "celeba", n=10, partition=False)
     prepare("celeba", tmp_path / "celeba", tmp_path / "c", crop=30, resolution=32, shard_size=4, progress=False,
-            workers=1)
+            workers=0)
     pattern = json.loads((tmp_path / "c" / "index.json").read_text())["splits"]["train"]["pattern"]
     urls = str(tmp_path / "c" / pattern)
     attrs = {x.numpy().tobytes(): a for xs, ys in eval_batches(urls, 0, 1, 10, 0, label_key="attr",
                                                                attributes=names) for x, a in zip(xs, ys.tolist())}
     chosen = ["Smiling", "Bald"]
     cfg = make_cfg(urls, model__conditioning="projection", data__label_key="attr", data__attributes=chosen,
-                   data__num_classes=0, train__batch_size=4, data__workers=1)
-    src = ShardSource(cfg, 0, 1, "cpu")
+                   data__num_classes=0, train__batch_size=4)
+    src = ShardFeed(cfg, 0, 1, "cpu")
     for j in range(4):
         x, y = src.batch(j)
         for img, cond in zip(as_u8(x), y.tolist()):
@@ -150,12 +160,12 @@ def test_training_labels_become_conditions(shards, by_pixels, tmp_path):
             assert cond == [float(full[names.index(a)] > 0) for a in chosen]
 
     with pytest.raises(DataError, match=r"data.attributes: \['Wavy_Hair'\] are not attributes"):
-        ShardSource(make_cfg(urls, model__conditioning="concat", data__label_key="attr",
+        ShardFeed(make_cfg(urls, model__conditioning="concat", data__label_key="attr",
                              data__attributes=["Wavy_Hair"]), 0, 1, "cpu")
     with pytest.raises(DataError, match="data.resolution is 64 but the celeba shards .* are 32 px"):
-        ShardSource(make_cfg(urls, data__resolution=64), 0, 1, "cpu")
+        ShardFeed(make_cfg(urls, data__resolution=64), 0, 1, "cpu")
     with pytest.raises(DataError, match="have no class labels"):
-        ShardSource(make_cfg(urls, model__conditioning="concat"), 0, 1, "cpu")
+        ShardFeed(make_cfg(urls, model__conditioning="concat"), 0, 1, "cpu")
 
 
 # -- corrupt data ----------------------------------------------------------------------------------
@@ -182,6 +192,55 @@ def test_tar_members_reads_what_tarfile_reads(fmt):
     damaged[1536 + 3] ^= 1  # a name byte of the second header
     with pytest.raises(TarError, match="bad header checksum at byte 1536"):
         list(tar_members(io.BytesIO(bytes(damaged))))
+
+
+class _Stream(io.RawIOBase):
+    """A pipe or http body: readable, not seekable."""
+
+    def __init__(self, data: bytes):
+        self.f = io.BytesIO(data)
+
+    def readable(self):
+        return True
+
+    def readinto(self, b):
+        return self.f.readinto(b)
+
+
+def test_samples_are_counted_by_the_same_tar_reader(shards, tmp_path):
+    path = shards / "train-000006.tar"
+    assert count_samples(str(path)) == 5 == len(shard_keys(path))  # the short last shard
+    with open(path, "rb") as f, open(path, "rb") as g:
+        headers_only, full = list(tar_members(f, data=False)), list(tar_members(g))
+    assert [n for n, _ in headers_only] == [n for n, _ in full]
+    assert all(d is None for _, d in headers_only)
+    assert [n for n, _ in tar_members(_Stream(path.read_bytes()), data=False)] == [n for n, _ in headers_only]
+    assert is_tar(path)
+    for junk in (b"", b"<html>404</html>", b"\0" * 2048, np.random.default_rng(0).bytes(4096)):
+        (tmp_path / "junk").write_bytes(junk)
+        assert not is_tar(tmp_path / "junk")
+
+
+def test_check_index_against_the_config():
+    d = dataclasses.replace(Config().data, resolution=64, attributes=["Smiling"])
+    celeba = {"source": "celeba", "resolution": 64, "channels": 3, "classes": None, "attributes": ["Male", "Smiling"]}
+    cifar = {"source": "cifar10", "resolution": 64, "channels": 3, "classes": [str(i) for i in range(10)]}
+    check_index({}, dataclasses.replace(d, resolution=28), "cls")  # no index.json: nothing to compare with
+    check_index(celeba, d, "attr")
+    check_index(celeba, d, None)
+    check_index(cifar, d, "cls")
+    with pytest.raises(DataError, match=r"^data.resolution is 32 but the celeba shards \(index.json\) are 64 px; "
+                                        r"set data.resolution=64 or re-run gandist-prepare with --resolution 32 "
+                                        r"\(rank 3 on h\)$"):
+        check_index(celeba, dataclasses.replace(d, resolution=32), None, "rank 3 on h")
+    with pytest.raises(DataError, match=r"^data.channels is 1 but the celeba shards \(index.json\) have 3$"):
+        check_index(celeba, dataclasses.replace(d, channels=1), None)
+    with pytest.raises(DataError, match=r"data.attributes: \['Bald'\] are not attributes of the celeba shards"):
+        check_index(celeba, dataclasses.replace(d, attributes=["Smiling", "Bald"]), "attr")
+    with pytest.raises(DataError, match=r"no class labels \(use data.label_key=attr with data.attributes\)"):
+        check_index(celeba, d, "cls")
+    with pytest.raises(DataError, match="data.num_classes is 5 but the cifar10 shards .* have 10 classes"):
+        check_index(cifar, dataclasses.replace(d, num_classes=5), "cls")
 
 
 def rewrite_member(path, index: int, ext: str, change):
@@ -228,7 +287,7 @@ def test_corrupt_members_and_shards_are_skipped_and_counted(shards, damaged, by_
     urls = str(d / "train-{000000..000007}.tar")  # ...000007 does not exist
     seen, skipped = [], 0
     for rank in (0, 1):
-        reader = eval_batches(urls, rank, 2, 4, workers=2, with_keys=True)
+        reader = eval_batches(urls, rank, 2, 4, workers=0, with_keys=True)
         seen += [k for _, _, keys in reader for k in keys]
         skipped += reader.skipped
     assert len(seen) == len(set(seen))
@@ -238,7 +297,7 @@ def test_corrupt_members_and_shards_are_skipped_and_counted(shards, damaged, by_
     assert skipped >= 4  # the corrupt image, the cut shard, the garbage shard, the missing shard
 
     # training goes on over several epochs, every image it yields is intact, the skips are counted
-    src = ShardSource(make_cfg(urls, train__batch_size=6), 0, 1, "cpu")
+    src = ShardFeed(make_cfg(urls, train__batch_size=6), 0, 1, "cpu")
     for j in range(4 * src.bpe):
         x, _ = src.batch(j)
         assert bad_key not in {f"{i:07d}" for i, _ in identify(x, by_pixels)}
@@ -250,27 +309,26 @@ def test_nothing_readable_is_an_error_not_a_hang(shards, tmp_path):
     shutil.copytree(shards, d)
     for p in d.glob("*.tar"):
         p.write_bytes(b"\0" * 1024 + b"this is no tar")
-    src = ShardSource(make_cfg(str(d / URLS)), 0, 1, "cpu")  # index.json still lists the shards
-    with pytest.raises(DataError, match=r"rank 0 on .*worker \d: opened 80 shards in a row without one good sample"):
+    src = ShardFeed(make_cfg(str(d / URLS)), 0, 1, "cpu")  # index.json still lists the shards
+    with pytest.raises(DataError, match=r"rank 0 on .*worker 0: opened 80 shards in a row without one good sample"):
         src.batch(0)
     with pytest.raises(DataError, match="none of the 7 shard"):
-        ShardSource(make_cfg(str(tmp_path / "nowhere" / URLS)), 0, 1, "cpu")
+        ShardFeed(make_cfg(str(tmp_path / "nowhere" / URLS)), 0, 1, "cpu")
 
 
 # -- url forms -------------------------------------------------------------------------------------
 
-def test_url_forms_pipe_http_and_cache(shards, tmp_path):
+def test_url_forms_http_and_cache(shards, tmp_path):
     local = expand_urls(str(shards / URLS))
     assert len(local) == 7
     two = expand_urls(f"{shards}/train-{{000000..000002}}.tar; {shards}/train-{{000005..000006}}.tar")
     assert [u.rsplit("-", 1)[1] for u in two] == ["000000.tar", "000001.tar", "000002.tar", "000005.tar", "000006.tar"]
 
     def keys(urls, **kw):
-        return sorted(k for rank in (0, 1) for _, _, ks in eval_batches(urls, rank, 2, 8, 2, with_keys=True, **kw)
+        return sorted(k for rank in (0, 1) for _, _, ks in eval_batches(urls, rank, 2, 8, 0, with_keys=True, **kw)
                       for k in ks)
 
     everything = [f"{i:07d}" for i in range(N)]
-    assert keys(";".join(f"pipe:cat {u}" for u in local)) == everything
 
     handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(shards))
     handler.log_message = lambda *a: None
@@ -280,7 +338,7 @@ def test_url_forms_pipe_http_and_cache(shards, tmp_path):
     cache = tmp_path / "cache"
     try:
         assert keys(web) == everything
-        src = ShardSource(make_cfg(web, data__cache_dir=str(cache)), 0, 1, "cpu")  # index.json over http
+        src = ShardFeed(make_cfg(web, data__cache_dir=str(cache)), 0, 1, "cpu")  # index.json over http
         assert src.total == N
         assert keys(web, cache_dir=str(cache)) == everything
     finally:
@@ -290,11 +348,11 @@ def test_url_forms_pipe_http_and_cache(shards, tmp_path):
     # with the server gone, the cache still serves every shard; without index.json the epoch length
     # comes from counting the first remote shard
     assert keys(web, cache_dir=str(cache)) == everything
-    src = ShardSource(make_cfg(web, data__cache_dir=str(cache)), 0, 1, "cpu")
+    src = ShardFeed(make_cfg(web, data__cache_dir=str(cache)), 0, 1, "cpu")
     assert src.total == 7 * len(shard_keys(shards / "train-000000.tar"))
     assert src.batch(0)[0].shape == (8, 3, 32, 32) and src.skipped == 0
     # local shards without index.json are counted exactly
     bare = tmp_path / "bare"
     shutil.copytree(shards, bare, ignore=shutil.ignore_patterns("index.json"))
-    assert ShardSource(make_cfg(str(bare / URLS)), 0, 1, "cpu").total == N
+    assert ShardFeed(make_cfg(str(bare / URLS)), 0, 1, "cpu").total == N
     assert keys(str(bare / URLS)) == everything  # evaluation takes the image size from the first image

@@ -3,7 +3,7 @@
 Each module (cifar10, celeba, mnist, folder, synthetic) has `open_source(Options) -> Source`.  A Source
 lists its splits; `Split.item(i)` makes sample i's picklable work item and `Split.process(item)` runs
 in a writer process, turning it into a shard sample (PNG pixels, lossless, plus its label), or raising
-BadSample naming the file.
+BadSample (gandist.data.errors) naming the file.
 
 Problems found while listing the input (a missing file, an attribute row for an absent image) are
 collected by `Problems`: one error naming all of them, or with --skip-bad skips that prepare reports
@@ -18,16 +18,11 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
+from PIL import Image
+
+from gandist.data.errors import BadSample, PrepareError
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".ppm", ".pgm", ".tif", ".tiff")
-
-
-class PrepareError(Exception):
-    """Bad input for prepare: the message names the file and says what is wrong."""
-
-
-class BadSample(Exception):
-    """One sample cannot be used (a corrupt image, ...); skipped and counted with --skip-bad."""
 
 
 @dataclass
@@ -45,6 +40,12 @@ class Options:
 
     def wants(self, split: str) -> bool:
         return self.splits is None or split in self.splits
+
+    def require_src(self, source: str, holding: str) -> Path:
+        """--src, which every source but synthetic needs; `holding` says what the folder should hold."""
+        if self.src is None:
+            raise PrepareError(f"{source}: --src is required ({holding})")
+        return self.src
 
 
 @dataclass
@@ -103,8 +104,6 @@ def require_dir(path: Path, what: str) -> Path:
 
 def encode_png(arr: np.ndarray) -> bytes:
     """uint8 (H, W) or (H, W, 3) -> PNG bytes (lossless, deterministic)."""
-    from PIL import Image
-
     buf = io.BytesIO()
     Image.fromarray(np.ascontiguousarray(arr)).save(buf, format="PNG", compress_level=6)
     return buf.getvalue()
@@ -114,8 +113,6 @@ def resize(arr: np.ndarray, resolution: int) -> np.ndarray:
     """Square uint8 image to resolution x resolution (Lanczos, antialiased); unchanged if already there."""
     if arr.shape[0] == resolution and arr.shape[1] == resolution:
         return arr
-    from PIL import Image
-
     im = Image.fromarray(arr).resize((resolution, resolution), Image.Resampling.LANCZOS)
     return np.asarray(im)
 
@@ -123,8 +120,6 @@ def resize(arr: np.ndarray, resolution: int) -> np.ndarray:
 def load_image(path: Path, channels: int, crop: int | None, resolution: int) -> np.ndarray:
     """Decode an image file, centre-crop it to a `crop` px square (None: the largest centred square)
     and resize it to `resolution`.  An image already square at `resolution` keeps its exact pixels."""
-    from PIL import Image
-
     try:
         with Image.open(path) as im:
             im.load()
@@ -149,6 +144,13 @@ def sample(key: str, arr: np.ndarray, cls: int | None = None, attr: dict | None 
     if attr is not None:
         s["attr.json"] = json.dumps(attr, separators=(",", ":")).encode()
     return s
+
+
+def image_file_sample(item) -> dict:
+    """Split.process of the sources that read image files (celeba, folder): item is (key, path, crop,
+    resolution, channels, labels), labels being sample()'s label keywords ({"cls": 3}, {"attr": {...}})."""
+    key, path, crop, resolution, channels, labels = item
+    return sample(key, load_image(Path(path), channels, crop, resolution), **labels)
 
 
 def safe_key(text: str) -> str:

@@ -11,8 +11,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from gandist.data.sources import (IMAGE_EXTS, Options, PrepareError, Problems, Source, Split, load_image,
-                                  require_dir, sample)
+from gandist.data.errors import PrepareError
+from gandist.data.sources import IMAGE_EXTS, Options, Problems, Source, Split, image_file_sample, require_dir
 
 ATTR_FILE, PARTITION_FILE, IMAGES = "list_attr_celeba.txt", "list_eval_partition.txt", "img_align_celeba"
 PARTITIONS = {"0": "train", "1": "valid", "2": "test"}
@@ -79,15 +79,8 @@ def read_partition(path: Path, problems: Problems) -> dict[str, str] | None:
     return out
 
 
-def process(item) -> dict:
-    key, path, attr, crop, resolution, channels = item
-    return sample(key, load_image(Path(path), channels, crop, resolution), attr=attr)
-
-
 def open_source(opt: Options) -> Source:
-    if opt.src is None:
-        raise PrepareError("celeba: --src is required (the folder holding img_align_celeba/ and list_attr_celeba.txt)")
-    root = find_root(opt.src)
+    root = find_root(opt.require_src("celeba", "the folder holding img_align_celeba/ and list_attr_celeba.txt"))
     img_dir = require_dir(root / IMAGES, "celeba images")
     crop, resolution, channels = opt.crop or DEFAULT_CROP, opt.resolution or DEFAULT_RESOLUTION, opt.channels or 3
     problems = Problems(opt.skip_bad)
@@ -118,9 +111,10 @@ def open_source(opt: Options) -> Source:
 
         def item(i, members=members):
             name = members[i]
-            return Path(name).stem, str(img_dir / name), dict(zip(names, rows[name])), crop, resolution, channels
+            attr = dict(zip(names, rows[name]))
+            return Path(name).stem, str(img_dir / name), crop, resolution, channels, {"attr": attr}
 
-        splits[split] = Split(split, len(members), item, process)
+        splits[split] = Split(split, len(members), item, image_file_sample)
     skipped = {s: m for s, m in problems.by_split.items() if opt.wants(s)}
     pre = {"center_crop": crop, "resize": "lanczos" if crop != resolution else None,
            "partition": PARTITION_FILE if partition is not None else "none: every image is train",

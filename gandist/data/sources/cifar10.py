@@ -11,8 +11,10 @@ import pickle
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
-from gandist.data.sources import Options, PrepareError, Problems, Source, Split, require_dir, resize, sample
+from gandist.data.errors import PrepareError
+from gandist.data.sources import Options, Problems, Source, Split, require_dir, resize, sample
 
 FOLDER = "cifar-10-batches-py"
 FILES = {"train": [f"data_batch_{i}" for i in range(1, 6)], "test": ["test_batch"]}
@@ -71,7 +73,7 @@ def find_root(src: Path) -> Path:
 def _download(src: Path):
     if all((src / FOLDER / f).is_file() for fs in FILES.values() for f in fs):
         return
-    import torchvision
+    import torchvision  # deferred: torchvision is heavy (2 s), only --download needs it
 
     try:
         src.mkdir(parents=True, exist_ok=True)
@@ -95,8 +97,6 @@ def process(item) -> dict:
     key, row, label, resolution, channels = item
     arr = row.reshape(3, 32, 32).transpose(1, 2, 0)
     if channels == 1:
-        from PIL import Image
-
         arr = np.asarray(Image.fromarray(arr).convert("L"))
     if arr.shape[0] != resolution:
         arr = resize(arr, resolution)
@@ -104,8 +104,7 @@ def process(item) -> dict:
 
 
 def open_source(opt: Options) -> Source:
-    if opt.src is None:
-        raise PrepareError("cifar10: --src is required (the folder holding cifar-10-batches-py/)")
+    opt.require_src("cifar10", "the folder holding cifar-10-batches-py/")
     if opt.download:
         _download(opt.src)
     root = find_root(opt.src)

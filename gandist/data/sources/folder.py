@@ -8,8 +8,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from gandist.data.sources import (IMAGE_EXTS, Options, PrepareError, Problems, Source, Split, load_image,
-                                  require_dir, safe_key, sample)
+from gandist.data.errors import PrepareError
+from gandist.data.sources import IMAGE_EXTS, Options, Problems, Source, Split, image_file_sample, require_dir, safe_key
 
 DEFAULT_RESOLUTION = 64
 
@@ -22,15 +22,8 @@ def _images_under(d: Path) -> list[Path]:
     return out
 
 
-def process(item) -> dict:
-    key, path, cls, crop, resolution, channels = item
-    return sample(key, load_image(Path(path), channels, crop, resolution), cls=cls)
-
-
 def open_source(opt: Options) -> Source:
-    if opt.src is None:
-        raise PrepareError("folder: --src is required (an image folder, with or without class subfolders)")
-    root = require_dir(opt.src, "folder --src")
+    root = require_dir(opt.require_src("folder", "an image folder, with or without class subfolders"), "folder --src")
     crop, resolution, channels = opt.crop, opt.resolution or DEFAULT_RESOLUTION, opt.channels or 3
     problems = Problems(opt.skip_bad)
     top = sorted(os.scandir(root), key=lambda e: e.name)
@@ -52,10 +45,10 @@ def open_source(opt: Options) -> Source:
     def item(i):
         p, cls = entries[i]
         rel = p.relative_to(root).with_suffix("").as_posix()
-        return f"{i:07d}_{safe_key(rel)[-80:]}", str(p), cls, crop, resolution, channels
+        return f"{i:07d}_{safe_key(rel)[-80:]}", str(p), crop, resolution, channels, {"cls": cls}
 
     pre = {"center_crop": crop or "largest centred square", "resize": "lanczos (unless already that size)",
            "grayscale": channels == 1, "layout": "class subfolders" if classes else "flat, no labels"}
-    splits = {"train": Split("train", len(entries), item, process)} if opt.wants("train") else {}
+    splits = {"train": Split("train", len(entries), item, image_file_sample)} if opt.wants("train") else {}
     return Source("folder", resolution, channels, splits, [p for p, _ in entries], root,
                   classes=classes, preprocessing=pre, skipped=problems.by_split)

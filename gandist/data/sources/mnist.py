@@ -8,7 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from gandist.data.sources import Options, PrepareError, Problems, Source, Split, require_dir, resize, sample
+from gandist.data.errors import PrepareError
+from gandist.data.sources import Options, Problems, Source, Split, require_dir, resize, sample
 
 STEMS = {"train": ("train-images", "train-labels"), "test": ("t10k-images", "t10k-labels")}
 CLASSES = [str(i) for i in range(10)]
@@ -47,7 +48,7 @@ def read_idx(path: Path, ndim: int) -> np.ndarray:
 
 
 def _download(src: Path):
-    import torchvision
+    import torchvision  # deferred: torchvision is heavy (2 s), only --download needs it
 
     try:
         src.mkdir(parents=True, exist_ok=True)
@@ -67,8 +68,7 @@ def process(item) -> dict:
 
 
 def open_source(opt: Options) -> Source:
-    if opt.src is None:
-        raise PrepareError("mnist: --src is required (the folder holding the IDX files)")
+    opt.require_src("mnist", "the folder holding the IDX files")
     if opt.download:
         _download(opt.src)
     require_dir(opt.src, "mnist --src")

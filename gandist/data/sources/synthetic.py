@@ -3,20 +3,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from gandist.data.sources import Options, PrepareError, Source, Split, sample
+from gandist.data.errors import PrepareError
+from gandist.data.sources import Options, Source, Split, sample
+from gandist.data.synthetic import CLASSES, render
 
 
 def process(item) -> dict:
-    from gandist.data.synthetic import render
-
     i, seed, resolution, channels = item
     arr, label = render(seed, i, resolution, channels)
     return sample(f"{i:07d}", arr[0] if channels == 1 else arr.transpose(1, 2, 0), cls=label)
 
 
 def open_source(opt: Options) -> Source:
-    from gandist.data.synthetic import CLASSES
-
     resolution, channels = opt.resolution or 32, opt.channels or 3
     if resolution not in (32, 64):
         raise PrepareError(f"synthetic: the embedded dataset is made at 32 or 64 px, not {resolution}")

@@ -1,0 +1,100 @@
+"""The two IterableDatasets a DataLoader runs in its workers, and that DataLoader: training batches
+(resampled, shuffled, a pure function of (seed, k, rank, worker count)) and evaluation batches (this
+rank's shards in order, every sample once)."""
+from __future__ import annotations
+
+import signal
+
+import webdataset as wds
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+
+from gandist.data.shards.decode import Spec, collate, decoder
+from gandist.data.shards.reader import Reader
+from gandist.distributed import generator
+
+
+def _worker_slot() -> int:
+    info = get_worker_info()
+    return info.id if info is not None else 0
+
+
+class TrainStream(IterableDataset):
+    """Yields (uint8 images, labels, skipped, k) for this rank's batches k = start, start+1, ... (infinite);
+    batch k is made by logical worker k mod W.  DataLoader worker `slot` takes k = start + slot (mod W)
+    so that the DataLoader's round-robin order is exactly k = start, start+1, ..."""
+
+    def __init__(self, urls: list[str], spec: Spec, *, seed: int, rank: int, batch: int, batches_per_epoch: int,
+                 workers: int, start: int = 0, shuffle_buffer: int = 1000, cache_dir: str = "", tag: str = ""):
+        self.urls, self.spec, self.seed, self.rank, self.batch = urls, spec, seed, rank, batch
+        self.bpe, self.W, self.start = batches_per_epoch, max(1, workers), start
+        self.shuffle_buffer, self.cache_dir, self.tag = shuffle_buffer, cache_dir, tag or f"rank {rank}"
+
+    def epoch_samples(self, reader: Reader, epoch: int, w: int):
+        """Logical worker w's decoded samples of `epoch`: shards drawn with replacement and a shuffle
+        buffer, both seeded by (seed, epoch, rank, w)."""
+        s = generator(self.seed, epoch, f"shards rank {self.rank} worker {w}").initial_seed()
+        shards = wds.ResampledShards(self.urls, seed=s, deterministic=True, worker_seed=lambda: 0)
+        samples = reader.raw(iter(shards))
+        if self.shuffle_buffer > 1:
+            samples = wds.shuffle(self.shuffle_buffer, initial=min(self.shuffle_buffer, 100), seed=s)(samples)
+        return reader.decoded(samples)
+
+    def __iter__(self):
+        slot = _worker_slot()
+        w = (self.start + slot) % self.W
+        reader = Reader(self.spec, self.cache_dir, f"{self.tag}, data worker {w}", len(self.urls), resampled=True)
+        k, epoch, it = self.start + slot, None, None
+        while True:
+            e, i = divmod(k, self.bpe)
+            if e != epoch:
+                epoch, it = e, self.epoch_samples(reader, e, w)
+                first = (w - e * self.bpe) % self.W  # this worker's first batch in epoch e
+                for _ in range(len(range(first, i, self.W)) * self.batch):  # resuming mid-epoch: replay
+                    next(it)
+            items = [next(it)[0] for _ in range(self.batch)]
+            images, labels = collate(items, self.spec)
+            yield images, labels, reader.take_skipped(), k
+            k += self.W
+
+
+class EvalStream(IterableDataset):
+    """This rank's shards (shard i -> rank i mod world, so that ranks' shares differ by at most one
+    shard and a short last shard is nobody's burden twice), split across DataLoader workers, in order:
+    yields (images, labels, skipped, keys); a last item with images None carries trailing skips."""
+
+    def __init__(self, urls: list[str], spec: Spec, *, rank: int, world: int, batch: int, cache_dir: str = "",
+                 tag: str = ""):
+        self.urls = urls[rank::world]
+        self.spec, self.batch, self.cache_dir, self.tag = spec, batch, cache_dir, tag or f"rank {rank}"
+
+    def _batch(self, buf: list, reader: Reader):
+        return (*collate([it for it, _ in buf], self.spec), reader.take_skipped(), [k for _, k in buf])
+
+    def __iter__(self):
+        reader = Reader(self.spec, self.cache_dir, f"{self.tag}, data worker {_worker_slot()}", len(self.urls),
+                        resampled=False)
+        buf = []
+        for item, key in reader.decoded(reader.raw(wds.split_by_worker(self.urls))):
+            buf.append((item, key))
+            if len(buf) == self.batch:
+                yield self._batch(buf, reader)
+                buf = []
+        if buf:
+            yield self._batch(buf, reader)
+        if reader.skipped:
+            yield None, None, reader.take_skipped(), []
+
+
+def _ignore_stop_signals(worker_id: int):
+    # SLURM signals every process of a step; the training process decides when to stop (at a step
+    # boundary, after a checkpoint), so its loader workers must not die of SIGTERM / SIGUSR1 first.
+    for s in (signal.SIGTERM, signal.SIGUSR1):
+        signal.signal(s, signal.SIG_IGN)
+
+
+def loader(ds: IterableDataset, workers: int, pin: bool, prefetch: int = 2) -> DataLoader:
+    """The DataLoader around a stream (which batches itself); workers = 0 reads in this process."""
+    decoder()
+    return DataLoader(ds, batch_size=None, num_workers=workers, pin_memory=pin,
+                      prefetch_factor=prefetch if workers > 0 else None,
+                      worker_init_fn=_ignore_stop_signals if workers > 0 else None)
