@@ -10,7 +10,7 @@ command line brings its architecture, loss and optimizer unless the file or the 
 otherwise.  Every value is checked inside `load` -- its type, its range, its allowed values (those of
 the loss, regulariser, augmentation and metric registries included) and its consistency with the
 others -- before any work starts and before any file is touched; errors name the key and where it
-came from.  `gandist-train --help-config [SECTION]` prints every key with its help (`help_text`).
+came from.  `gandist-train --help-config [SECTION]` prints every key with its help (gandist/config_help.py).
 """
 from __future__ import annotations
 
@@ -375,58 +375,3 @@ def label_dim(cfg: Config) -> int:
     if cfg.model.conditioning == "none":
         return 0
     return len(cfg.data.attributes) if cfg.data.attributes else cfg.data.num_classes
-
-
-# ---------------------------------------------------------------------------------------------
-# Help: every key with its type, default, allowed values and help (gandist-train --help-config)
-
-
-def _type_name(tp) -> str:
-    return " or ".join("null" if a is type(None) else a.__name__ for a in typing.get_args(tp)) or tp.__name__
-
-
-def help_text(section: str = "") -> str:
-    """The help of every key, grouped by section, with the values the variants' presets give it;
-    `section` (e.g. "loss") limits it to one section."""
-    sections = {f.name: f for f in dataclasses.fields(Config) if dataclasses.is_dataclass(f.default_factory)}
-    if section and section not in sections and section != "variant":
-        raise ConfigError(f"--help-config: no section {section!r}; the sections are {', '.join(sections)}")
-    presets = {}
-    for name, v in VARIANTS.items():
-        for k, value in v.preset.items():
-            presets.setdefault(k, []).append(f"{name}: {value!r}")
-    lines = []
-
-    def describe(key: str, f: dataclasses.Field, tp, default):
-        choices = allowed(f)
-        lines.append(f"  {key}  ({_type_name(tp)}, default {default!r})")
-        if f.metadata.get("help"):
-            lines.append(f"      {f.metadata['help']}")
-        if choices:
-            lines.append(f"      allowed: {', '.join(map(str, choices))}")
-        lo, hi = f.metadata.get("min"), f.metadata.get("max")
-        if lo is not None or hi is not None:
-            lines.append(f"      range: {'' if lo is None else lo}..{'' if hi is None else hi}")
-        if key in presets:
-            lines.append(f"      variant presets: {'; '.join(presets[key])}")
-
-    top = {f.name: f for f in dataclasses.fields(Config)}
-    if not section or section == "variant":
-        describe("variant", top["variant"], str, Config.variant)
-    for name, sf in sections.items():
-        if section and section != name:
-            continue
-        cls = sf.default_factory
-        lines.append(f"\n{name}:")
-        hints = typing.get_type_hints(cls)
-        for f in dataclasses.fields(cls):
-            default = f.default_factory() if f.default is dataclasses.MISSING else f.default
-            describe(f"{name}.{f.name}", f, hints[f.name], default)
-    return "\n".join(lines).lstrip("\n") + "\n"
-
-
-def print_help(section: str = "") -> int:
-    print("Config keys (set them in the YAML file or as key.sub=value; layers: defaults < variant preset < "
-          "file < command line)\n")
-    print(help_text(section), end="")
-    return 0

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from gandist import __version__, checkpoint, config, run_dir
+from gandist import __version__, checkpoint, config, config_help, run_dir
 from gandist.cli import EXIT_ERROR, first_line, run_command
 from gandist.config import ConfigError
 from gandist.data.feed import make_feed
@@ -130,7 +130,7 @@ def parse_args(argv):
 def main(argv=None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     if args.help_config is not None:
-        return run_command("gandist", lambda: config.print_help(args.help_config), (ConfigError,))
+        return run_command("gandist", lambda: config_help.print_help(args.help_config), (ConfigError,))
     return run_command("gandist", lambda: train(config.load(args.config, args.overrides)),
                        (ConfigError, checkpoint.CheckpointError, MetricError))
 

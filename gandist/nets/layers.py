@@ -6,6 +6,7 @@ import torch
 import torch.distributed as dist
 import torch.nn as nn
 
+from gandist.distributed import is_distributed
 from gandist.precision import wide
 
 
@@ -44,7 +45,7 @@ class GlobalBatchNorm(nn.BatchNorm2d):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self._check_input_dim(x)
-        if not (self.training and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+        if not (self.training and is_distributed()):
             return super().forward(x)
         dims = [0] + list(range(2, x.dim()))
         xf = wide(x)

@@ -7,6 +7,7 @@ import torch
 
 from gandist import config, losses, regularizers
 from gandist.config import ConfigError
+from gandist.config_help import help_text
 from gandist.distributed import Draws
 from gandist.objective import Objective
 from tests.conftest import REPO, TINY
@@ -32,7 +33,7 @@ def logit_penalty():
 def test_a_regulariser_added_by_registration_alone_is_configurable_and_used(tmp_path, logit_penalty):
     with pytest.raises(ConfigError, match="loss.regularizer: 'logit_l3' is not one of"):
         config.load(QUICK, ["loss.regularizer=logit_l3"])
-    assert "logit_l2" in config.help_text("loss")
+    assert "logit_l2" in help_text("loss")
     stepper, m = make_stepper(tmp_path, "variant=wgan", "loss.regularizer=logit_l2", "model.d_norm=layer")
     stats, _ = stepper.d_step(0, 0)
     assert len(logit_penalty) == 1 and logit_penalty[0].real.shape[0] == stepper.cfg.train.batch_size
