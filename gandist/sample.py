@@ -18,16 +18,21 @@ import sys
 from pathlib import Path
 
 import torch
+from PIL import Image
 
-from gandist.eval import (CHECKPOINTS, EXIT_ERROR, EXIT_USAGE, RunError, generator_path, load_config,
-                          load_generator, pick_device)
+from gandist.cli import UsageError, run_command
+from gandist.config import ConfigError, label_dim
+from gandist.distributed import generator
+from gandist.metrics.inception import quantise
+from gandist.metrics.sets import generated_batches
+from gandist.reporting import save_grid
+from gandist.trained import add_run_arguments, generator_path, load_config, load_generator, pick_device
 
 
 def parse_args(argv):
     p = argparse.ArgumentParser(prog="gandist-sample", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("run_dir", help="a run directory written by gandist-train")
-    p.add_argument("overrides", nargs="*", help="key=value config overrides on top of RUN_DIR/config.yaml")
+    add_run_arguments(p)
     p.add_argument("--n", type=int, default=64, help="number of images")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", help="grid PNG (default RUN_DIR/samples/sample_seed<SEED>.png)")
@@ -38,28 +43,22 @@ def parse_args(argv):
     cond.add_argument("--label", type=int, help="class id for every image (class-conditional models)")
     cond.add_argument("--attributes", help="comma list of attributes set to 1, the others 0 "
                                            "(attribute-conditional models); '' = all 0")
-    p.add_argument("--checkpoint", default="auto", choices=("auto", *CHECKPOINTS),
-                   help="auto: the EMA generator when the run has one")
-    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     return p.parse_intermixed_args(argv)  # RUN_DIR key=value --opt x key=value ...
 
 
 def conditions(cfg, n: int, seed: int, label: int | None = None, attributes: str | None = None, nrow: int | None = None
                ) -> tuple[torch.Tensor | None, int, list[int] | None]:
     """(G's condition vectors or None, images per grid row, class id of each image or None)."""
-    from gandist.config import label_dim
-    from gandist.distributed import generator
-
     ld = label_dim(cfg)
     square = nrow or max(1, int(math.sqrt(n)))
     if not ld:
         if label is not None or attributes is not None:
-            raise RunError(f"--{'label' if label is not None else 'attributes'}: the model of this run is "
+            raise UsageError(f"--{'label' if label is not None else 'attributes'}: the model of this run is "
                            f"unconditional (model.conditioning=none)")
         return None, square, None
     if cfg.data.attributes:
         if label is not None:
-            raise RunError(f"--label: this model is conditioned on attributes ({', '.join(cfg.data.attributes)}), "
+            raise UsageError(f"--label: this model is conditioned on attributes ({', '.join(cfg.data.attributes)}), "
                            f"not classes; use --attributes")
         if attributes is None:
             y = (torch.rand(n, ld, generator=generator(seed, 1, "sample")) > 0.5).float()
@@ -67,15 +66,15 @@ def conditions(cfg, n: int, seed: int, label: int | None = None, attributes: str
         chosen = [a.strip() for a in attributes.split(",") if a.strip()]
         unknown = [a for a in chosen if a not in cfg.data.attributes]
         if unknown:
-            raise RunError(f"--attributes: {', '.join(unknown)} not among the model's attributes "
+            raise UsageError(f"--attributes: {', '.join(unknown)} not among the model's attributes "
                            f"({', '.join(cfg.data.attributes)})")
         y = torch.tensor([float(a in chosen) for a in cfg.data.attributes]).repeat(n, 1)
         return y, square, None
     if attributes is not None:
-        raise RunError(f"--attributes: this model is conditioned on {ld} classes, not attributes; use --label")
+        raise UsageError(f"--attributes: this model is conditioned on {ld} classes, not attributes; use --label")
     if label is not None:
         if not 0 <= label < ld:
-            raise RunError(f"--label: {label} is not a class of this model (0..{ld - 1})")
+            raise UsageError(f"--label: {label} is not a class of this model (0..{ld - 1})")
         classes = [label] * n
         per_row = square
     else:
@@ -87,21 +86,13 @@ def conditions(cfg, n: int, seed: int, label: int | None = None, attributes: str
 
 @torch.no_grad()
 def generate(G, z: torch.Tensor, y: torch.Tensor | None, chunk: int = 256) -> torch.Tensor:
-    p = next(G.parameters())
-    out = []
-    for i in range(0, len(z), chunk):
-        yi = None if y is None else y[i:i + chunk].to(p.device, p.dtype)
-        out.append(G(z[i:i + chunk].to(p.device, p.dtype), yi).float().cpu())
-    return torch.cat(out)
+    """G's images for all of z, float32 on the CPU (chunk at a time on G's device)."""
+    return torch.cat([x.float().cpu() for x in generated_batches(G, z, y, chunk)])
 
 
 def save_each(images: torch.Tensor, out_dir: Path, classes: list[int] | None):
     """One PNG per image (grey or RGB), quantised as the grid is: 000000.png or 000000_class3.png."""
-    from PIL import Image
-
     out_dir.mkdir(parents=True, exist_ok=True)
-    from gandist.metrics import quantise
-
     u8 = quantise(images).permute(0, 2, 3, 1).numpy()
     for i, arr in enumerate(u8):
         name = f"{i:06d}" + (f"_class{classes[i]}" if classes else "") + ".png"
@@ -109,17 +100,14 @@ def save_each(images: torch.Tensor, out_dir: Path, classes: list[int] | None):
 
 
 def run(args) -> int:
-    from gandist.distributed import generator
-    from gandist.reporting import save_grid
-
     run_dir = Path(args.run_dir)
     if args.n < 1:
-        raise RunError(f"--n: must be at least 1, got {args.n}")
+        raise UsageError(f"--n: must be at least 1, got {args.n}")
     if args.nrow is not None and args.nrow < 1:
-        raise RunError(f"--nrow: must be at least 1, got {args.nrow}")
+        raise UsageError(f"--nrow: must be at least 1, got {args.nrow}")
     out = Path(args.out) if args.out else run_dir / "samples" / f"sample_seed{args.seed}.png"
     if out.suffix.lower() != ".png":
-        raise RunError(f"--out: {out} must end in .png")
+        raise UsageError(f"--out: {out} must end in .png")
     cfg = load_config(run_dir, args.overrides)
     y, nrow, classes = conditions(cfg, args.n, args.seed, args.label, args.attributes, args.nrow)
     gpath = generator_path(run_dir, args.checkpoint)
@@ -135,20 +123,8 @@ def run(args) -> int:
 
 
 def main(argv=None) -> int:
-    from gandist.config import ConfigError
-
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    try:
-        return run(args)
-    except (RunError, ConfigError) as e:
-        print(f"gandist-sample: error: {e}", file=sys.stderr)
-        return EXIT_USAGE
-    except Exception as e:
-        import traceback
-
-        traceback.print_exc()
-        print(f"gandist-sample: {type(e).__name__}: {e}", file=sys.stderr)
-        return EXIT_ERROR
+    return run_command("gandist-sample", lambda: run(args), (UsageError, ConfigError))
 
 
 if __name__ == "__main__":

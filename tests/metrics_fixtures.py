@@ -42,7 +42,7 @@ def make_random_inception_weights(path: Path, seed: int = 0) -> Path:
 
 @pytest.fixture(scope="session")
 def inception_weights(tmp_path_factory) -> Path:
-    """Made once per session (both test modules import this fixture; the file is shared)."""
+    """Made once per session (the test modules that use it bind it to a name of their own; the file is shared)."""
     path = tmp_path_factory.getbasetemp() / "metrics_random_inception.pth"
     if not path.is_file():
         make_random_inception_weights(path)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import shutil
 import subprocess
 import sys
@@ -14,8 +15,12 @@ from PIL import Image
 
 from gandist import eval as gev
 from gandist import sample as gsample
+from gandist.cli import EXIT_USAGE, UsageError
 from tests.conftest import REPO, env, run_train
-from tests.metrics_fixtures import inception_weights, tiny_cfg  # noqa: F401  (fixture)
+from tests import metrics_fixtures
+from tests.metrics_fixtures import tiny_cfg
+
+inception_weights = metrics_fixtures.inception_weights  # the session fixture, by its name here
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +40,7 @@ def grid_size(n: int, per_row: int, px: int = 32, pad: int = 2) -> tuple[int, in
 
 # -- gandist-eval -------------------------------------------------------------------------------------
 
-def test_eval_writes_eval_json_with_the_requested_metrics(run, inception_weights, capsys):  # noqa: F811
+def test_eval_writes_eval_json_with_the_requested_metrics(run, inception_weights, capsys):
     rc = gev.main([str(run), "--metrics", "fid,kid,isc", "--num-samples", "6", "--feature-weights",
                    str(inception_weights), "--feature-layer", "64", "--no-progress"])
     out = capsys.readouterr().out
@@ -61,7 +66,7 @@ def test_eval_writes_eval_json_with_the_requested_metrics(run, inception_weights
 def _eval_error(capsys, *argv) -> str:
     rc = gev.main([str(a) for a in argv])
     err = capsys.readouterr().err
-    assert rc == gev.EXIT_USAGE, err
+    assert rc == EXIT_USAGE, err
     assert "Traceback" not in err
     return err
 
@@ -84,7 +89,8 @@ def test_eval_errors_name_what_is_wrong(run, tmp_path, capsys):
 
     assert "unknown metric 'fdi': choose from fid, isc, kid" in _eval_error(capsys, run, "--metrics", "fid,fdi")
     w = tmp_path / "no-weights.pth"
-    assert f"feature weights {w} do not exist" in _eval_error(capsys, run, "--feature-weights", w)
+    assert f"--feature-weights: {w} does not exist" in _eval_error(capsys, run, "--feature-weights", w)
+    assert f"eval.feature_weights: {w} does not exist" in _eval_error(capsys, run, f"eval.feature_weights={w}")
     assert "unknown key 'eval.metric'" in _eval_error(capsys, run, "eval.metric=fid")
     err = _eval_error(capsys, run, "model.g_width=16", "--feature-weights", run / "config.yaml")
     assert "final/generator_ema.safetensors does not fit the generator" in err
@@ -95,7 +101,8 @@ def test_eval_errors_name_what_is_wrong(run, tmp_path, capsys):
     # the module entry point, as a user runs it
     p = subprocess.run([sys.executable, "-m", "gandist.eval", str(missing)], cwd=REPO, env=env(),
                        capture_output=True, text=True, timeout=120)
-    assert p.returncode == 2 and f"gandist-eval: error: run directory {missing} does not exist" in p.stderr
+    assert p.returncode == 2 and re.search(rf"^gandist-eval: error \(rank 0 on \S+\): run directory "
+                                           rf"{re.escape(str(missing))} does not exist$", p.stderr, re.M), p.stderr
 
 
 # -- gandist-sample -----------------------------------------------------------------------------------
@@ -151,7 +158,7 @@ def test_sample_grey_unconditional_model_and_conditions(tmp_path, capsys):
     assert im.mode == "L" and im.size == (32, 32)
 
     def sample_error(*argv) -> str:
-        assert gsample.main([str(a) for a in argv]) == gev.EXIT_USAGE
+        assert gsample.main([str(a) for a in argv]) == EXIT_USAGE
         return capsys.readouterr().err
 
     assert "--label: the model of this run is unconditional" in sample_error(d, "--label", "1")
@@ -162,16 +169,16 @@ def test_sample_grey_unconditional_model_and_conditions(tmp_path, capsys):
     classes = tiny_cfg("variant=cgan")
     y, per_row, labels = gsample.conditions(classes, 23, 0)
     assert per_row == 10 and labels == [i // 10 for i in range(23)] and y.argmax(1).tolist() == labels
-    with pytest.raises(gev.RunError, match=r"--label: 10 is not a class of this model \(0..9\)"):
+    with pytest.raises(UsageError, match=r"--label: 10 is not a class of this model \(0..9\)"):
         gsample.conditions(classes, 4, 0, label=10)
-    with pytest.raises(gev.RunError, match="use --label"):
+    with pytest.raises(UsageError, match="use --label"):
         gsample.conditions(classes, 4, 0, attributes="Male")
     attrs = tiny_cfg("variant=cgan", "data.attributes=[Male,Smiling,Young]", "data.label_key=attr")
     y, _, _ = gsample.conditions(attrs, 2, 0, attributes="Young,Male")
     assert y.tolist() == [[1.0, 0.0, 1.0]] * 2
     y, _, _ = gsample.conditions(attrs, 64, 0)
     assert set(y.flatten().tolist()) == {0.0, 1.0}
-    with pytest.raises(gev.RunError, match="Bald not among the model's attributes"):
+    with pytest.raises(UsageError, match="Bald not among the model's attributes"):
         gsample.conditions(attrs, 2, 0, attributes="Bald")
-    with pytest.raises(gev.RunError, match="use --attributes"):
+    with pytest.raises(UsageError, match="use --attributes"):
         gsample.conditions(attrs, 2, 0, label=1)

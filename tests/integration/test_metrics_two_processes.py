@@ -9,9 +9,12 @@ import subprocess
 import pytest
 import torch
 
-from gandist import metrics as M
+from gandist.metrics import evaluator as E
 from tests.conftest import BIN, REPO, env
-from tests.metrics_fixtures import inception_weights, tiny_cfg  # noqa: F401  (fixture)
+from tests import metrics_fixtures
+from tests.metrics_fixtures import tiny_cfg
+
+inception_weights = metrics_fixtures.inception_weights  # the session fixture, by its name here
 
 
 # Rank 0 of this worker now and then aborts after it is done (2 of 83 runs here as bare RANK=0/1
@@ -40,7 +43,7 @@ os._exit(0)
 """
 
 
-def test_evaluator_same_scores_for_one_and_two_processes_and_real_features_read_once(tmp_path, inception_weights,  # noqa: F811
+def test_evaluator_same_scores_for_one_and_two_processes_and_real_features_read_once(tmp_path, inception_weights,
                                                                                      monkeypatch):
     from gandist import nets
 
@@ -57,9 +60,9 @@ def test_evaluator_same_scores_for_one_and_two_processes_and_real_features_read_
     G, _ = nets.build(cfg)
     G.train()
     reads = []
-    real = M.real_batches
-    monkeypatch.setattr(M, "real_batches", lambda *a, **k: (reads.append(1), real(*a, **k))[1])
-    ev = M.Evaluator(cfg, "cpu", feature_layer="64", batch_size=4).prepare()
+    real = E.real_batches
+    monkeypatch.setattr(E, "real_batches", lambda *a, **k: (reads.append(1), real(*a, **k))[1])
+    ev = E.Evaluator(cfg, "cpu", feature_layer="64", batch_size=4).prepare()
     assert len(reads) == 1 and ev.real_count == 6
     one = ev(G)
     again = ev(G)

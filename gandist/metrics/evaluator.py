@@ -1,0 +1,189 @@
+"""The Evaluator: FID / IS / KID of a generator against the run's real data, computed with torch-fidelity.
+
+    evaluator = Evaluator(cfg, device, rank, world)   # once: checks settings, reads nothing yet
+    scores = evaluator(G_ema)                          # e.g. {"fid": 31.2, "kid": 0.021, "kid_std": 0.001}
+
+It feeds torch-fidelity's extractor batches itself instead of handing `torch_fidelity.calculate_metrics`
+a Dataset or a GenerativeModelModuleWrapper, because
+
+- the real images' features are computed once per Evaluator and reused at every periodic evaluation;
+- shards stream (an iterable of batches, which calculate_metrics does not take);
+- conditional generators get their labels from us (torch-fidelity's generative-model path draws labels
+  with `np.int`, which numpy >= 1.24 no longer has), and the noise from gandist's seeded streams;
+- every process of a distributed run takes its share of the images.
+
+Distributed: every rank generates and embeds its contiguous slice of the generated set and its share of
+the real set (gandist.metrics.sets); features are gathered to every rank, rank 0 computes the metrics and
+broadcasts them, so all ranks return the same dict.  Every rank of the run must call the Evaluator together.
+"""
+from __future__ import annotations
+
+import math
+from contextlib import contextmanager
+
+import torch
+from rich import get_console
+
+from gandist.console import progress_bar
+from gandist.distributed import broadcast_object, gather_object, is_distributed, share
+from gandist.metrics.inception import check_weights, extract, feature_extractor
+from gandist.metrics.registry import FEATURE_LAYERS, MetricError, Options, check_metrics, compute, layers_for
+from gandist.metrics.sets import eval_conditions, eval_noise, expected_real, generated_batches, real_batches
+
+
+def _cat_features(parts: list[dict]) -> dict:
+    """One feature dict of the ranks' dicts (in rank order); a layer no rank has rows of stays empty."""
+    keys = next((p.keys() for p in parts if p), ())
+    return {k: torch.cat([p[k] for p in parts if len(p[k])]) if any(len(p[k]) for p in parts) else torch.zeros(0, 0)
+            for k in keys}
+
+
+class Evaluator:
+    """Computes `metrics` of a generator against the run's real data; holds Inception and the real
+    set's features between calls.  All ranks of a distributed run construct and call it together.
+
+    cfg: the run Config.  metrics/num_samples/feature_weights/feature_layer default to cfg.eval.*; feature_layer is
+    the Inception layer for FID and KID ("2048" = published numbers; 64/192/768 for small sample counts,
+    as pytorch-fid's --dims); seed defaults to train.seed; progress (rich, rank 0) defaults to
+    cfg.log.progress."""
+
+    def __init__(self, cfg, device, rank: int = 0, world: int = 1, *, metrics=None, num_samples: int | None = None,
+                 feature_weights: str | None = None, feature_layer: str | int | None = None,
+                 batch_size: int = 32, seed: int | None = None, progress: bool | None = None):
+        self.cfg, self.device, self.rank, self.world = cfg, torch.device(device), rank, world
+        self.metrics = check_metrics(cfg.eval.metrics if metrics is None else metrics)
+        self.num_samples = int(cfg.eval.num_samples if num_samples is None else num_samples)
+        if self.num_samples < 1:
+            raise MetricError(f"eval.num_samples: must be at least 1, got {self.num_samples}")
+        self.weights = cfg.eval.feature_weights if feature_weights is None else feature_weights
+        check_weights(self.weights)  # now, not hours later at the first evaluation
+        feature_layer = cfg.eval.feature_layer if feature_layer is None else feature_layer
+        if str(feature_layer) not in FEATURE_LAYERS:
+            raise MetricError(f"feature layer {feature_layer!r}: choose from {', '.join(FEATURE_LAYERS)}")
+        self.seed = cfg.train.seed if seed is None else seed
+        self.opts = Options(feature_layer=str(feature_layer), seed=self.seed)
+        self.batch_size = batch_size
+        self.progress = cfg.log.progress if progress is None else progress
+        self.fake_layers, self.real_layers = layers_for(self.metrics, self.opts)
+        self._nets: dict[tuple, torch.nn.Module] = {}
+        self._real: dict | None = None  # the real set's gathered features
+        self._real_labels: torch.Tensor | None = None
+        self._real_read = False
+        self.real_count = 0
+
+    def prepare(self) -> "Evaluator":
+        """Load Inception and embed the real set now (a training run calls this before its first step, so
+        a missing download or unreadable data stops it at once); otherwise the first call does it."""
+        self._read_real()
+        self._net(self.fake_layers)
+        return self
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def _net(self, layers: tuple) -> torch.nn.Module:
+        if layers not in self._nets:
+            if is_distributed() and not self.weights:  # one download, then the other ranks read the cache
+                problem = None
+                if self.main:
+                    try:
+                        net = feature_extractor(layers, None, self.device)
+                    except MetricError as e:
+                        problem = str(e)
+                problem = broadcast_object(problem)  # the others do not wait forever for a failed rank 0
+                if problem:
+                    raise MetricError(problem if self.main else f"rank 0 could not load Inception: {problem}")
+                if not self.main:
+                    net = feature_extractor(layers, None, self.device)
+            else:
+                net = feature_extractor(layers, self.weights, self.device)
+            self._nets[layers] = net
+        return self._nets[layers]
+
+    @contextmanager
+    def _counter(self, description: str, total: int):
+        """A callback that advances rank 0's progress bar by the images of all ranks (their shares differ by
+        at most one), or None where no bar is shown."""
+        if not (self.main and self.progress):
+            yield None
+            return
+        with progress_bar(transient=True) as bar:
+            task = bar.add_task(description, total=total)
+            yield lambda k: bar.advance(task, k * self.world)
+
+    def _read_real(self):
+        """The real set's features (for the metrics that need them) and labels, gathered from all ranks."""
+        if self._real_read:
+            return
+        need_labels = bool(self.cfg.data.attributes) and self.cfg.model.conditioning != "none"
+        if not self.real_layers and not need_labels:
+            self._real_read = True
+            return
+        net = self._net(self.real_layers) if self.real_layers else None
+        labels: list[torch.Tensor] = []
+
+        def batches(on_batch=None):
+            for images, lab in real_batches(self.cfg, self.num_samples, self.rank, self.world, self.batch_size):
+                if lab is not None:
+                    labels.append(lab)
+                if on_batch:
+                    on_batch(len(images))
+                yield images
+
+        total = expected_real(self.cfg, self.num_samples)
+        with self._counter("real images (Inception)" if net else "real labels", total) as step:
+            if net is not None:
+                feats = extract(net, batches(), step)
+            else:
+                for _ in batches(step):
+                    pass
+        self._real = _cat_features(gather_object(feats)) if net is not None else None
+        mine = torch.cat(labels) if labels else None
+        got = [t for t in gather_object(mine) if t is not None]
+        self._real_labels = torch.cat(got) if got else None
+        self.real_count = len(next(iter(self._real.values()))) if self._real else (
+            len(self._real_labels) if self._real_labels is not None else 0)
+        if self.real_layers and self.real_count < 2:
+            raise MetricError(f"found {self.real_count} real image(s) to compare with (data.source="
+                              f"{self.cfg.data.source}); FID and KID need at least 2")
+        self._real_read = True
+
+    @torch.no_grad()
+    def _generate(self, G) -> dict:
+        """The generated set's features, gathered from all ranks; G's mode is restored."""
+        n = self.num_samples
+        rows = share(n, self.rank, self.world)
+        z = eval_noise(self.cfg, n, self.seed)[rows.start:rows.stop]
+        y = eval_conditions(self.cfg, n, self._real_labels)
+        y = y[rows.start:rows.stop] if y is not None else None
+        net = self._net(self.fake_layers)
+        was = G.training
+        G.eval()
+        try:
+            with self._counter("generated images (Inception)", n) as step:
+                feats = extract(net, generated_batches(G, z, y, self.batch_size), step)
+        finally:
+            G.train(was)
+        return _cat_features(gather_object(feats))
+
+    def __call__(self, G: torch.nn.Module) -> dict[str, float]:
+        """Scores {fid, isc, isc_std, kid, kid_std (those requested)}, the same on every rank.  G: the
+        generator itself (not a DDP wrapper): its eval-mode output is used and its mode restored."""
+        self._read_real()
+        fake = self._generate(G)
+        result = None
+        if self.main:
+            try:
+                result = compute(self.metrics, fake, self._real, self.opts)
+            except MetricError as e:
+                result = e  # raised on every rank below, not only here
+            else:
+                bad = [k for k, v in result.items() if not math.isfinite(v)]
+                if bad:
+                    get_console().print(f"[yellow]gandist: {', '.join(bad)} not finite "
+                                        f"(are the generated images finite?)")
+        result = broadcast_object(result)
+        if isinstance(result, MetricError):
+            raise MetricError(str(result))
+        return result

@@ -1,0 +1,91 @@
+"""Images into Inception features: torch-fidelity's InceptionV3 (`inception-v3-compat`, its port of the
+TensorFlow graph that published FID/IS/KID numbers use), fed uint8 N x 3 x H x W batches of any size (it
+resizes them to 299 px itself).
+
+Weights: a local file in torch-fidelity's format (a torch.save'd state dict of
+FeatureExtractorInceptionV3), or none for torch-fidelity's default download (cached by torch.hub under
+$TORCH_HOME/hub/checkpoints).  `check_weights` is the one place that tells a user their file is missing,
+so a command or a training run can say it before any work.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable, Iterable
+
+import torch
+
+from gandist.metrics.registry import FEATURE_LAYERS, LOGITS, MetricError
+
+FEATURE_EXTRACTOR = "inception-v3-compat"  # torch-fidelity's name for its InceptionV3
+__all__ = ["FEATURE_EXTRACTOR", "FEATURE_LAYERS", "LOGITS", "check_weights", "extract", "feature_extractor",
+           "quantise", "to_uint8_rgb"]
+
+
+def check_weights(weights: str | Path | None, setting: str = "eval.feature_weights") -> Path | None:
+    """The weights file as a Path (None: torch-fidelity's download); MetricError naming `setting` (the config
+    key or command-line option it came from) if it does not exist."""
+    if not weights:
+        return None
+    path = Path(weights)
+    if not path.is_file():
+        raise MetricError(f"{setting}: {path} does not exist (expected a torch-fidelity InceptionV3 weights file; "
+                          f"leave {setting} empty to download torch-fidelity's own)")
+    return path
+
+
+def feature_extractor(layers: Iterable[str], weights: str | Path | None, device) -> torch.nn.Module:
+    """torch-fidelity's InceptionV3 with the given output layers, on `device`.  weights: a local file in
+    torch-fidelity's format, or None/'' for torch-fidelity's default download."""
+    # deferred: torch-fidelity is heavy
+    from torch_fidelity.feature_extractor_inceptionv3 import URL_INCEPTION_V3
+    from torch_fidelity.utils import create_feature_extractor
+
+    layers = list(dict.fromkeys(layers))
+    bad = [l for l in layers if l not in (*FEATURE_LAYERS, LOGITS)]
+    if bad:
+        raise MetricError(f"unknown Inception feature layer(s) {bad}: choose from {', '.join(FEATURE_LAYERS)}")
+    path = check_weights(weights)
+    try:
+        net = create_feature_extractor(FEATURE_EXTRACTOR, layers, cuda=False, verbose=False,
+                                       feature_extractor_weights_path=str(path) if path else None)
+    except Exception as e:
+        detail = f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"
+        if path is not None:
+            raise MetricError(f"eval.feature_weights: {path} is not a torch-fidelity InceptionV3 weights file "
+                              f"({detail[:300]})") from e
+        raise MetricError(f"could not get torch-fidelity's InceptionV3 weights from {URL_INCEPTION_V3} "
+                          f"({detail[:300]}); without internet access, copy that file here and set "
+                          f"eval.feature_weights=PATH") from e
+    return net.to(device)
+
+
+def quantise(x: torch.Tensor) -> torch.Tensor:
+    """[-1, 1] floats -> uint8 with the very operations save_grid (torchvision's save_image) uses for PNGs,
+    so the images Inception sees are the ones a person looks at."""
+    return (x.detach().float().clamp(-1, 1) * 0.5 + 0.5).mul(255).add_(0.5).clamp_(0, 255).to(torch.uint8)
+
+
+def to_uint8_rgb(x: torch.Tensor) -> torch.Tensor:
+    """Images for Inception: G's output in [-1, 1] (quantised exactly as save_grid writes PNGs) or uint8,
+    1 or 3 channels -> uint8 (N, 3, H, W)."""
+    if x.dim() != 4 or x.shape[1] not in (1, 3):
+        raise MetricError(f"expected images of shape (N, 1 or 3, H, W), got {tuple(x.shape)}")
+    if x.dtype != torch.uint8:
+        x = quantise(x)
+    return x.expand(-1, 3, -1, -1).contiguous() if x.shape[1] == 1 else x
+
+
+@torch.no_grad()
+def extract(net: torch.nn.Module, batches: Iterable[torch.Tensor], on_batch: Callable[[int], None] | None = None
+            ) -> dict[str, torch.Tensor]:
+    """Features {layer: (N, D) float32 CPU tensor} of image batches (any of to_uint8_rgb's inputs)."""
+    device = next(net.parameters()).device
+    layers = list(net.get_requested_features_list())
+    parts: dict[str, list] = {k: [] for k in layers}
+    for x in batches:
+        x = to_uint8_rgb(x).to(device)
+        for k, v in net.convert_features_tuple_to_dict(net(x)).items():
+            parts[k].append(v.float().cpu())
+        if on_batch is not None:
+            on_batch(len(x))
+    return {k: torch.cat(v) if v else torch.zeros(0, 0) for k, v in parts.items()}

@@ -1,0 +1,81 @@
+"""Where the two image sets of an evaluation come from, and each rank's share of them.
+
+The generated set: `num_samples` images from noise drawn globally from the stream (train.seed, "eval") --
+the same images at every evaluation of a run and for any number of processes -- with balanced class
+labels (image i has class i mod data.num_classes) for class-conditional models, and the real set's
+attribute vectors (in order, repeated if needed) for attribute-conditional ones.
+
+The real set: the first `num_samples` images of the embedded dataset (all of them if it is smaller), or,
+for shards, up to `num_samples` images read in shard order by `gandist.data.shards.eval.eval_batches_for`.
+"""
+from __future__ import annotations
+
+from typing import Iterator
+
+import torch
+
+from gandist.config import label_dim
+from gandist.data.shards.eval import eval_batches_for
+from gandist.data.synthetic import SyntheticDataset
+from gandist.data.tensors import condition
+from gandist.distributed import generator, share
+from gandist.metrics.registry import MetricError
+
+
+def expected_real(cfg, limit: int) -> int:
+    """How many real images all ranks together read at most: `limit`, or fewer for a smaller embedded
+    dataset (a shard set's size is known only once read)."""
+    return min(limit, cfg.data.synthetic_size) if cfg.data.source == "synthetic" else limit
+
+
+def real_batches(cfg, limit: int, rank: int = 0, world: int = 1, batch_size: int = 32
+                 ) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
+    """(uint8 images, labels) of this rank's share of the real set: the first `limit` images of the
+    embedded dataset, or up to `limit` images of the shards in data.urls read in order."""
+    d = cfg.data
+    if d.source == "synthetic":
+        ds = SyntheticDataset(d.synthetic_size, d.resolution, d.channels, d.synthetic_seed)
+        rows = share(expected_real(cfg, limit), rank, world)
+        for i in range(rows.start, rows.stop, batch_size):
+            items = [ds[j] for j in range(i, min(i + batch_size, rows.stop))]
+            yield torch.stack([im for im, _ in items]), torch.tensor([lab for _, lab in items])
+        return
+    quota = len(share(limit, rank, world))
+    taken = 0
+    for images, labels in eval_batches_for(cfg, rank, world, batch_size):
+        if taken >= quota:
+            break
+        k = min(len(images), quota - taken)
+        taken += k
+        yield images[:k], (labels[:k] if labels is not None else None)
+
+
+def eval_noise(cfg, n: int, seed: int | None = None) -> torch.Tensor:
+    """The (n, z_dim) noise of the generated set: drawn globally, so any world size gets the same set."""
+    seed = cfg.train.seed if seed is None else seed
+    return torch.randn(n, cfg.model.z_dim, generator=generator(seed, 0, "eval"))
+
+
+def eval_conditions(cfg, n: int, real_labels: torch.Tensor | None) -> torch.Tensor | None:
+    """G's condition vectors for the generated set: balanced classes (image i: class i mod num_classes),
+    or the real set's attribute vectors in order (repeated), so attribute frequencies match the data."""
+    ld = label_dim(cfg)
+    if not ld:
+        return None
+    if not cfg.data.attributes:
+        return torch.nn.functional.one_hot(torch.arange(n) % ld, ld).float()
+    if real_labels is None or len(real_labels) == 0:
+        raise MetricError("an attribute-conditioned generator is evaluated with the real set's attribute vectors, "
+                          "but the real images came without attribute labels (data.label_key=attr)")
+    idx = torch.arange(n) % len(real_labels)
+    return condition(real_labels[idx], cfg).float()
+
+
+def generated_batches(G: torch.nn.Module, z: torch.Tensor, y: torch.Tensor | None, batch_size: int
+                      ) -> Iterator[torch.Tensor]:
+    """G's images for noise z and conditions y (or None), batch_size at a time, on G's device and dtype
+    (the caller chooses G's mode and no_grad)."""
+    p = next(G.parameters())
+    for i in range(0, len(z), batch_size):
+        yi = y[i:i + batch_size].to(p.device, p.dtype) if y is not None else None
+        yield G(z[i:i + batch_size].to(p.device, p.dtype), yi)
