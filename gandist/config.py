@@ -25,7 +25,8 @@ import yaml
 
 from gandist.augment import POLICIES, parse_policy
 from gandist.losses import ADVERSARIAL
-from gandist.metrics.registry import FEATURE_LAYERS, list_metrics
+from gandist.metrics.inception import check_weights
+from gandist.metrics.registry import FEATURE_LAYERS, MetricError, list_metrics
 from gandist.regularizers import REGULARIZERS
 from gandist.variants import VARIANTS
 
@@ -350,10 +351,11 @@ def _check_consistency(cfg: Config, where: str):
         parse_policy(cfg.loss.diffaugment)
     except ValueError as e:
         raise ConfigError(f"{e} ({where})") from None
-    weights = cfg.eval.feature_weights
-    if cfg.eval.metrics and weights and not Path(weights).is_file():
-        raise ConfigError(f"eval.feature_weights: {weights} does not exist (expected a torch-fidelity InceptionV3 "
-                          f"weights file; leave it empty for torch-fidelity's download) ({where})")
+    if cfg.eval.metrics:
+        try:
+            check_weights(cfg.eval.feature_weights)
+        except MetricError as e:
+            raise ConfigError(f"{e} ({where})") from None
 
 
 def check_world_size(cfg: Config, world_size: int):
