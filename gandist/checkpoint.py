@@ -40,7 +40,7 @@ from safetensors.torch import load_file, save_file
 from gandist import config
 from gandist.distributed import sum_over_ranks
 from gandist.ema import generator_for_use
-from gandist.files import write_json_atomic
+from gandist.files import atomic_path, fsync, write_json_atomic
 
 STEP_DIR = re.compile(r"^step_(\d{8})$")
 SCRATCH = (".tmp-", ".old-", ".del-")  # what an interrupted save or prune may leave behind
@@ -75,18 +75,6 @@ def step_of(path: Path) -> int:
 
 
 # -- files ------------------------------------------------------------------------------------------
-
-def _fsync(path: Path):
-    """Flush a file or directory to disk (best effort: some filesystems refuse it on directories)."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-    except OSError:
-        pass
-
 
 def _sha256(path: Path) -> str:
     h = hashlib.sha256()
@@ -145,18 +133,18 @@ def save(accelerator, run_dir: str | Path, step: int, trainer_state: dict, ema=N
                       str(tmp / "ema.safetensors"))
         files = {}
         for f in sorted(tmp.iterdir()):
-            _fsync(f)
+            fsync(f)
             files[f.name] = {"bytes": f.stat().st_size, "sha256": _sha256(f)}
         write_json_atomic(tmp / "trainer.json", {"format": FORMAT, "step": step,
                                                  "accelerate_iteration": accelerator.save_iteration,
                                                  **trainer_state, "files": files})
-        _fsync(tmp)
+        fsync(tmp)
         old = None
         if final.exists():  # should not happen (see run_dir.decide_resume); never leave the step without one
             old = root / f".old-{final.name}"
             os.replace(final, old)
         os.replace(tmp, final)
-        _fsync(root)
+        fsync(root)
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
         for stale in complete(run_dir)[:-keep]:
@@ -363,6 +351,5 @@ def export_final(run_dir: Path, models):
     for name, m in named.items():
         sd = {k: v.detach().float().cpu().contiguous() if v.is_floating_point() else v.detach().cpu().contiguous()
               for k, v in m.state_dict().items()}
-        tmp = out / f".{name}.safetensors.tmp"
-        save_file(sd, str(tmp))
-        tmp.replace(out / f"{name}.safetensors")
+        with atomic_path(out / f"{name}.safetensors") as tmp:
+            save_file(sd, str(tmp))

@@ -7,6 +7,18 @@ from contextlib import contextmanager
 from pathlib import Path
 
 
+def fsync(path: str | Path):
+    """Flush a file or directory to disk (best effort: some filesystems refuse it on directories)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError:
+        pass
+
+
 @contextmanager
 def atomic_path(path: str | Path):
     """Yields a temporary path beside `path`; what is written there replaces `path` (fsynced) when the
@@ -15,11 +27,7 @@ def atomic_path(path: str | Path):
     tmp = path.with_name(f".{path.name}.tmp")
     try:
         yield tmp
-        fd = os.open(tmp, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        fsync(tmp)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
