@@ -20,7 +20,7 @@ import torch
 from gandist import __version__, checkpoint, config
 from gandist.config import ConfigError
 from gandist.distributed import gather_object
-from gandist.files import atomic_path, write_json_atomic
+from gandist.files import atomic_path, write_json_atomic, write_text_atomic
 
 PREEMPTED = "preempted.json"  # left by a run stopped by a signal, for launchers that drop exit statuses
 METRICS = "metrics.jsonl"
@@ -103,27 +103,30 @@ def git_commit() -> str | None:
         return None
 
 
-def write_run_files(cfg, acc, run_dir: Path):
-    """Collective: config.yaml and run.json (world size, each rank's host and device, versions, commit)."""
+def write_run_files(cfg, acc, run_dir: Path) -> list[dict]:
+    """Collective: config.yaml and run.json (world size, each rank's host and device, versions, commit);
+    returns every rank's {rank, host, device, local_rank}."""
     me = {"rank": acc.process_index, "host": socket.gethostname(), "device": str(acc.device),
           "local_rank": acc.local_process_index}
     ranks = [r for part in gather_object([me]) for r in part]
     if acc.is_main_process:
         run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "config.yaml").write_text(config.dump(cfg))
+        write_text_atomic(run_dir / "config.yaml", config.dump(cfg))
         info = {"world_size": acc.num_processes, "ranks": ranks, "distributed_type": str(acc.distributed_type),
                 "mixed_precision": cfg.train.mixed_precision,
                 "versions": {"gandist": __version__, "torch": torch.__version__,
                              "accelerate": accelerate.__version__, "python": platform.python_version()},
                 "git_commit": git_commit(), "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
         write_json_atomic(run_dir / "run.json", info)
+    return ranks
 
 
-def start(cfg, acc, run_dir: Path, start_step: int):
-    """Collective, once the start step is known: drop the metrics rows after it, write the run files."""
+def start(cfg, acc, run_dir: Path, start_step: int) -> list[dict]:
+    """Collective, once the start step is known: drop the metrics rows after it, write the run files;
+    returns every rank's host and device."""
     if acc.is_main_process:
         truncate_metrics(run_dir, start_step)
-    write_run_files(cfg, acc, run_dir)
+    return write_run_files(cfg, acc, run_dir)
 
 
 def mark_preempted(run_dir: Path, step: int, signum: int, path: Path | None):
