@@ -40,7 +40,7 @@ from safetensors.torch import load_file, save_file
 from gandist import config
 from gandist.distributed import sum_over_ranks
 from gandist.ema import generator_for_use
-from gandist.files import atomic_path, fsync, write_json_atomic
+from gandist.files import atomic_path, follow_umask, fsync, write_json_atomic
 
 STEP_DIR = re.compile(r"^step_(\d{8})$")
 SCRATCH = (".tmp-", ".old-", ".del-")  # what an interrupted save or prune may leave behind
@@ -133,6 +133,7 @@ def save(accelerator, run_dir: str | Path, step: int, trainer_state: dict, ema=N
                       str(tmp / "ema.safetensors"))
         files = {}
         for f in sorted(tmp.iterdir()):
+            follow_umask(f)
             fsync(f)
             files[f.name] = {"bytes": f.stat().st_size, "sha256": _sha256(f)}
         write_json_atomic(tmp / "trainer.json", {"format": FORMAT, "step": step,

@@ -15,6 +15,7 @@ came from.  `gandist-train --help-config [SECTION]` prints every key with its he
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import types
 import typing
 from dataclasses import dataclass, field
@@ -137,7 +138,9 @@ class CheckpointConfig:
 
 @dataclass
 class LogConfig:
-    trackers: list = _f(None, factory=list, help="accelerate trackers, e.g. [tensorboard, wandb]")
+    trackers: list = _f(None, factory=lambda: ["tensorboard"], choices=("tensorboard", "wandb"),
+                        help="where logged values and sample grids also go (accelerate's trackers): tensorboard "
+                             "writes <output.dir>/tensorboard/; wandb needs `pip install wandb`; [] = none")
     progress: bool = _f(True, help="rich progress bar on rank 0")
     grid_size: int = _f(64, min=1, help="images in each sample grid; a class-conditional grid has one class "
                                         "per row, so it is rounded up to whole rows")
@@ -351,6 +354,10 @@ def _check_consistency(cfg: Config, where: str):
         parse_policy(cfg.loss.diffaugment)
     except ValueError as e:
         raise ConfigError(f"{e} ({where})") from None
+    missing = [t for t in cfg.log.trackers if importlib.util.find_spec(t) is None]
+    if missing:
+        raise ConfigError(f"log.trackers: {', '.join(missing)} is not installed (pip install {' '.join(missing)}), "
+                          f"or leave it out of log.trackers ({where})")
     if cfg.eval.metrics:
         try:
             check_weights(cfg.eval.feature_weights)

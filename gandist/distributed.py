@@ -14,12 +14,14 @@ import signal
 import socket
 import zlib
 from datetime import timedelta
+from pathlib import Path
 
 import numpy as np
 import torch
 import torch.distributed as dist
 from accelerate import Accelerator
-from accelerate.utils import DistributedDataParallelKwargs, GradScalerKwargs, InitProcessGroupKwargs
+from accelerate.utils import (DistributedDataParallelKwargs, GradScalerKwargs, InitProcessGroupKwargs,
+                               ProjectConfiguration)
 
 from gandist.config import ConfigError
 
@@ -43,7 +45,9 @@ def make_accelerator(cfg) -> Accelerator:
         cpu=cpu,
         kwargs_handlers=[ddp, pg, GradScalerKwargs(init_scale=cfg.train.fp16_init_scale)],
         log_with=cfg.log.trackers or None,
-        project_dir=cfg.output.dir,
+        # trackers write under <output.dir>/tensorboard/<run name>/ (see reporting.Reporter)
+        project_config=ProjectConfiguration(project_dir=cfg.output.dir,
+                                            logging_dir=str(Path(cfg.output.dir) / "tensorboard")),
     )
     if cfg.train.mixed_precision == "fp16" and acc.scaler is None:
         # accelerate quietly runs "fp16" without autocast or loss scaling where it has no fp16 AMP (CPU)

@@ -7,6 +7,21 @@ from contextlib import contextmanager
 from pathlib import Path
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+# Files are created as open() would: 0666 less the umask.  Some writers (safetensors) create theirs 0600,
+# which on a shared cluster filesystem hides a run's weights from the rest of the user's group.
+FILE_MODE = 0o666 & ~_umask()
+
+
+def follow_umask(path: str | Path):
+    os.chmod(path, FILE_MODE)
+
+
 def fsync(path: str | Path):
     """Flush a file or directory to disk (best effort: some filesystems refuse it on directories)."""
     try:
@@ -27,6 +42,7 @@ def atomic_path(path: str | Path):
     tmp = path.with_name(f".{path.name}.tmp")
     try:
         yield tmp
+        follow_umask(tmp)
         fsync(tmp)
         os.replace(tmp, path)
     finally:

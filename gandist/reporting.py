@@ -1,5 +1,7 @@
-"""What a run shows and writes, on rank 0 only: the progress bar and messages, metrics.jsonl with
-throughput and counters, trackers, sample grids and, at the end, loss plots.
+"""What a run shows and writes, on rank 0 only: the start-up panel, the progress bar and messages,
+metrics.jsonl with throughput and counters, the trackers (TensorBoard by default: every logged value
+and each sample grid), sample grids with the plots and the progress GIF refreshed beside them, and
+the closing summary.
 
 Collectives: `after_round` (on log steps it sums throughput and skipped samples over the ranks) is
 called by every rank; so is `log`, whose values are already cross-rank.
@@ -11,15 +13,22 @@ import math
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
-from PIL import Image, ImageDraw
+from PIL import Image
 from rich import get_console
-from torchvision.utils import save_image
+from rich.panel import Panel
+from rich.table import Table
+from torchvision.utils import make_grid
 
-from gandist import config
+from gandist import config, plots
 from gandist.console import progress_bar
 from gandist.distributed import generator, sum_over_ranks
+from gandist.files import atomic_path
 from gandist.run_dir import METRICS
+from gandist.variants import VARIANTS
+
+TENSORBOARD = "tensorboard"  # <output.dir>/tensorboard/<run name>/: `tensorboard --logdir runs` finds every run
 
 
 class Reporter:
@@ -30,7 +39,13 @@ class Reporter:
         # images this rank pushes through D per round, for images_per_sec
         self.images_per_round = cfg.optim.n_critic * (cfg.train.batch_size // accelerator.num_processes)
         self.t_last, self.n_last = time.perf_counter(), start_step
+        self.t0, self.start = self.t_last, start_step
+        self.last_stats, self.last_scores, self.rates = {}, {}, []
         self.z_fixed, self.y_fixed, self.nrow = fixed_inputs(cfg, accelerator.device)
+        if cfg.log.trackers:
+            # purge_step: a resumed run's TensorBoard drops what the lost tail of the interrupted run logged
+            accelerator.init_trackers(run_dir.name, config=flat_config(cfg),
+                                      init_kwargs={TENSORBOARD: {"purge_step": start_step}} if start_step else {})
         if self.main:
             (run_dir / "samples").mkdir(parents=True, exist_ok=True)
             self.metrics_file = open(run_dir / METRICS, "a", buffering=1)
@@ -50,6 +65,7 @@ class Reporter:
             now = time.perf_counter()
             local_rate = (done - self.n_last) * self.images_per_round / max(now - self.t_last, 1e-9)
             stats["images_per_sec"] = sum_over_ranks(local_rate, self.acc.device)
+            self.rates.append(stats["images_per_sec"])
             stats["bad_steps"] = counters.bad_total
             stats["data_skipped"] = sum_over_ranks(feed.skipped, self.acc.device)
             if self.cfg.train.mixed_precision == "fp16":
@@ -62,8 +78,25 @@ class Reporter:
                 info += f" {stats['images_per_sec']:.0f} img/s"
             self.progress.update(self.task, completed=done, info=info)
 
+    def panel(self, title: str, rows: list[tuple[str, str]], style: str = "bold cyan"):
+        """A titled table of facts: a rich panel on a terminal; plain `key: value` lines in a log file (a
+        SLURM job's output), where a box would cut long paths at 80 columns."""
+        if not self.main:
+            return
+        console = self.progress.console if self.progress else get_console()
+        if not console.is_terminal:
+            console.print(f"{title}\n" + "\n".join(f"  {k}: {v}" for k, v in rows), soft_wrap=True, highlight=False)
+            return
+        table = Table.grid(padding=(0, 2))
+        table.add_column(style=style)
+        table.add_column(overflow="fold")
+        for k, v in rows:
+            table.add_row(k, v)
+        console.print(Panel(table, title=title, expand=False))
+
     def log(self, step: int, stats: dict):
         """stats are already cross-rank values (identical on every rank)."""
+        (self.last_scores if "loss_d" not in stats else self.last_stats).update(stats)
         row = {"step": step, **{k: float(v) for k, v in stats.items()}, "time": time.time()}
         if self.main:
             self.metrics_file.write(json.dumps(row) + "\n")
@@ -82,7 +115,30 @@ class Reporter:
         G.eval()
         images = torch.cat([G(z[i:i + 256], None if y is None else y[i:i + 256]) for i in range(0, len(z), 256)])
         G.train(was)
-        save_grid(images, self.run_dir / "samples" / f"step_{step:06d}.png", self.nrow)
+        grid = save_grid(images, self.run_dir / "samples" / f"step_{step:06d}.png", self.nrow)
+        if self.cfg.log.trackers:
+            for tracker in self.acc.trackers:
+                if hasattr(tracker, "log_images"):
+                    tracker.log_images({"samples": grid[None]}, step=step, dataformats="NHWC")
+        self.refresh()
+
+    def refresh(self):
+        """Rank 0: redraw the plots and the progress GIF from what is on disk now."""
+        plots.refresh(self.run_dir, f"{self.cfg.variant}: {self.run_dir.name}")
+
+    def summary(self, done: int, rows: list[tuple[str, str]]):
+        """Rank 0, at the end: time, mean throughput, the last losses and scores, and where things are."""
+        elapsed = time.perf_counter() - self.t0
+        rates = [r for r in self.rates if r > 0]
+        last = ", ".join(f"{k} {self.last_stats[k]:.4g}" for k in ("loss_d", "loss_g", "wasserstein", "gp", "r1")
+                         if k in self.last_stats)
+        scores = ", ".join(f"{k} {v:.4g}" for k, v in self.last_scores.items())
+        took = f"{elapsed:.0f} s" if elapsed < 120 else f"{elapsed / 60:.1f} min"
+        head = [("time", f"{took} for steps {self.start}->{done} (with sampling, evaluation, checkpoints)"),
+                ("throughput", f"{sum(rates) / max(len(rates), 1):.0f} images/s, the mean of the logged rows "
+                               f"(D's inputs, all ranks)"),
+                ("last losses", last or "-")] + ([("last scores", scores)] if scores else [])
+        self.panel("gandist: done", head + rows, style="bold green")
 
     def close(self):
         if self.progress:
@@ -109,37 +165,49 @@ def fixed_inputs(cfg, device):
     return z.to(device), (y.to(device) if y is not None else None), nrow or max(1, int(math.sqrt(n)))
 
 
-def save_grid(images: torch.Tensor, path: Path, nrow: int):
+def save_grid(images: torch.Tensor, path: Path, nrow: int) -> np.ndarray:
+    """Write images in [-1, 1] as one PNG grid, quantised as torchvision's save_image does; returns the
+    grid as uint8 (H, W, 3)."""
+    grid = make_grid(images.detach().float().cpu().clamp(-1, 1) * 0.5 + 0.5, nrow=nrow, padding=2)
+    u8 = grid.mul(255).add_(0.5).clamp_(0, 255).permute(1, 2, 0).to(torch.uint8).numpy()
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp.png")
-    save_image(images.float().clamp(-1, 1) * 0.5 + 0.5, tmp, nrow=nrow, padding=2)
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        Image.fromarray(u8).save(tmp, format="PNG")
+    return u8
 
 
-def plot_metrics(run_dir: Path):
-    """losses.png from metrics.jsonl, drawn with PIL (no plotting library needed)."""
-    rows = [json.loads(line) for line in (run_dir / METRICS).read_text().splitlines() if line.strip()]
-    keys = [k for k in ("loss_d", "loss_g", "wasserstein", "gp") if any(k in r for r in rows)]
-    if not rows or not keys:
-        return
-    W, H, pad = 800, 400, 40
-    img = Image.new("RGB", (W, H), "white")
-    d = ImageDraw.Draw(img)
-    steps = [r["step"] for r in rows]
-    vals = [r[k] for r in rows for k in keys if k in r and abs(r[k]) < 1e6]
-    lo, hi = min(vals), max(vals)
-    hi = hi if hi > lo else lo + 1
-    s0, s1 = min(steps), max(max(steps), min(steps) + 1)
-    colours = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd"]
-    d.rectangle([pad, pad, W - pad, H - pad], outline="black")
-    for c, k in zip(colours, keys):
-        pts = [(pad + (r["step"] - s0) / (s1 - s0) * (W - 2 * pad), H - pad - (r[k] - lo) / (hi - lo) * (H - 2 * pad))
-               for r in rows if k in r and abs(r[k]) < 1e6]
-        if len(pts) > 1:
-            d.line(pts, fill=c, width=2)
-        d.text((pad + 10 + 90 * keys.index(k), 10), k, fill=c)
-    d.text((pad, H - pad + 8), f"step {s0}", fill="black")
-    d.text((W - pad - 80, H - pad + 8), f"step {s1}", fill="black")
-    d.text((4, pad), f"{hi:.3g}", fill="black")
-    d.text((4, H - pad - 10), f"{lo:.3g}", fill="black")
-    img.save(run_dir / "losses.png")
+def flat_config(cfg) -> dict:
+    """The config as dotted keys with scalar values, the form trackers' hyperparameter tables take."""
+    out = {}
+    for k, v in config.to_dict(cfg).items():
+        for kk, vv in (v.items() if isinstance(v, dict) else [("", v)]):
+            key = f"{k}.{kk}" if kk else k
+            out[key] = vv if isinstance(vv, (int, float, str, bool)) else str(vv)
+    return out
+
+
+def parameters(m: torch.nn.Module) -> int:
+    return sum(p.numel() for p in m.parameters())
+
+
+def startup_rows(cfg, acc, models, feed, ranks: list[dict], start: int, note: str, run_dir: Path) -> list[tuple]:
+    """What the start-up panel shows (rank 0 builds it; `ranks` as run.json lists them)."""
+    hosts = sorted({r["host"] for r in ranks})
+    devices = sorted({r["device"] for r in ranks})
+    world, batch = acc.num_processes, cfg.train.batch_size
+    precision = "fp64 (train.fp64)" if cfg.train.fp64 else {"no": "fp32", "bf16": "bf16 autocast",
+                                                              "fp16": "fp16 autocast + loss scaling"}[
+        cfg.train.mixed_precision]
+    rows = [("variant", f"{cfg.variant}: {VARIANTS[cfg.variant].source}"),
+            ("networks", f"{cfg.model.arch}: G {parameters(models.G_raw):,} parameters, D {parameters(models.D_raw):,}"
+                         + (f", EMA of G ({cfg.optim.ema})" if models.ema is not None else "")),
+            ("processes", f"{world} on {len(hosts)} node(s) ({', '.join(hosts[:4])}{', ...' if len(hosts) > 4 else ''})"
+                          f", {', '.join(devices[:4])}{', ...' if len(devices) > 4 else ''}"),
+            ("precision", precision),
+            ("batch", f"{batch} global, {batch // world} per rank"),
+            ("data", feed.description),
+            ("steps", f"{start} -> {cfg.train.steps}" + (note.replace(", resumed", " (resumed") + ")" if note else "")),
+            ("run dir", str(run_dir))]
+    if TENSORBOARD in cfg.log.trackers:
+        rows.append(("tensorboard", f"{run_dir / TENSORBOARD}   (tensorboard --logdir {run_dir.parent})"))
+    return rows

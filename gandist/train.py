@@ -22,7 +22,7 @@ from gandist.distributed import Draws, StopFlag, make_accelerator, where
 from gandist.ema import generator_for_use
 from gandist.metrics.evaluator import Evaluator
 from gandist.metrics.registry import MetricError
-from gandist.reporting import Reporter, plot_metrics
+from gandist.reporting import Reporter, startup_rows
 from gandist.step import NonFiniteLoss, Stepper, build_models
 
 # Exit statuses: 0 done; EXIT_ERROR (1) an error or a lost peer; cli.EXIT_USAGE (2) a bad config, checkpoint
@@ -45,12 +45,10 @@ def run(cfg) -> int:
     models = build_models(cfg, acc)
     stepper = Stepper(cfg, acc, models, feed, Draws(cfg.train.seed, cfg.train.batch_size, rank, world, acc.device))
     start, note = checkpoint.restore(cfg, acc, resume_from, models, stepper.counters, feed) if resume_from else (0, "")
-    run_dir.start(cfg, acc, out, start)
-    if cfg.log.trackers:
-        acc.init_trackers(out.name, config=config.to_dict(cfg))
+    ranks = run_dir.start(cfg, acc, out, start)
     report = Reporter(cfg, acc, out, start)
-    report.print(f"gandist {__version__}: {cfg.variant} on {world} process(es), {acc.device.type}, "
-                 f"global batch {cfg.train.batch_size}, steps {start}->{cfg.train.steps}, run dir {out}{note}")
+    report.print(f"gandist {__version__}: {cfg.variant} on {world} process(es), {acc.device.type}")
+    report.panel(f"gandist: {cfg.variant}", startup_rows(cfg, acc, models, feed, ranks, start, note, out))
     # Built before the first step so a missing Inception weights file stops the run at once.
     evaluator = Evaluator(cfg, acc.device, rank, world).prepare() if cfg.eval.metrics else None
     last, stopping = cfg.train.steps, 0
@@ -80,8 +78,9 @@ def run(cfg) -> int:
     if finished and acc.is_main_process:
         generator_for_use(cfg, models, last, acc.device)  # the EMA's statistics, for its final weights
         checkpoint.export_final(out, models)
-        plot_metrics(out)
-        report.print(f"done: {out}/final, samples in {out}/samples")
+        report.refresh()
+        report.summary(last, [("final weights", f"{out / 'final'}"), ("sample grids", f"{out / 'samples'} "
+                              f"(progress.gif: the fixed noise over training)"), ("plots", f"{out / 'plots'}")])
     report.close()
     acc.end_training()
     return 0 if finished else EXIT_REQUEUE

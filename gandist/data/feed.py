@@ -23,6 +23,8 @@ class SyntheticFeed:
         self.rows = share(self.B, rank, world)
         self._perm_epoch, self._perm = -1, None
         self.skipped = 0  # generated images are never corrupt; kept for the same interface as ShardFeed
+        self.description = (f"embedded shapes dataset: {len(self.ds)} images, {d.resolution} px, "
+                            f"{d.channels} channel(s)")
 
     def _order(self, epoch: int) -> torch.Tensor:
         if epoch != self._perm_epoch:

@@ -31,7 +31,8 @@ def test_short_cpu_run_writes_the_whole_contract(tmp_path):
         assert r["images_per_sec"] > 0
 
     grids = sorted(p.name for p in (out / "samples").iterdir())
-    assert grids == ["step_000003.png", "step_000006.png"]
+    assert grids == ["progress.gif", "step_000003.png", "step_000006.png"]
+    assert sorted(p.name for p in (out / "plots").iterdir()) == ["losses.png", "throughput.png"]
     w, h = Image.open(out / "samples" / "step_000006.png").size
     assert w == h and w > 32 * 8  # an 8x8 grid of 32 px images with padding
 

@@ -47,10 +47,9 @@ class ShardFeed:
         self.bpe = max(1, total // cfg.train.batch_size)
         self.skipped = 0
         self._next, self._it = 0, None
-        if rank == 0:
-            print(f"data: {len(self.urls)} shard(s), {total} samples"
-                  + (f" ({meta.get('source')}, index.json)" if meta else "")
-                  + f"; an epoch is {self.bpe} batches of {cfg.train.batch_size}", flush=True)
+        self.description = (f"{meta.get('source') or 'shards'}: {total} images in {len(self.urls)} shard(s), "
+                            f"{cfg.data.resolution} px, {cfg.data.channels} channel(s); an epoch is {self.bpe} "
+                            f"batches of {cfg.train.batch_size}")
 
     def _inspect(self) -> tuple[dict, int]:
         """Check the shards against the config before any worker starts; return (index metadata, samples)."""
