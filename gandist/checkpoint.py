@@ -41,6 +41,7 @@ from gandist import config
 from gandist.distributed import sum_over_ranks
 from gandist.ema import generator_for_use
 from gandist.files import atomic_path, follow_umask, fsync, write_json_atomic
+from gandist.trained import write_generator_card
 
 STEP_DIR = re.compile(r"^step_(\d{8})$")
 SCRATCH = (".tmp-", ".old-", ".del-")  # what an interrupted save or prune may leave behind
@@ -354,3 +355,4 @@ def export_final(run_dir: Path, models):
               for k, v in m.state_dict().items()}
         with atomic_path(out / f"{name}.safetensors") as tmp:
             save_file(sd, str(tmp))
+    write_generator_card(out)  # final/generator.json (from the run's config.yaml): G rebuildable from final/ alone

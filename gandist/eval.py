@@ -29,7 +29,7 @@ from gandist.files import write_json_atomic
 from gandist.metrics.evaluator import Evaluator
 from gandist.metrics.inception import check_weights
 from gandist.metrics.registry import FEATURE_LAYERS, MetricError, check_metrics, list_metrics
-from gandist.trained import add_run_arguments, generator_path, load_config, load_generator, pick_device
+from gandist.trained import add_run_arguments, config_generator, generator_path, load_config, pick_device
 
 
 def parse_args(argv):
@@ -75,7 +75,7 @@ def run(args) -> int:
     weights = cfg.eval.feature_weights if args.feature_weights is None else args.feature_weights
     check_weights(weights, "eval.feature_weights" if args.feature_weights is None else "--feature-weights")
     device = pick_device(args.device)
-    G = load_generator(cfg, gpath, device)
+    G = config_generator(cfg, gpath, device)
 
     ev = Evaluator(cfg, device, 0, 1, metrics=names, num_samples=args.num_samples, feature_weights=weights,
                    feature_layer=args.feature_layer, batch_size=args.batch_size, seed=args.seed,

@@ -4,9 +4,20 @@
     gandist-sample runs/quickstart --n 100 --seed 3 --out grid.png --out-dir images/
     gandist-sample runs/cgan_cifar10 --label 3              # class-conditional: all of class 3
     gandist-sample runs/cgan_celeba --attributes Male,Smiling   # those attributes 1, the others 0
+    gandist-sample runs/quickstart --interpolate 10         # 8 rows of 10 -> samples/interpolate_seed0.png
+    gandist-sample models/shapes/ --n 4 --out four.png      # a copied-out final/ directory on its own
 
-Class-conditional models without --label get one class per row (row r: class r mod num_classes), like
-the training sample grids; attribute-conditional ones without --attributes get random 0/1 attributes.
+RUN_DIR is a run directory or its final/ directory: G is rebuilt from final/generator.json alone, no
+training config needed (a run from before generator.json: from RUN_DIR/config.yaml, with key=value
+overrides).  Class-conditional models without --label get one class per row (row r: class r mod
+num_classes), like the training sample grids; attribute-conditional ones without --attributes get
+random 0/1 attributes.
+
+--interpolate K: a latent interpolation strip instead, one row per pair of fixed random endpoints
+z_a -> z_b, K images each (both endpoints included), along the great circle (slerp); the rows are --n
+pairs (default 8) or, for class-conditional models without --label, one per class; a row's class
+(or attributes) stays fixed along it.
+
 The generator is final/generator_ema.safetensors when the run kept an EMA, else final/generator.safetensors
 (--checkpoint picks one).  The same seed gives the same images.
 """
@@ -21,21 +32,24 @@ import torch
 from PIL import Image
 
 from gandist.cli import UsageError, run_command
-from gandist.config import ConfigError, label_dim
+from gandist.config import ConfigError
 from gandist.distributed import generator
 from gandist.metrics.inception import quantise
 from gandist.metrics.sets import generated_batches
 from gandist.reporting import save_grid
-from gandist.trained import add_run_arguments, generator_path, load_config, load_generator, pick_device
+from gandist.trained import add_run_arguments, build_loaded, generator_card, pick_device, read_generator
+
+INTERPOLATION_ROWS = 8  # pairs of endpoints of an unconditional (or attribute) strip without --n
 
 
 def parse_args(argv):
     p = argparse.ArgumentParser(prog="gandist-sample", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     add_run_arguments(p)
-    p.add_argument("--n", type=int, default=64, help="number of images")
+    p.add_argument("--n", type=int, help="number of images (default 64), or of rows with --interpolate")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", help="grid PNG (default RUN_DIR/samples/sample_seed<SEED>.png)")
+    p.add_argument("--out", help="grid PNG (default RUN_DIR/samples/sample_seed<SEED>.png, or "
+                                 "interpolate_seed<SEED>.png with --interpolate)")
     p.add_argument("--out-dir", help="also write each image as its own PNG here")
     p.add_argument("--nrow", type=int, help="images per grid row (default: sqrt(n), or num_classes for "
                                             "class-conditional models without --label)")
@@ -43,32 +57,36 @@ def parse_args(argv):
     cond.add_argument("--label", type=int, help="class id for every image (class-conditional models)")
     cond.add_argument("--attributes", help="comma list of attributes set to 1, the others 0 "
                                            "(attribute-conditional models); '' = all 0")
+    p.add_argument("--interpolate", type=int, metavar="K", help="a latent interpolation strip: each row K "
+                   "images from one fixed z to another (slerp); rows: --n, or one per class")
     return p.parse_intermixed_args(argv)  # RUN_DIR key=value --opt x key=value ...
 
 
-def conditions(cfg, n: int, seed: int, label: int | None = None, attributes: str | None = None, nrow: int | None = None
-               ) -> tuple[torch.Tensor | None, int, list[int] | None]:
-    """(G's condition vectors or None, images per grid row, class id of each image or None)."""
-    ld = label_dim(cfg)
+def conditions(model, n: int, seed: int, label: int | None = None, attributes: str | None = None,
+               nrow: int | None = None) -> tuple[torch.Tensor | None, int, list[int] | None]:
+    """(G's condition vectors or None, images per grid row, class id of each image or None) for the
+    generator `model` describes (its generator.json card, or a training config)."""
+    card = model if isinstance(model, dict) else generator_card(model)
+    ld, names = card["network"]["label_dim"], card["conditioning"]["attributes"]
     square = nrow or max(1, int(math.sqrt(n)))
     if not ld:
         if label is not None or attributes is not None:
             raise UsageError(f"--{'label' if label is not None else 'attributes'}: the model of this run is "
-                           f"unconditional (model.conditioning=none)")
+                             f"unconditional (model.conditioning=none)")
         return None, square, None
-    if cfg.data.attributes:
+    if card["conditioning"]["kind"] == "attributes":
         if label is not None:
-            raise UsageError(f"--label: this model is conditioned on attributes ({', '.join(cfg.data.attributes)}), "
-                           f"not classes; use --attributes")
+            raise UsageError(f"--label: this model is conditioned on attributes ({', '.join(names)}), "
+                             f"not classes; use --attributes")
         if attributes is None:
             y = (torch.rand(n, ld, generator=generator(seed, 1, "sample")) > 0.5).float()
             return y, square, None
         chosen = [a.strip() for a in attributes.split(",") if a.strip()]
-        unknown = [a for a in chosen if a not in cfg.data.attributes]
+        unknown = [a for a in chosen if a not in names]
         if unknown:
             raise UsageError(f"--attributes: {', '.join(unknown)} not among the model's attributes "
-                           f"({', '.join(cfg.data.attributes)})")
-        y = torch.tensor([float(a in chosen) for a in cfg.data.attributes]).repeat(n, 1)
+                             f"({', '.join(names)})")
+        y = torch.tensor([float(a in chosen) for a in names]).repeat(n, 1)
         return y, square, None
     if attributes is not None:
         raise UsageError(f"--attributes: this model is conditioned on {ld} classes, not attributes; use --label")
@@ -82,6 +100,33 @@ def conditions(cfg, n: int, seed: int, label: int | None = None, attributes: str
         classes = [(i // per_row) % ld for i in range(n)]
     y = torch.nn.functional.one_hot(torch.tensor(classes), ld).float()
     return y, per_row, classes
+
+
+def slerp(a: torch.Tensor, b: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """From a (t=0) to b (t=1) along the great circle, broadcast over the last dimension.  Why not a
+    straight line: Gaussian latents lie near the sphere of radius sqrt(z_dim), and the line between two
+    of them dips inside it (about 0.71 x the norm half-way), into noise G never saw in training; the
+    circle keeps the norm.  (Nearly) parallel endpoints: the straight line, which is then the same."""
+    cos = (a * b).sum(-1, keepdim=True) / (a.norm(dim=-1, keepdim=True) * b.norm(dim=-1, keepdim=True))
+    omega = torch.acos(cos.clamp(-1, 1))
+    sin = torch.sin(omega)
+    arc = torch.sin((1 - t) * omega) / sin * a + torch.sin(t * omega) / sin * b  # weights 1 and 0 at the ends: exact
+    return torch.where(sin > 1e-6, arc, (1 - t) * a + t * b)
+
+
+def interpolation(model, rows: int, steps: int, seed: int, label: int | None = None, attributes: str | None = None
+                  ) -> tuple[torch.Tensor, torch.Tensor | None, list[int] | None]:
+    """(z, condition vectors or None, class of each image or None) of an interpolation strip, row after
+    row: row r goes from one random z to another in `steps` images (both ends included), its condition
+    the same all along: class r mod num_classes (or --label), --attributes, or random 0/1 attributes."""
+    card = model if isinstance(model, dict) else generator_card(model)
+    ends = torch.randn(2, rows, 1, card["network"]["z_dim"], generator=generator(seed, 0, "interpolate"))
+    t = torch.linspace(0, 1, steps).view(1, steps, 1)
+    z = slerp(ends[0], ends[1], t).reshape(rows * steps, -1)
+    y, _, classes = conditions(card, rows, seed, label, attributes, nrow=1)  # one condition per row
+    if y is not None:
+        y = y.repeat_interleave(steps, 0)
+    return z, y, classes and [c for c in classes for _ in range(steps)]
 
 
 @torch.no_grad()
@@ -100,25 +145,33 @@ def save_each(images: torch.Tensor, out_dir: Path, classes: list[int] | None):
 
 
 def run(args) -> int:
-    run_dir = Path(args.run_dir)
-    if args.n < 1:
-        raise UsageError(f"--n: must be at least 1, got {args.n}")
-    if args.nrow is not None and args.nrow < 1:
-        raise UsageError(f"--nrow: must be at least 1, got {args.nrow}")
-    out = Path(args.out) if args.out else run_dir / "samples" / f"sample_seed{args.seed}.png"
+    for opt, v, least in (("n", args.n, 1), ("nrow", args.nrow, 1), ("interpolate", args.interpolate, 2)):
+        if v is not None and v < least:
+            raise UsageError(f"--{opt}: must be at least {least}, got {v}")
+    if args.interpolate and args.nrow is not None:
+        raise UsageError("--nrow: an interpolation strip has --interpolate K images per row")
+    card, run_dir, final = read_generator(args.run_dir, args.overrides)
+    kind = "interpolate" if args.interpolate else "sample"
+    out = Path(args.out) if args.out else run_dir / "samples" / f"{kind}_seed{args.seed}.png"
     if out.suffix.lower() != ".png":
         raise UsageError(f"--out: {out} must end in .png")
-    cfg = load_config(run_dir, args.overrides)
-    y, nrow, classes = conditions(cfg, args.n, args.seed, args.label, args.attributes, args.nrow)
-    gpath = generator_path(run_dir, args.checkpoint)
-    G = load_generator(cfg, gpath, pick_device(args.device))
-    z = torch.randn(args.n, cfg.model.z_dim, generator=generator(args.seed, 0, "sample"))
+    if args.interpolate:
+        per_class = card["conditioning"]["kind"] == "classes" and args.label is None
+        rows = args.n or (card["network"]["label_dim"] if per_class else INTERPOLATION_ROWS)
+        z, y, classes = interpolation(card, rows, args.interpolate, args.seed, args.label, args.attributes)
+        nrow, what = args.interpolate, f"{rows} rows of {args.interpolate} interpolation steps"
+    else:
+        n = args.n or 64
+        y, nrow, classes = conditions(card, n, args.seed, args.label, args.attributes, args.nrow)
+        z = torch.randn(n, card["network"]["z_dim"], generator=generator(args.seed, 0, "sample"))
+        what = f"{n} images"
+    G, gpath = build_loaded(card, final, args.checkpoint, pick_device(args.device))
     images = generate(G, z, y)
     save_grid(images, out, nrow)
-    print(f"wrote {out} ({args.n} images from {gpath.relative_to(run_dir)}, seed {args.seed})")
+    print(f"wrote {out} ({what} from {gpath.relative_to(run_dir)}, seed {args.seed})")
     if args.out_dir:
         save_each(images, Path(args.out_dir), classes)
-        print(f"wrote {args.n} images to {args.out_dir}")
+        print(f"wrote {len(images)} images to {args.out_dir}")
     return 0
 
 

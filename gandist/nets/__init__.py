@@ -16,13 +16,32 @@ _FAMILIES = {
     "dcgan": (DCGANGenerator, DCGANDiscriminator, init_dcgan_weights),
     "resnet": (ResNetGenerator, ResNetDiscriminator, init_resnet_weights),
 }
+FAMILIES = tuple(_FAMILIES)
+
+
+def build_generator(arch: str, z_dim: int, channels: int, resolution: int, width: int, norm: str,
+                    label_dim: int) -> nn.Module:
+    """G of family `arch` from explicit arguments (what final/generator.json records), with the weights
+    its layers' constructors leave: nets.build applies the family's initialisation afterwards, and
+    loading a trained generator replaces them."""
+    if arch not in _FAMILIES:
+        raise ValueError(f"unknown network family {arch!r}: one of {', '.join(FAMILIES)}")
+    return _FAMILIES[arch][0](z_dim, channels, resolution, width, norm, label_dim=label_dim)
+
+
+def generator_args(cfg: Config) -> dict:
+    """build_generator's arguments for the config's G, by name."""
+    m, d = cfg.model, cfg.data
+    return {"arch": m.arch, "z_dim": m.z_dim, "channels": d.channels, "resolution": d.resolution,
+            "width": m.g_width, "norm": m.g_norm, "label_dim": label_dim(cfg)}
 
 
 def build(cfg: Config) -> tuple[nn.Module, nn.Module]:
     m, d = cfg.model, cfg.data
-    G_cls, D_cls, init = _FAMILIES[m.arch]
+    _, D_cls, init = _FAMILIES[m.arch]
     ld = label_dim(cfg)
-    G = G_cls(m.z_dim, d.channels, d.resolution, m.g_width, m.g_norm, label_dim=ld)
+    # G, then D, then their initialisation: this order of random draws keeps a seed's weights as they were
+    G = build_generator(**generator_args(cfg))
     D = D_cls(d.channels, d.resolution, m.d_width, m.d_norm, m.spectral_norm, label_dim=ld,
               conditioning=m.conditioning)
     init(G)
