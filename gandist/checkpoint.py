@@ -342,10 +342,11 @@ def restore(cfg, acc, path: Path, models, counters, feed) -> tuple[int, str]:
     return state["step"], note
 
 
-def export_final(run_dir: Path, models):
+def export_final(cfg, models):
     """final/{generator,discriminator,generator_ema}.safetensors: plain fp32 state dicts of the unwrapped
-    models (the EMA's BatchNorm statistics must be ready for its weights)."""
-    out = Path(run_dir) / "final"
+    models (the EMA's BatchNorm statistics must be ready for its weights), and generator.json, which
+    makes G rebuildable from final/ alone (gandist.load_generator)."""
+    out = Path(cfg.output.dir) / "final"
     out.mkdir(parents=True, exist_ok=True)
     named = {"generator": models.G_raw, "discriminator": models.D_raw}
     if models.ema is not None:
@@ -355,4 +356,4 @@ def export_final(run_dir: Path, models):
               for k, v in m.state_dict().items()}
         with atomic_path(out / f"{name}.safetensors") as tmp:
             save_file(sd, str(tmp))
-    write_generator_card(out)  # final/generator.json (from the run's config.yaml): G rebuildable from final/ alone
+    write_generator_card(out, cfg)

@@ -77,7 +77,7 @@ def run(cfg) -> int:
     finished = not stopping
     if finished and acc.is_main_process:
         generator_for_use(cfg, models, last, acc.device)  # the EMA's statistics, for its final weights
-        checkpoint.export_final(out, models)
+        checkpoint.export_final(cfg, models)
         report.refresh()
         report.summary(last, [("final weights", f"{out / 'final'}"), ("sample grids", f"{out / 'samples'} "
                               f"(progress.gif: the fixed noise over training)"), ("plots", f"{out / 'plots'}")])

@@ -92,12 +92,10 @@ def present_weights(final: Path) -> list[str]:
     return [w for w, f in WEIGHTS.items() if (final / f).is_file()]
 
 
-def write_generator_card(final_dir: str | Path, cfg=None) -> Path:
+def write_generator_card(final_dir: str | Path, cfg) -> Path:
     """final_dir/generator.json for the weights files already there (call it after writing them), from
-    the run's config `cfg` (None: the run's config.yaml beside final/, which gandist-train writes at start)."""
+    the run's config."""
     final = Path(final_dir)
-    if cfg is None:
-        cfg = config.load(final.parent / "config.yaml", [])
     path = final / CARD
     write_json_atomic(path, generator_card(cfg, present_weights(final), class_names(cfg)))
     return path
