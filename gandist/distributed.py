@@ -19,6 +19,12 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.distributed as dist
+# Imported before any process group exists, on purpose: torch.distributed.nn.functional gives ten of its
+# functions the default argument `group=group.WORLD`, evaluated when the module is first imported.  Imported
+# after init_process_group (torch._dynamo imports it, and torchvision and torch-fidelity import torch._dynamo),
+# they keep the default group alive past destroy_process_group, so gloo's threads run on into interpreter
+# teardown and the group is destroyed there, when its threads can no longer take the GIL.
+import torch.distributed.nn  # noqa: F401
 from accelerate import Accelerator
 from accelerate.utils import (DistributedDataParallelKwargs, GradScalerKwargs, InitProcessGroupKwargs,
                                ProjectConfiguration)

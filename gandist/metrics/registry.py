@@ -10,6 +10,7 @@ The maths is torch-fidelity's (`fid_features_to_statistics`/`fid_statistics_to_m
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Callable, Iterable
 
@@ -110,6 +111,20 @@ def isc(fake: dict, real: dict | None, opts: Options) -> dict:
     return {"isc": float(out[KEY_METRIC_ISC_MEAN]), "isc_std": float(out[KEY_METRIC_ISC_STD])}
 
 
+@contextmanager
+def _no_tqdm_monitor():
+    """tqdm starts a monitor thread (a daemon that lives until the interpreter exits) for every bar, even a
+    disabled one; monitor_interval = 0 is tqdm's switch for not starting it."""
+    from tqdm import tqdm
+
+    before = tqdm.monitor_interval
+    tqdm.monitor_interval = 0
+    try:
+        yield
+    finally:
+        tqdm.monitor_interval = before
+
+
 @register_metric("kid", needs_real=True, layer=lambda o: o.feature_layer,
                  summary="Kernel Inception Distance to the real images (lower is better; can be slightly < 0)")
 def kid(fake: dict, real: dict, opts: Options) -> dict:
@@ -118,8 +133,9 @@ def kid(fake: dict, real: dict, opts: Options) -> dict:
 
     f1, f2 = _two_sets(fake, real, opts, "kid")
     size = min(opts.kid_subset_size, len(f1), len(f2))
-    out = kid_features_to_metric(f1, f2, kid_subsets=opts.kid_subsets, kid_subset_size=size, rng_seed=opts.seed,
-                                 verbose=False)
+    with _no_tqdm_monitor():  # its (disabled) tqdm bar would otherwise start tqdm's monitor thread, for good
+        out = kid_features_to_metric(f1, f2, kid_subsets=opts.kid_subsets, kid_subset_size=size,
+                                     rng_seed=opts.seed, verbose=False)
     return {"kid": float(out[KEY_METRIC_KID_MEAN]), "kid_std": float(out[KEY_METRIC_KID_STD])}
 
 

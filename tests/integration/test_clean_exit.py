@@ -1,0 +1,51 @@
+"""A finished multi-process run exits cleanly: once the process group is destroyed, nothing keeps it
+(and gloo's threads) alive into interpreter teardown, where a thread that can no longer take the GIL
+aborts the process ("terminate called without an active exception", issue 11 point 8).
+
+The cause was torch.distributed.nn.functional: ten of its functions take `group=group.WORLD` as a
+default argument, evaluated at import, and torchvision and torch-fidelity import it (through
+torch._dynamo) after the group exists.  gandist.distributed imports it first.  The probe below runs
+in a fresh one-rank gloo process, with and without gandist imported first, so the test can fail."""
+from __future__ import annotations
+
+import json
+import subprocess
+
+from tests.conftest import PY, REPO, env, free_port
+
+PROBE = r"""
+import gc, json, os, sys
+if sys.argv[1] == "gandist-first":
+    import gandist.distributed  # what every gandist entry point does before a group exists
+import torch.distributed as dist
+dist.init_process_group("gloo", rank=0, world_size=1)
+import torchvision  # noqa: F401  (as torch-fidelity's Inception does, after the group exists)
+pg = dist.distributed_c10d._get_default_group()
+before = sys.getrefcount(pg)
+dist.destroy_process_group()
+gc.collect()
+kept = sys.getrefcount(pg) - 2  # less getrefcount's own argument and `pg`
+del pg
+gc.collect()
+threads = sorted(open(f"/proc/self/task/{t}/comm").read().strip() for t in os.listdir("/proc/self/task"))
+print(json.dumps({"kept": kept, "before": before, "threads": threads}))
+"""
+
+
+def probe(order: str) -> dict:
+    p = subprocess.run([PY, "-c", PROBE, order], cwd=REPO, capture_output=True, text=True, timeout=300,
+                       env=env(MASTER_ADDR="127.0.0.1", MASTER_PORT=free_port()))
+    assert p.returncode == 0, p.stderr[-3000:]
+    return json.loads(p.stdout.strip().splitlines()[-1])
+
+
+def test_the_group_and_its_threads_are_gone_after_destroy_when_gandist_is_imported_first():
+    clean = probe("gandist-first")
+    assert clean["kept"] == 0, clean
+    assert not [t for t in clean["threads"] if t.startswith(("gloo", "pt_gloo"))], clean
+
+
+def test_without_it_torch_keeps_the_group_alive_past_destroy():
+    # what the test above guards against; if torch ever stops doing this, this test says so
+    leaky = probe("torch-only")
+    assert leaky["kept"] >= 1 and any(t.startswith(("gloo", "pt_gloo")) for t in leaky["threads"]), leaky
