@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
@@ -85,3 +86,13 @@ def shared_data() -> Path:
             pytest.fail(f"{why}; CI=true requires it")
         pytest.skip(why)
     return SHARED_DATA
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One intra-op thread for a module of tiny tensors: on a busy 2-core machine a second thread only
+    adds synchronisation (it made the nets tests 10-30x slower).  Use: pytestmark = usefixtures(...)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import shutil
 
-import numpy as np
 import pytest
 import torch
 
@@ -14,8 +13,7 @@ from gandist.data.prepare import prepare
 from gandist.data.shards.eval import eval_batches
 from gandist.data.shards.feed import ShardFeed
 from gandist.data.shards.io import expand_urls
-from gandist.data.synthetic import render
-from tests.unit.test_stream import N, SHARD, URLS, make_cfg
+from tests.unit.test_stream import N, SHARD, URLS, make_cfg, read_each_sample_once
 
 
 @pytest.fixture(scope="module")
@@ -26,21 +24,7 @@ def shards(tmp_path_factory):
 
 
 def test_eval_mode_yields_each_sample_once_over_2_ranks_x_2_workers(shards):
-    seen, per_rank = [], []
-    for rank in (0, 1):
-        reader = eval_batches(str(shards / URLS), rank, 2, 5, workers=2, with_keys=True)
-        n = 0
-        for x, y, keys in reader:
-            for img, lab, key in zip(x.numpy(), y.tolist(), keys):
-                arr, label = render(0, int(key), 32, 3)
-                np.testing.assert_array_equal(img, arr)
-                assert lab == label
-            seen += keys
-            n += len(keys)
-        assert reader.skipped == 0
-        per_rank.append(n)
-    assert sorted(seen) == [f"{i:07d}" for i in range(N)]  # each exactly once
-    assert per_rank == [8 + 8 + 8 + 5, 8 + 8 + 8]  # shards 0, 2, 4, 6 and 1, 3, 5
+    read_each_sample_once(shards, workers=2)
 
 
 def test_training_with_two_workers_resumes_exactly(shards):

@@ -17,13 +17,7 @@ from tests.metrics_fixtures import tiny_cfg
 ATTRS = ["variant=cgan", "data.attributes=[Male,Smiling,Young]", "data.label_key=attr"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # tiny tensors on a busy 2-core machine: a second intra-op thread only adds synchronisation
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def save(G, path):

@@ -9,14 +9,7 @@ from gandist.nets.conditioning import ConditionalDiscriminator, ConditionalGener
 from gandist.nets.resnet import DownBlock, ResNetDiscriminator, ResNetGenerator, UpBlock
 from gandist.variants import VARIANTS
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # Tiny tensors: a second intra-op thread only adds synchronisation, which on a busy 2-core
-    # machine made these tests 10-30x slower.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 SMALL = ["model.z_dim=16", "model.g_width=8", "model.d_width=8"]

@@ -72,10 +72,12 @@ def identify(x: torch.Tensor, by_pixels) -> list[tuple[int, int]]:
 
 # -- evaluation mode -------------------------------------------------------------------------------
 
-def test_eval_mode_yields_each_sample_once_over_2_ranks(shards):
+def read_each_sample_once(shards, workers: int):
+    """Evaluation mode over 2 ranks x `workers`: every sample exactly once, with the embedded dataset's
+    pixels and labels; shard i goes to rank i mod 2."""
     seen, per_rank = [], []
     for rank in (0, 1):
-        reader = eval_batches(str(shards / URLS), rank, 2, 5, workers=0, with_keys=True)
+        reader = eval_batches(str(shards / URLS), rank, 2, 5, workers=workers, with_keys=True)
         n = 0
         for x, y, keys in reader:
             assert x.dtype == torch.uint8 and x.shape[1:] == (3, 32, 32) and len(x) <= 5
@@ -89,6 +91,10 @@ def test_eval_mode_yields_each_sample_once_over_2_ranks(shards):
         per_rank.append(n)
     assert sorted(seen) == [f"{i:07d}" for i in range(N)]  # each exactly once
     assert per_rank == [8 + 8 + 8 + 5, 8 + 8 + 8]  # shards 0, 2, 4, 6 and 1, 3, 5
+
+
+def test_eval_mode_yields_each_sample_once_over_2_ranks(shards):
+    read_each_sample_once(shards, workers=0)
 
 
 # -- training mode ---------------------------------------------------------------------------------
