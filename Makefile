@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.gandist-installed
 
-.PHONY: install demo test test-unit bench clean
+.PHONY: install demo test test-unit bench bench-train clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -30,6 +30,12 @@ test-unit: install
 
 bench: install
 	$(PY) -m gandist.bench data
+
+# gandist's training round vs a plain PyTorch loop (python -m gandist.bench train --help); e.g.
+#   make bench-train BENCH_ARGS="--variant wgan_gp --device cuda --precision bf16"
+BENCH_ARGS ?= --variant dcgan --resolution 32 --batch-size 64 --steps 20 --warmup 3
+bench-train: install
+	$(PY) -m gandist.bench train $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

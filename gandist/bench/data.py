@@ -1,8 +1,6 @@
-"""Benchmarks (figures to read, not timed tests).
+"""`python -m gandist.bench data [--cifar10 DIR] [--celeba DIR] [--workers 1,2] [--seconds 8]`
 
-    python -m gandist.bench data [--cifar10 DIR] [--celeba DIR] [--workers 1,2] [--seconds 8]
-
-`data`: images/s per DataLoader worker of the shard reader (training mode: resampled shards, shuffle
+images/s per DataLoader worker of the shard reader (training mode: resampled shards, shuffle
 buffer, PNG decode to uint8) for CIFAR-10 at 32 px and CelebA at 64 px, next to torchvision's datasets
 on the same images with the same workers and batch size: CIFAR10 (the pickled batches held in memory)
 and ImageFolder (CelebA's JPEGs with the same centre crop and Lanczos resize, and the 64 px PNGs the
@@ -13,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -24,6 +21,7 @@ from PIL import Image
 from torchvision import datasets, transforms
 from torchvision.transforms import InterpolationMode
 
+from gandist.bench import machine
 from gandist.data.prepare import prepare
 from gandist.data.shards.decode import Spec
 from gandist.data.shards.eval import eval_batches
@@ -31,7 +29,7 @@ from gandist.data.shards.io import expand_urls
 from gandist.data.shards.streams import TrainStream, loader
 from gandist.data.sources.cifar10 import find_root
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+SHARED = Path(__file__).resolve().parents[3] / "shared" / "data"
 
 
 def _cpu_seconds(pids) -> float | None:
@@ -151,36 +149,19 @@ def bench_data(args) -> int:
     return 0
 
 
-def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return f"{cpu}, {cores} cores available, Python {platform.python_version()}, torch {torch.__version__}"
-
-
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m gandist.bench", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = p.add_subparsers(dest="what", required=True)
-    d = sub.add_parser("data", help="shard reader vs torchvision datasets, images/s per worker")
+def add_parser(sub) -> None:
+    d = sub.add_parser("data", help="shard reader vs torchvision datasets, images/s per worker",
+                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     d.add_argument("--cifar10", default=str(SHARED / "cifar10-sample"), help="folder holding cifar-10-batches-py/")
     d.add_argument("--celeba", default=str(SHARED / "celeba-sample"), help="folder holding img_align_celeba/")
     d.add_argument("--workers", default="1,2", help="comma list of DataLoader worker counts")
     d.add_argument("--batch", type=int, default=64)
     d.add_argument("--seconds", type=float, default=8.0, help="measuring time per row")
-    args = p.parse_args(argv)
+
+
+def run(args) -> int:
     for path in (args.cifar10, args.celeba):
         if not Path(path).is_dir():
             print(f"gandist.bench: error: {path} does not exist (see --help)", file=sys.stderr)
             return 2
     return bench_data(args)
-
-
-if __name__ == "__main__":
-    sys.exit(main())
