@@ -10,8 +10,9 @@
 #   GANDIST_PROCS=N   processes (default: the visible GPUs; none visible: one process on the CPU)
 #   GANDIST_HOME=DIR  the repository inside the image (default /opt/gandist)
 # SIGTERM, SIGINT and SIGUSR1 (docker stop, Ctrl-C, a scheduler) go to the training processes, which
-# save a checkpoint at the next step and stop; the container then exits with 75.  Give them time:
-# docker stop -t 120.  A rerun with the same output.dir resumes from that checkpoint.
+# save a checkpoint at the next step and stop; the container then exits with 75, saying so in one line
+# (the launcher's own report of a worker that exited 75 is left out; other failures show it as ever).
+# Give them time: docker stop -t 120.  A rerun with the same output.dir resumes from that checkpoint.
 
 # shellcheck disable=SC2317  # forward runs from traps
 set -uo pipefail
@@ -57,12 +58,61 @@ wait_for() {  # PID: wait until PID exits, through the signals this shell traps 
     done
 }
 
+# `accelerate launch`, run from Python so that one outcome is told apart: training that exited 75 (it
+# saved a checkpoint after a signal) makes the launcher exit 75 quietly.  accelerate would report it as
+# a failure: a CalledProcessError traceback (one process) or torchrun's ChildFailedError traceback and
+# log lines (several; torchrun ends the ranks still exiting, hence their SIGTERM/SIGKILL).  Any other
+# failure raises as before, with the agent's log lines it held back.
+launch_py=$(cat <<'PY'
+import logging, signal, subprocess, sys
+
+STOPPED = 75  # gandist.train: a signal made it save a checkpoint and stop
+ENDED_BY_AGENT = {-signal.SIGTERM, -signal.SIGKILL}
+
+
+def stopped(e):
+    if isinstance(e, subprocess.CalledProcessError):  # accelerate's one-process launcher
+        return e.returncode == STOPPED
+    failures = getattr(e, "failures", None)  # torchrun's ChildFailedError: {rank: ProcessFailure}
+    codes = {f.exitcode for f in failures.values()} if isinstance(failures, dict) else set()
+    return STOPPED in codes and codes <= {STOPPED, *ENDED_BY_AGENT}
+
+
+held = []  # the torchrun agent's lines about ended workers, until the outcome is known
+agent_log = logging.getLogger("torch.distributed.elastic.multiprocessing.api")
+hold = lambda record: held.append(record)  # a filter that keeps every record back
+agent_log.addFilter(hold)
+
+
+def release():
+    agent_log.removeFilter(hold)
+    for record in held:
+        agent_log.handle(record)
+
+
+sys.argv = ["accelerate", "launch", *sys.argv[1:]]
+from accelerate.commands.accelerate_cli import main
+
+try:
+    main()
+except Exception as e:
+    if not stopped(e):
+        release()
+        raise
+    sys.exit(STOPPED)
+except BaseException:
+    release()
+    raise
+release()
+PY
+)
+
 # The launcher starts with the signals ignored (so it is not the one that dies of them, and the
 # torchrun agent inside it leaves SIGTERM alone); this shell passes them to the training processes.
 export PET_SIGNALS_TO_HANDLE=SIGHUP,SIGQUIT TORCHELASTIC_SIGNALS_TO_HANDLE=SIGHUP,SIGQUIT
 got=""
 trap '' USR1 TERM INT
-(exec accelerate launch "${launch[@]}" -m gandist.train "$@") &
+(exec python3 -c "$launch_py" "${launch[@]}" -m gandist.train "$@") &
 launcher=$!
 forward() {
     got=$1
@@ -74,8 +124,11 @@ trap 'forward INT TERM' INT
 trap 'forward USR1 USR1' USR1
 wait_for "$launcher"
 rc=$?
-if [ "$rc" -ne 0 ] && [ -n "$got" ]; then
-    echo "entrypoint: training stopped after SIG$got (launcher exit $rc): exit 75" >&2
+if [ "$rc" -eq 75 ]; then
+    echo "entrypoint: ${got:+SIG$got: }training saved a checkpoint and stopped: exit 75 (a rerun with the same output.dir resumes)" >&2
     exit 75
+fi
+if [ "$rc" -ne 0 ] && [ -n "$got" ]; then
+    echo "entrypoint: SIG$got, but training did not save a checkpoint and stop: it failed (launcher exit $rc; its report above)" >&2
 fi
 exit "$rc"

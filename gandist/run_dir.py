@@ -95,10 +95,17 @@ def truncate_metrics(run_dir: Path, start: int):
 
 
 def git_commit() -> str | None:
+    """The commit the code comes from: GANDIST_GIT_COMMIT when set (the Docker image records it at build
+    time, having no .git), else `git rev-parse HEAD` in the package's checkout; None when neither says."""
+    import os  # only here: the rest of this module does not need it
+
+    recorded = os.environ.get("GANDIST_GIT_COMMIT", "").strip()
+    if recorded:
+        return recorded
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True,
                              text=True, timeout=5)
-        return out.stdout.strip() or None
+        return (out.stdout.strip() or None) if out.returncode == 0 else None
     except (OSError, subprocess.SubprocessError):
         return None
 
