@@ -40,7 +40,8 @@ class Reporter:
         self.images_per_round = cfg.optim.n_critic * (cfg.train.batch_size // accelerator.num_processes)
         self.t_last, self.n_last = time.perf_counter(), start_step
         self.t0, self.start = self.t_last, start_step
-        self.last_stats, self.last_scores, self.rates = {}, {}, []
+        self.last_stats, self.last_scores = {}, {}
+        self.timed = [0.0, 0.0]  # images (all ranks) and seconds over the logged intervals, for the summary
         self.z_fixed, self.y_fixed, self.nrow = fixed_inputs(cfg, accelerator.device)
         if cfg.log.trackers:
             # purge_step: a resumed run's TensorBoard drops what the lost tail of the interrupted run logged
@@ -63,9 +64,11 @@ class Reporter:
         and log them; then move the bar."""
         if done % self.cfg.train.log_every == 0 or done == self.cfg.train.steps:
             now = time.perf_counter()
-            local_rate = (done - self.n_last) * self.images_per_round / max(now - self.t_last, 1e-9)
-            stats["images_per_sec"] = sum_over_ranks(local_rate, self.acc.device)
-            self.rates.append(stats["images_per_sec"])
+            seconds = max(now - self.t_last, 1e-9)
+            stats["images_per_sec"] = sum_over_ranks((done - self.n_last) * self.images_per_round / seconds,
+                                                     self.acc.device)
+            self.timed[0] += stats["images_per_sec"] * seconds
+            self.timed[1] += seconds
             stats["bad_steps"] = counters.bad_total
             stats["data_skipped"] = sum_over_ranks(feed.skipped, self.acc.device)
             if self.cfg.train.mixed_precision == "fp16":
@@ -129,14 +132,13 @@ class Reporter:
     def summary(self, done: int, rows: list[tuple[str, str]]):
         """Rank 0, at the end: time, mean throughput, the last losses and scores, and where things are."""
         elapsed = time.perf_counter() - self.t0
-        rates = [r for r in self.rates if r > 0]
         last = ", ".join(f"{k} {self.last_stats[k]:.4g}" for k in ("loss_d", "loss_g", "wasserstein", "gp", "r1")
                          if k in self.last_stats)
         scores = ", ".join(f"{k} {v:.4g}" for k, v in self.last_scores.items())
         took = f"{elapsed:.0f} s" if elapsed < 120 else f"{elapsed / 60:.1f} min"
         head = [("time", f"{took} for steps {self.start}->{done} (with sampling, evaluation, checkpoints)"),
-                ("throughput", f"{sum(rates) / max(len(rates), 1):.0f} images/s, the mean of the logged rows "
-                               f"(D's inputs, all ranks)"),
+                ("throughput", f"{self.timed[0] / max(self.timed[1], 1e-9):.0f} images/s on average over the "
+                               f"logged intervals (D's inputs, all ranks)"),
                 ("last losses", last or "-")] + ([("last scores", scores)] if scores else [])
         self.panel("gandist: done", head + rows, style="bold green")
 
