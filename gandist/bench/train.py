@@ -123,16 +123,25 @@ def sync(device: torch.device):
         torch.cuda.synchronize(device)
 
 
-def timed(round_fn, first: int, warmup: int, steps: int, device: torch.device) -> float:
-    """Seconds for `steps` calls round_fn(step) after `warmup` untimed ones, from step `first` on."""
-    for s in range(first, first + warmup):
-        round_fn(s)
+def measure(loops: dict, warmup: int, steps: int, device: torch.device) -> tuple[dict, dict]:
+    """(seconds, peak MB) per loop for `steps` rounds after `warmup` untimed ones each.  The timed rounds
+    are interleaved, one of each loop in turn, so that all of them see the same load from whatever else
+    the machine runs; on CUDA each loop's peak is its own (reset before each of its rounds)."""
+    for fn in loops.values():
+        for s in range(warmup):
+            fn(s)
     sync(device)
-    t0 = time.perf_counter()
-    for s in range(first + warmup, first + warmup + steps):
-        round_fn(s)
-    sync(device)
-    return time.perf_counter() - t0
+    seconds, peaks = dict.fromkeys(loops, 0.0), dict.fromkeys(loops, 0.0)
+    for s in range(warmup, warmup + steps):
+        for name, fn in loops.items():
+            if device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats(device)
+            t0 = time.perf_counter()
+            fn(s)
+            sync(device)
+            seconds[name] += time.perf_counter() - t0
+            peaks[name] = max(peaks[name], peak_mb(device))
+    return seconds, peaks
 
 
 def peak_mb(device: torch.device) -> float:
@@ -141,33 +150,53 @@ def peak_mb(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
-def gandist_side(cfg, args) -> dict:
-    """Time gandist's round in this process (one rank of N, or the only one); summed rates over ranks."""
-    acc = make_accelerator(cfg)
-    world, rank, device = acc.num_processes, acc.process_index, acc.device
-    config.check_world_size(cfg, world)
-    feed = make_feed(cfg, rank, world, device)
-    models = build_models(cfg, acc)
-    compiled = compile_nets(cfg, models.G_raw, models.D_raw) if args.compile else "no"
-    draws = Draws(cfg.train.seed, cfg.train.batch_size, rank, world, device)
-    images = cfg.optim.n_critic * len(share(cfg.train.batch_size, rank, world))  # D's real inputs per round
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-    stepper = Stepper(cfg, acc, models, DeviceFeed.take(feed, PREMADE), draws)
-    r = {"gandist_img_s": args.steps * images / timed(stepper.round, 0, args.warmup, args.steps, device),
-         "peak_mem_mb": peak_mb(device), "compiled": compiled, "feed": feed.description}
-    if args.data != "none":
-        fed = Stepper(cfg, acc, models, feed, draws)
-        first = args.warmup + args.steps
-        r["fed_img_s"] = args.steps * images / timed(fed.round, first, args.warmup, args.steps, device)
-        feed.load_state_dict(feed.state_dict())  # its workers stop before the reference is timed
-    rows = gather_object(r)
-    acc.end_training()
-    total = dict(rows[0], gandist_img_s=sum(x["gandist_img_s"] for x in rows),
-                 peak_mem_mb=max(x["peak_mem_mb"] for x in rows), processes=world)
-    if "fed_img_s" in r:
-        total["fed_img_s"] = sum(x["fed_img_s"] for x in rows)
-    return total
+class GandistSide:
+    """What gandist.train builds, in this process (the only one, or one rank of N): `step` is a round on
+    pre-made device batches, `fed` (or None) a round fed by the real reader, on the same models."""
+
+    def __init__(self, cfg, args):
+        self.args = args
+        self.acc = acc = make_accelerator(cfg)
+        world, rank, self.device = acc.num_processes, acc.process_index, acc.device
+        config.check_world_size(cfg, world)
+        self.feed = make_feed(cfg, rank, world, self.device)
+        models = build_models(cfg, acc)
+        self.compiled = compile_nets(cfg, models.G_raw, models.D_raw) if args.compile else "no"
+        draws = Draws(cfg.train.seed, cfg.train.batch_size, rank, world, self.device)
+        self.images = cfg.optim.n_critic * len(share(cfg.train.batch_size, rank, world))  # D's real inputs a round
+        self.step = Stepper(cfg, acc, models, DeviceFeed.take(self.feed, PREMADE), draws).round
+        self.fed = Stepper(cfg, acc, models, self.feed, draws).round if args.data != "none" else None
+
+    def rate(self, seconds: float) -> float:
+        return self.args.steps * self.images / seconds
+
+    def time_fed(self, r: dict) -> dict:
+        """Adds the fed loop's rate, timed alone: a shard reader's workers would slow the other loops."""
+        if self.fed is not None:
+            seconds, _ = measure({"fed": self.fed}, self.args.warmup, self.args.steps, self.device)
+            r["fed_img_s"] = self.rate(seconds["fed"])
+            self.feed.load_state_dict(self.feed.state_dict())  # its workers stop
+        return r
+
+    def finish(self, r: dict) -> dict:
+        """Rates summed and peaks maxed over the ranks, the same on each."""
+        rows = gather_object(r)
+        self.acc.end_training()
+        total = dict(r, processes=len(rows), compiled=self.compiled, feed=self.feed.description, device=self.device.type,
+                     gandist_img_s=sum(x["gandist_img_s"] for x in rows), peak_mem_mb=max(x["peak_mem_mb"] for x in rows))
+        if "fed_img_s" in r:
+            total["fed_img_s"] = sum(x["fed_img_s"] for x in rows)
+        return total
+
+
+def worker(cfg, args) -> int:
+    """One of the --processes N: gandist's loops only; rank 0 leaves the figures for the parent."""
+    side = GandistSide(cfg, args)
+    seconds, peaks = measure({"gandist": side.step}, args.warmup, args.steps, side.device)
+    r = side.finish(side.time_fed({"gandist_img_s": side.rate(seconds["gandist"]), "peak_mem_mb": peaks["gandist"]}))
+    if int(os.environ.get("RANK", 0)) == 0:
+        Path(args.worker_result).write_text(json.dumps(r))
+    return 0
 
 
 def launch(args, n: int) -> dict:
@@ -193,17 +222,11 @@ def launch(args, n: int) -> dict:
         return json.loads(result.read_text())
 
 
-def reference_side(cfg, args, device: torch.device) -> dict:
-    """Time the plain loop in this process, on the full batch, with the same pre-made batches."""
-    feed = make_feed(cfg, 0, 1, device)
-    batches = DeviceFeed.take(feed, PREMADE).batches
+def make_reference(cfg, args, device: torch.device) -> tuple[Reference, str]:
+    """The plain loop, on the full batch, with pre-made device batches of the same data."""
+    batches = DeviceFeed.take(make_feed(cfg, 0, 1, device), PREMADE).batches
     ref = Reference(cfg, device, batches)
-    compiled = compile_nets(cfg, ref.G, ref.D) if args.compile else "no"
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-    seconds = timed(ref.round, 0, args.warmup, args.steps, device)
-    return {"reference_img_s": args.steps * cfg.optim.n_critic * cfg.train.batch_size / seconds,
-            "reference_peak_mem_mb": peak_mb(device), "reference_compiled": compiled}
+    return ref, compile_nets(cfg, ref.G, ref.D) if args.compile else "no"
 
 
 def bench(args) -> int:
@@ -213,50 +236,64 @@ def bench(args) -> int:
         raise ConfigError("--data shards needs --urls PATTERN (e.g. made by `gandist-prepare synthetic --out DIR`)")
     with tempfile.TemporaryDirectory(prefix="gandist-bench-") as out:
         cfg = load_config(args, out)
-        if args.worker_result:  # one of --processes N: gandist's side only
-            r = gandist_side(cfg, args)
-            if int(os.environ.get("RANK", 0)) == 0:
-                Path(args.worker_result).write_text(json.dumps(r))
-            return 0
+        if args.worker_result:
+            return worker(cfg, args)
         load0 = os.getloadavg()[0]
-        g = launch(args, args.processes) if args.processes > 1 else gandist_side(cfg, args)
-        cuda = cfg.train.device == "cuda" or (cfg.train.device == "auto" and torch.cuda.is_available())
-        device = torch.device("cuda" if cuda else "cpu")
-        ref = reference_side(cfg, args, device)
-    report(cfg, args, device, g, ref, load0)
+        B, n = cfg.train.batch_size, cfg.optim.n_critic
+        if args.processes > 1:  # gandist's side first, in its own processes; then the reference alone
+            g = launch(args, args.processes)
+            device = torch.device("cuda" if g["device"] == "cuda" else "cpu")
+            ref, _ = make_reference(cfg, args, device)
+            seconds, peaks = measure({"reference": ref.round}, args.warmup, args.steps, device)
+        else:  # both loops here, interleaved
+            side = GandistSide(cfg, args)
+            device = side.device
+            ref, _ = make_reference(cfg, args, device)
+            seconds, peaks = measure({"gandist": side.step, "reference": ref.round}, args.warmup, args.steps, device)
+            g = side.finish(side.time_fed({"gandist_img_s": side.rate(seconds["gandist"]),
+                                           "peak_mem_mb": peaks["gandist"]}))
+        g.update(reference_img_s=args.steps * n * B / seconds["reference"], reference_peak_mem_mb=peaks["reference"])
+    report(cfg, args, device, g, load0)
     return 0
 
 
-def report(cfg, args, device, g: dict, ref: dict, load0: float):
-    n, B = cfg.optim.n_critic, cfg.train.batch_size
-    rows = [("gandist Stepper.round", g["processes"], "pre-made, on the device", g["gandist_img_s"]),
-            ("reference (plain PyTorch)", 1, "pre-made, on the device", ref["reference_img_s"])]
+def report(cfg, args, device, g: dict, load0: float):
+    n, B, procs = cfg.optim.n_critic, cfg.train.batch_size, g["processes"]
+    rows = [("gandist Stepper.round", procs, "pre-made, on the device", g["gandist_img_s"]),
+            ("reference (plain PyTorch)", 1, "pre-made, on the device", g["reference_img_s"])]
     if "fed_img_s" in g:
-        rows.append(("gandist Stepper.round", g["processes"], g["feed"], g["fed_img_s"]))
-    mem = ("torch.cuda.max_memory_allocated" if device.type == "cuda" else
-           "the process's peak RSS, ru_maxrss" + (", max over ranks" if g["processes"] > 1 else ""))
+        rows.append(("gandist Stepper.round", procs, g["feed"], g["fed_img_s"]))
+    cuda = device.type == "cuda"
     print(f"gandist.bench train: {cfg.variant}, {cfg.model.arch} nets, {cfg.data.resolution} px, global batch {B}, "
           f"n_critic {n}, {device.type}, precision {cfg.train.mixed_precision}, compiled: {g['compiled']}")
     print(f"Machine: {machine()}; load average {load0:.1f} before, {os.getloadavg()[0]:.1f} after")
     print()
     print("| loop | processes | batches | images/s | ms per round |")
     print("| --- | ---: | --- | ---: | ---: |")
-    for name, procs, batches, rate in rows:
-        print(f"| {name} | {procs} | {batches} | {rate:,.1f} | {1000 * n * B / rate:,.1f} |")
+    for name, p, batches, rate in rows:
+        print(f"| {name} | {p} | {batches} | {rate:,.1f} | {1000 * n * B / rate:,.1f} |")
     print()
-    ratio = g["gandist_img_s"] / ref["reference_img_s"]
-    print(f"images/s = rounds x n_critic x batch / seconds ({args.steps} rounds after {args.warmup} of warm-up): "
-          f"the real images D sees, as gandist's metrics count them.  gandist / reference = {ratio:.3f}.")
+    ratio = g["gandist_img_s"] / g["reference_img_s"]
+    how = ("gandist's processes first, then the reference" if procs > 1 else
+           "the first two rows' rounds interleaved (the same load on both), then the last row's")
+    print(f"images/s = rounds x n_critic x batch / seconds, {args.steps} rounds after {args.warmup} of warm-up per "
+          f"row, {how}: the real images D sees, as gandist's metrics count them.  gandist / reference = {ratio:.3f}.")
     print(f"gandist's round also updates the EMA (optim.ema={cfg.optim.ema}) and reduces its losses across ranks.")
-    print(f"Peak memory of gandist's side: {g['peak_mem_mb']:,.0f} MB ({mem}).")
+    if cuda:
+        print(f"Peak memory (torch.cuda.max_memory_allocated): gandist {g['peak_mem_mb']:,.0f} MB"
+              f"{' (max over ranks)' if procs > 1 else ''}, reference {g['reference_peak_mem_mb']:,.0f} MB.")
+    else:
+        print(f"Peak memory: {g['peak_mem_mb']:,.0f} MB, the peak RSS (ru_maxrss) of "
+              + ("gandist's processes (max over ranks)." if procs > 1 else "this process, which ran both loops."))
     print(json.dumps({
         "variant": cfg.variant, "arch": cfg.model.arch, "resolution": cfg.data.resolution, "batch_size": B,
         "n_critic": n, "device": device.type, "precision": cfg.train.mixed_precision, "compile": args.compile,
-        "processes": g["processes"], "steps": args.steps, "warmup": args.warmup,
-        "gandist_img_s": round(g["gandist_img_s"], 2), "reference_img_s": round(ref["reference_img_s"], 2),
+        "processes": procs, "steps": args.steps, "warmup": args.warmup,
+        "gandist_img_s": round(g["gandist_img_s"], 2), "reference_img_s": round(g["reference_img_s"], 2),
         "ratio": round(ratio, 4), "data": args.data,
         "fed_img_s": round(g["fed_img_s"], 2) if "fed_img_s" in g else None,
-        "peak_mem_mb": round(g["peak_mem_mb"], 1), "peak_mem_kind": "cuda_allocated" if device.type == "cuda" else "rss",
+        "peak_mem_mb": round(g["peak_mem_mb"], 1), "peak_mem_kind": "cuda_allocated" if cuda else "rss",
+        "reference_peak_mem_mb": round(g["reference_peak_mem_mb"], 1) if cuda else None,
         "load_average": round(os.getloadavg()[0], 2)}))
 
 
