@@ -22,12 +22,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import torch
@@ -35,6 +33,7 @@ import torch
 from gandist import config
 from gandist.bench import machine
 from gandist.bench.reference import Reference
+from gandist.bench.timing import PREMADE, DeviceFeed, measure
 from gandist.cli import run_command
 from gandist.config import ConfigError
 from gandist.data.errors import DataError
@@ -43,31 +42,6 @@ from gandist.distributed import Draws, gather_object, make_accelerator, share
 from gandist.step import Stepper, build_models
 
 REPO = Path(__file__).resolve().parents[2]
-PREMADE = 4  # distinct device batches cycled through by the timed loops
-
-
-class DeviceFeed:
-    """A feed with gandist's interface (batch(j) -> (images, labels), skipped, state_dict) serving a few
-    batches made beforehand and kept on the device: the step is timed without the reader."""
-
-    def __init__(self, batches: list):
-        self.batches, self.skipped = batches, 0
-        self.description = f"{len(batches)} pre-made batches on the device"
-
-    @classmethod
-    def take(cls, feed, n: int) -> "DeviceFeed":
-        made = cls([feed.batch(j) for j in range(n)])
-        feed.load_state_dict(feed.state_dict())  # a ShardFeed drops its workers: none read ahead while others are timed
-        return made
-
-    def batch(self, j: int):
-        return self.batches[j % len(self.batches)]
-
-    def state_dict(self) -> dict:
-        return {}
-
-    def load_state_dict(self, state: dict):
-        pass
 
 
 def add_parser(sub) -> None:
@@ -84,6 +58,8 @@ def add_parser(sub) -> None:
     t.add_argument("--compile", action="store_true", help="torch.compile G's and D's forward in both loops "
                    "(D stays eager under a gradient penalty: its double backward does not go through inductor)")
     t.add_argument("--processes", type=int, default=1, help="local processes for gandist's side (torchrun)")
+    t.add_argument("--threads", type=int, help="torch's CPU threads per process (default: torch's; on a busy "
+                   "machine 1 keeps the timings from stalling on descheduled threads)")
     t.add_argument("--data", choices=("none", "synthetic", "shards"), default="synthetic",
                    help="the real reader also timed: the embedded dataset, shards (--urls), or none")
     t.add_argument("--urls", default="", help="shard pattern for --data shards")
@@ -103,10 +79,7 @@ def load_config(args, out_dir: str):
         o.append("data.source=synthetic")
     elif args.data == "shards":
         o += ["data.source=shards", f"data.urls={args.urls}", f"data.workers={args.workers}"]
-    cfg = config.load(args.config, o + list(args.overrides))
-    if args.compile and cfg.train.device != "cuda" and not (cfg.train.device == "auto" and torch.cuda.is_available()):
-        print("gandist.bench: note: --compile on CPU compiles C++ in the warm-up: it takes a while", file=sys.stderr)
-    return cfg
+    return config.load(args.config, o + list(args.overrides))
 
 
 def compile_nets(cfg, G, D) -> str:
@@ -116,38 +89,6 @@ def compile_nets(cfg, G, D) -> str:
         return "G only (a penalty's double backward through D does not go through inductor)"
     D.compile()
     return "G and D"
-
-
-def sync(device: torch.device):
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def measure(loops: dict, warmup: int, steps: int, device: torch.device) -> tuple[dict, dict]:
-    """(seconds, peak MB) per loop for `steps` rounds after `warmup` untimed ones each.  The timed rounds
-    are interleaved, one of each loop in turn, so that all of them see the same load from whatever else
-    the machine runs; on CUDA each loop's peak is its own (reset before each of its rounds)."""
-    for fn in loops.values():
-        for s in range(warmup):
-            fn(s)
-    sync(device)
-    seconds, peaks = dict.fromkeys(loops, 0.0), dict.fromkeys(loops, 0.0)
-    for s in range(warmup, warmup + steps):
-        for name, fn in loops.items():
-            if device.type == "cuda":
-                torch.cuda.reset_peak_memory_stats(device)
-            t0 = time.perf_counter()
-            fn(s)
-            sync(device)
-            seconds[name] += time.perf_counter() - t0
-            peaks[name] = max(peaks[name], peak_mb(device))
-    return seconds, peaks
-
-
-def peak_mb(device: torch.device) -> float:
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2 ** 20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
 class GandistSide:
@@ -170,30 +111,37 @@ class GandistSide:
     def rate(self, seconds: float) -> float:
         return self.args.steps * self.images / seconds
 
-    def time_fed(self, r: dict) -> dict:
-        """Adds the fed loop's rate, timed alone: a shard reader's workers would slow the other loops."""
-        if self.fed is not None:
-            seconds, _ = measure({"fed": self.fed}, self.args.warmup, self.args.steps, self.device)
-            r["fed_img_s"] = self.rate(seconds["fed"])
+    def loops(self) -> dict:
+        """The loops timed together; the embedded dataset's too (it renders in this process, no workers)."""
+        return {"gandist": self.step, **({"fed": self.fed} if self.args.data == "synthetic" else {})}
+
+    def figures(self, seconds: dict, peaks: dict) -> dict:
+        """This rank's figures; a shard reader's loop is timed here, alone: its workers would slow the others."""
+        if self.args.data == "shards":
+            alone, _ = measure({"fed": self.fed}, self.args.warmup, self.args.steps, self.device)
+            seconds = dict(seconds, **alone)
             self.feed.load_state_dict(self.feed.state_dict())  # its workers stop
+        r = {"gandist_img_s": self.rate(seconds["gandist"]), "peak_mem_mb": peaks["gandist"]}
+        if "fed" in seconds:
+            r["fed_img_s"] = self.rate(seconds["fed"])
         return r
 
     def finish(self, r: dict) -> dict:
         """Rates summed and peaks maxed over the ranks, the same on each."""
         rows = gather_object(r)
         self.acc.end_training()
-        total = dict(r, processes=len(rows), compiled=self.compiled, feed=self.feed.description, device=self.device.type,
-                     gandist_img_s=sum(x["gandist_img_s"] for x in rows), peak_mem_mb=max(x["peak_mem_mb"] for x in rows))
-        if "fed_img_s" in r:
-            total["fed_img_s"] = sum(x["fed_img_s"] for x in rows)
+        total = dict(r, processes=len(rows), compiled=self.compiled, feed=self.feed.description,
+                     device=self.device.type, peak_mem_mb=max(x["peak_mem_mb"] for x in rows))
+        for key in ("gandist_img_s", "fed_img_s"):
+            if key in r:
+                total[key] = sum(x[key] for x in rows)
         return total
 
 
 def worker(cfg, args) -> int:
     """One of the --processes N: gandist's loops only; rank 0 leaves the figures for the parent."""
     side = GandistSide(cfg, args)
-    seconds, peaks = measure({"gandist": side.step}, args.warmup, args.steps, side.device)
-    r = side.finish(side.time_fed({"gandist_img_s": side.rate(seconds["gandist"]), "peak_mem_mb": peaks["gandist"]}))
+    r = side.finish(side.figures(*measure(side.loops(), args.warmup, args.steps, side.device)))
     if int(os.environ.get("RANK", 0)) == 0:
         Path(args.worker_result).write_text(json.dumps(r))
     return 0
@@ -208,13 +156,14 @@ def launch(args, n: int) -> dict:
                 "--worker-result", str(result)]
         for flag, value in (("--variant", args.variant), ("--resolution", args.resolution),
                             ("--batch-size", args.batch_size), ("--device", args.device),
-                            ("--precision", args.precision)):
+                            ("--precision", args.precision), ("--threads", args.threads)):
             if value is not None:
                 argv += [flag, str(value)]
         argv += ["--compile"] * args.compile + ["--", *args.overrides]
         torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent)) or "torchrun"
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-        env = dict(os.environ, OMP_NUM_THREADS=str(max(1, cores // n)))  # the cores shared, not oversubscribed
+        # the cores shared out, not oversubscribed
+        env = dict(os.environ, OMP_NUM_THREADS=str(args.threads or max(1, cores // n)))
         cmd = [torchrun, "--standalone", f"--nproc_per_node={n}", "-m", "gandist.bench", "train", *argv]
         p = subprocess.run(cmd, env=env, stdout=sys.stderr)  # their output is not this command's table
         if p.returncode != 0 or not result.is_file():
@@ -234,6 +183,8 @@ def bench(args) -> int:
         raise ConfigError("--processes and --steps must be at least 1, --warmup at least 0")
     if args.data == "shards" and not args.urls:
         raise ConfigError("--data shards needs --urls PATTERN (e.g. made by `gandist-prepare synthetic --out DIR`)")
+    if args.threads:
+        torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory(prefix="gandist-bench-") as out:
         cfg = load_config(args, out)
         if args.worker_result:
@@ -245,13 +196,12 @@ def bench(args) -> int:
             device = torch.device("cuda" if g["device"] == "cuda" else "cpu")
             ref, _ = make_reference(cfg, args, device)
             seconds, peaks = measure({"reference": ref.round}, args.warmup, args.steps, device)
-        else:  # both loops here, interleaved
+        else:  # the loops here, interleaved
             side = GandistSide(cfg, args)
             device = side.device
             ref, _ = make_reference(cfg, args, device)
-            seconds, peaks = measure({"gandist": side.step, "reference": ref.round}, args.warmup, args.steps, device)
-            g = side.finish(side.time_fed({"gandist_img_s": side.rate(seconds["gandist"]),
-                                           "peak_mem_mb": peaks["gandist"]}))
+            seconds, peaks = measure({**side.loops(), "reference": ref.round}, args.warmup, args.steps, device)
+            g = side.finish(side.figures(seconds, peaks))
         g.update(reference_img_s=args.steps * n * B / seconds["reference"], reference_peak_mem_mb=peaks["reference"])
     report(cfg, args, device, g, load0)
     return 0
@@ -265,7 +215,8 @@ def report(cfg, args, device, g: dict, load0: float):
         rows.append(("gandist Stepper.round", procs, g["feed"], g["fed_img_s"]))
     cuda = device.type == "cuda"
     print(f"gandist.bench train: {cfg.variant}, {cfg.model.arch} nets, {cfg.data.resolution} px, global batch {B}, "
-          f"n_critic {n}, {device.type}, precision {cfg.train.mixed_precision}, compiled: {g['compiled']}")
+          f"n_critic {n}, {device.type}, threads {torch.get_num_threads()}, precision {cfg.train.mixed_precision}, "
+          f"compiled: {g['compiled']}")
     print(f"Machine: {machine()}; load average {load0:.1f} before, {os.getloadavg()[0]:.1f} after")
     print()
     print("| loop | processes | batches | images/s | ms per round |")
@@ -275,7 +226,8 @@ def report(cfg, args, device, g: dict, load0: float):
     print()
     ratio = g["gandist_img_s"] / g["reference_img_s"]
     how = ("gandist's processes first, then the reference" if procs > 1 else
-           "the first two rows' rounds interleaved (the same load on both), then the last row's")
+           "the first two rows' rounds interleaved (the same load on each), then the shard row's alone"
+           if args.data == "shards" else "the rows' rounds interleaved (the same load on each)")
     print(f"images/s = rounds x n_critic x batch / seconds, {args.steps} rounds after {args.warmup} of warm-up per "
           f"row, {how}: the real images D sees, as gandist's metrics count them.  gandist / reference = {ratio:.3f}.")
     print(f"gandist's round also updates the EMA (optim.ema={cfg.optim.ema}) and reduces its losses across ranks.")
@@ -288,7 +240,7 @@ def report(cfg, args, device, g: dict, load0: float):
     print(json.dumps({
         "variant": cfg.variant, "arch": cfg.model.arch, "resolution": cfg.data.resolution, "batch_size": B,
         "n_critic": n, "device": device.type, "precision": cfg.train.mixed_precision, "compile": args.compile,
-        "processes": procs, "steps": args.steps, "warmup": args.warmup,
+        "processes": procs, "threads": torch.get_num_threads(), "steps": args.steps, "warmup": args.warmup,
         "gandist_img_s": round(g["gandist_img_s"], 2), "reference_img_s": round(g["reference_img_s"], 2),
         "ratio": round(ratio, 4), "data": args.data,
         "fed_img_s": round(g["fed_img_s"], 2) if "fed_img_s" in g else None,
