@@ -2,10 +2,11 @@
 collective (reductions, gathering and broadcasting objects), and the stop flag ranks agree on.
 
 World-size invariance by construction: every random draw of a step (noise, interpolation alpha,
-augmentation, instance noise) comes from a generator seeded by (seed, step, purpose) and is drawn
-at the *global* batch size on every rank; each rank keeps its contiguous slice.  The embedded
-dataset's batch for D-step j is likewise a fixed run of a per-epoch permutation.  So one process
-and N processes see the same numbers, and the training step never mentions ranks.
+augmentation, instance noise) is a pure function of (seed, step, purpose) and the global row index;
+a rank jumps its stream to its first row and draws only its own rows (Draws), so its work grows with
+its own batch, not the world's.  The embedded dataset's batch for D-step j is likewise a fixed run of
+a per-epoch permutation.  So one process and N processes see the same numbers, and the training step
+never mentions ranks.
 """
 from __future__ import annotations
 

@@ -3,7 +3,7 @@ scripts are (PyTorch's DCGAN example, Arjovsky et al.'s WGAN, the WGAN-GP PyTorc
 no framework, no cross-rank reductions, no logging, no non-finite checks, noise from torch.randn on the
 device.  It trains the same networks as gandist (nets.build, same seed) with the same optimizer, loss,
 penalty or clipping, n_critic, batch and precision; what it leaves out (EMA, lr schedule, DDP, the
-global-draw noise) is what the benchmark puts a price on.
+world-size invariant draws, the non-finite guard) is what the benchmark puts a price on.
 """
 from __future__ import annotations
 
