@@ -208,7 +208,7 @@ def startup_rows(cfg, acc, models, feed, ranks: list[dict], start: int, note: st
             ("precision", precision),
             ("batch", f"{batch} global, {batch // world} per rank"),
             ("data", feed.description),
-            ("steps", f"{start} -> {cfg.train.steps}" + (note.replace(", resumed", " (resumed") + ")" if note else "")),
+            ("steps", f"{start}->{cfg.train.steps}" + (note.replace(", resumed", " (resumed") + ")" if note else "")),
             ("run dir", str(run_dir))]
     if TENSORBOARD in cfg.log.trackers:
         rows.append(("tensorboard", f"{run_dir / TENSORBOARD}   (tensorboard --logdir {run_dir.parent})"))

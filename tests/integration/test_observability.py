@@ -37,7 +37,7 @@ def test_start_up_panel_and_summary_say_what_runs_and_where(run):
     G, D = nets.build(cfg)
     for words in ["wgan_gp Gulrajani et al. 2017", f"G {sum(p.numel() for p in G.parameters()):,} parameters",
                   f"D {sum(p.numel() for p in D.parameters()):,}", "1 on 1 node(s)", "precision fp32",
-                  "8 global, 8 per rank", "embedded shapes dataset 256 images, 32 px, 3 channel(s)", "0 -> 6",
+                  "8 global, 8 per rank", "embedded shapes dataset 256 images, 32 px, 3 channel(s)", "steps 0->6",
                   f"run dir {out}", f"tensorboard {out / 'tensorboard'}", "gandist done", "last losses loss_d",
                   "last scores kid", "throughput", "images/s", f"final weights {out / 'final'}", f"plots {out / 'plots'}"]:
         assert words in text, words

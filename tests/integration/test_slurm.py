@@ -139,7 +139,7 @@ def wait_for_steps(slurm: Cluster, job: int, tmp: Path, out: Path, run: int, at_
         assert info["JobState"] in ("PENDING", "CONFIGURING", "RUNNING", "REQUEUED"), \
             f"{info}\n{report(tmp, job, out)}"
         logs = node_logs(out, job, run)
-        if logs and "steps " in logs[0].read_text() and (out / "metrics.jsonl").is_file():
+        if logs and "steps: " in logs[0].read_text() and (out / "metrics.jsonl").is_file():
             rows = metrics(out)
             if rows and rows[-1]["step"] >= at_least:
                 return rows[-1]["step"]
@@ -150,7 +150,7 @@ def wait_for_steps(slurm: Cluster, job: int, tmp: Path, out: Path, run: int, at_
 
 def resumed_step(log: Path, steps: int, out: Path, text: str) -> int:
     """The step rank 0 says it resumed from; checks the checkpoint is the one it names."""
-    m = re.search(r"steps (\d+)->(\d+), run dir .*?, resumed from (\S+)", log.read_text())
+    m = re.search(r"steps: (\d+)->(\d+) \(resumed from (\S+?)[ )]", log.read_text())  # the start-up panel
     assert m and int(m.group(2)) == steps, text
     step, path = int(m.group(1)), Path(m.group(3))
     assert path == out / "checkpoints" / f"step_{step:08d}", text
