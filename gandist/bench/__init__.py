@@ -2,8 +2,9 @@
 
     python -m gandist.bench data    # the shard reader vs torchvision's datasets, images/s per worker
     python -m gandist.bench train   # gandist's training round vs a plain PyTorch loop, images/s
+    python -m gandist.bench draws   # one rank's random draws per step at world 1 and world N
 
-Each subcommand is a module here (data.py, train.py) with add_parser(sub) and run(args).
+Each subcommand is a module here (data.py, train.py, draws.py) with add_parser(sub) and run(args).
 """
 from __future__ import annotations
 

@@ -65,3 +65,13 @@ def test_train_bench_usage_errors_are_one_line():
 def test_data_bench_still_has_its_command():
     p = bench("data", "--help", timeout=120)
     assert p.returncode == 0 and "--workers" in p.stdout
+
+
+def test_draws_bench_counts_a_ranks_own_rows_only():
+    p = bench("draws", "--batch-size", "64", "--worlds", "1,4", "--z-dim", "8", "--resolution", "8",
+              "--repeats", "1")
+    assert p.returncode == 0, p.stderr[-3000:]
+    rows = {(r["draw"], r["world"]): r for r in json.loads(p.stdout.strip().splitlines()[-1])["draws"]}
+    assert rows[("z (8)", 1)]["raw_numbers"] == 64 * 8 and rows[("z (8)", 4)]["raw_numbers"] == 16 * 8
+    assert rows[("image noise (3x8x8)", 4)]["raw_numbers"] == 16 * 3 * 8 * 8
+    assert all(r["ms"] > 0 for r in rows.values())
