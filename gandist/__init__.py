@@ -2,6 +2,8 @@
 
     G = gandist.load_generator("runs/x/final")     # a trained generator, from final/generator.json
 """
+from importlib import import_module
+
 __version__ = "0.1.0"
 
 # Loaded on first use (PEP 562): every `from gandist.x import y` runs this file first, so importing
@@ -12,8 +14,6 @@ _LAZY = {"load_generator": "gandist.trained", "GeneratorError": "gandist.trained
 
 def __getattr__(name):
     if name in _LAZY:
-        from importlib import import_module
-
         return getattr(import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'gandist' has no attribute {name!r}")
 

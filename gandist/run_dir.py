@@ -7,6 +7,7 @@ Rank 0 is the one writer; every decision here is made before any training work, 
 from __future__ import annotations
 
 import json
+import os
 import platform
 import shutil
 import socket
@@ -97,8 +98,6 @@ def truncate_metrics(run_dir: Path, start: int):
 def git_commit() -> str | None:
     """The commit the code comes from: GANDIST_GIT_COMMIT when set (the Docker image records it at build
     time, having no .git), else `git rev-parse HEAD` in the package's checkout; None when neither says."""
-    import os  # only here: the rest of this module does not need it
-
     recorded = os.environ.get("GANDIST_GIT_COMMIT", "").strip()
     if recorded:
         return recorded

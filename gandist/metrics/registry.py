@@ -14,6 +14,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Callable, Iterable
 
+from tqdm import tqdm
+
 # torch-fidelity's names of InceptionV3's outputs; they live here because Options and the metrics name them
 FEATURE_LAYERS = ("64", "192", "768", "2048")  # pool features FID/KID can use (pytorch-fid's --dims)
 DEFAULT_FEATURE_LAYER = "2048"  # the layer of published FID/KID numbers
@@ -115,8 +117,6 @@ def isc(fake: dict, real: dict | None, opts: Options) -> dict:
 def _no_tqdm_monitor():
     """tqdm starts a monitor thread (a daemon that lives until the interpreter exits) for every bar, even a
     disabled one; monitor_interval = 0 is tqdm's switch for not starting it."""
-    from tqdm import tqdm
-
     before = tqdm.monitor_interval
     tqdm.monitor_interval = 0
     try:
