@@ -211,6 +211,15 @@ def broadcast_object(obj, src: int = 0):
     return box[0]
 
 
+def shutdown():
+    """Destroy the process group if one is still there (a run that ended in an error never reached
+    accelerate's end_training), in ordinary code before the interpreter exits.  Left to interpreter
+    teardown, gloo's threads outlive what they use and the process aborts with "terminate called
+    without an active exception" after having reported its error and chosen its exit status."""
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
 class StopFlag:
     """SIGTERM / SIGUSR1 (SLURM preemption, time limit, docker stop) set a flag; the ranks agree on it
     at a step boundary, so all of them checkpoint and stop at the same step."""

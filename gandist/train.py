@@ -18,7 +18,7 @@ from gandist import __version__, checkpoint, config, config_help, run_dir
 from gandist.cli import EXIT_ERROR, first_line, run_command
 from gandist.config import ConfigError
 from gandist.data.feed import make_feed
-from gandist.distributed import Draws, StopFlag, make_accelerator, where
+from gandist.distributed import Draws, StopFlag, make_accelerator, shutdown, where
 from gandist.ema import generator_for_use
 from gandist.metrics.evaluator import Evaluator
 from gandist.metrics.registry import MetricError
@@ -130,8 +130,11 @@ def main(argv=None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     if args.help_config is not None:
         return run_command("gandist", lambda: config_help.print_help(args.help_config), (ConfigError,))
-    return run_command("gandist", lambda: train(config.load(args.config, args.overrides)),
-                       (ConfigError, checkpoint.CheckpointError, MetricError))
+    try:
+        return run_command("gandist", lambda: train(config.load(args.config, args.overrides)),
+                           (ConfigError, checkpoint.CheckpointError, MetricError))
+    finally:
+        shutdown()
 
 
 if __name__ == "__main__":
