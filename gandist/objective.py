@@ -5,8 +5,9 @@ or a constraint on D's weights after its step: gandist.regularizers' registry), 
 an image: DiffAugment (gandist.augment) and annealed instance noise.  The D and G steps
 (gandist.step) only call it; they never branch on the config.
 
-Every random number (augmentation, noise, the penalty's alpha) comes from the step's global draws
-(distributed.Draws) by a purpose name, so the objective is the same for any number of processes.
+Every random number (augmentation, noise, the penalty's alpha) comes from the step's world-size
+invariant draws (distributed.Draws) by a purpose name, so the objective is the same for any number of
+processes.
 """
 from __future__ import annotations
 

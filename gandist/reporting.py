@@ -25,6 +25,7 @@ from gandist import config, plots
 from gandist.console import progress_bar
 from gandist.distributed import generator, sum_over_ranks
 from gandist.files import atomic_path
+from gandist.metrics.inception import quantise
 from gandist.run_dir import METRICS
 from gandist.variants import VARIANTS
 
@@ -168,10 +169,9 @@ def fixed_inputs(cfg, device):
 
 
 def save_grid(images: torch.Tensor, path: Path, nrow: int) -> np.ndarray:
-    """Write images in [-1, 1] as one PNG grid, quantised as torchvision's save_image does; returns the
-    grid as uint8 (H, W, 3)."""
-    grid = make_grid(images.detach().float().cpu().clamp(-1, 1) * 0.5 + 0.5, nrow=nrow, padding=2)
-    u8 = grid.mul(255).add_(0.5).clamp_(0, 255).permute(1, 2, 0).to(torch.uint8).numpy()
+    """Write images in [-1, 1] as one PNG grid, quantised as Inception sees them (metrics.inception.quantise,
+    the rounding of torchvision's save_image); returns the grid as uint8 (H, W, 3)."""
+    u8 = make_grid(quantise(images).cpu(), nrow=nrow, padding=2).permute(1, 2, 0).numpy()
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp:
         Image.fromarray(u8).save(tmp, format="PNG")

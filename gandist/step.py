@@ -1,8 +1,9 @@
 """The D step, the G step and the round that schedules them; the models and optimizers they update.
 
 It reads like Algorithm 1 of the papers: what is minimised is the objective's (gandist.objective),
-and the step never mentions ranks, because every random draw is a slice of a global draw
-(distributed.Draws) and DDP / synchronised BatchNorm are already inside the prepared models.  D's
+and the step never mentions ranks, because every random draw is this rank's rows of a world-size
+invariant draw (distributed.Draws) and DDP / synchronised BatchNorm are already inside the prepared
+models.  D's
 gradients are averaged across ranks by DDP, so a loss that is a mean over this rank's samples
 becomes the mean over the global batch.
 """

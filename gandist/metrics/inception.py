@@ -60,8 +60,8 @@ def feature_extractor(layers: Iterable[str], weights: str | Path | None, device)
 
 
 def quantise(x: torch.Tensor) -> torch.Tensor:
-    """[-1, 1] floats -> uint8 with the very operations save_grid (torchvision's save_image) uses for PNGs,
-    so the images Inception sees are the ones a person looks at."""
+    """[-1, 1] floats -> uint8, rounded as torchvision's save_image does; reporting.save_grid writes its PNGs
+    with it, so the images Inception sees are the ones a person looks at."""
     return (x.detach().float().clamp(-1, 1) * 0.5 + 0.5).mul(255).add_(0.5).clamp_(0, 255).to(torch.uint8)
 
 
