@@ -58,7 +58,12 @@ class Reporter:
 
     def print(self, *args):
         if self.main:
-            (self.progress.console if self.progress else get_console()).print(*args)
+            self.console.print(*args)
+
+    @property
+    def console(self):
+        """The progress bar's console while it runs (so lines print above it), else rich's."""
+        return self.progress.console if self.progress else get_console()
 
     def after_round(self, done: int, stats: dict, counters, feed):
         """Every rank, after each round: on log steps, add throughput and counters to the round's stats
@@ -87,7 +92,7 @@ class Reporter:
         SLURM job's output), where a box would cut long paths at 80 columns."""
         if not self.main:
             return
-        console = self.progress.console if self.progress else get_console()
+        console = self.console
         if not console.is_terminal:
             console.print(f"{title}\n" + "\n".join(f"  {k}: {v}" for k, v in rows), soft_wrap=True, highlight=False)
             return
