@@ -5,11 +5,14 @@
     gandist-prepare mnist --src data/mnist --out shards/mnist
     gandist-prepare folder --src data/flowers --out shards/flowers64 [--resolution 64]
     gandist-prepare synthetic --out shards/synthetic --size 20000
+    gandist-prepare cifar10 --src data/cifar10 --out shards/cifar10-raw --encoding raw
 
 Shards are OUT/<split>-NNNNNN.tar; each sample is <key>.png (lossless: an image that needs no resize
 keeps its exact pixels) with <key>.cls (class id) or <key>.attr.json (CelebA's 40 attributes, 1/-1).
-OUT/index.json lists every split's shards and sample counts, the resolution, channels, class or
-attribute names and the preprocessing.  The train split is written in a seeded random order.
+With --encoding raw the image is <key>.npy instead, its uint8 (C, H, W) array: the same pixels, which
+the reader copies instead of decoding (less CPU per image), in larger shards (PNG stays the default).
+OUT/index.json lists every split's shards and sample counts, the encoding, the resolution, channels,
+class or attribute names and the preprocessing.  The train split is written in a seeded random order.
 
 Re-running is idempotent: a split whose index entry matches the same options and unchanged inputs is
 left alone; otherwise it is rewritten (byte-identical for the same inputs) and stale shards are removed.
@@ -35,11 +38,14 @@ import webdataset as wds
 from gandist.cli import run_command
 from gandist.console import progress_bar
 from gandist.data.errors import BadSample, PrepareError
-from gandist.data.shards.index import FORMAT, INDEX
+from gandist.data.shards import raw
+from gandist.data.shards.index import ENCODINGS, FORMAT, INDEX
 from gandist.data.sources import Options, Source, Split
 from gandist.files import write_json_atomic
 
 SOURCES = ("cifar10", "celeba", "mnist", "folder", "synthetic")
+_ENCODED = {"png": "encoding png (lossless PNG images)",
+            "raw": "encoding raw (uint8 (C, H, W) arrays as .npy, read without decoding)"}
 SHARD_RE = re.compile(r"^(?P<split>[A-Za-z0-9_]+)-\d{6}\.tar$")
 _MTIME = 946684800  # 2000-01-01: fixed tar member times make re-runs byte-identical
 
@@ -60,12 +66,20 @@ def fingerprint(paths: list[Path]) -> str:
 
 
 def _run(job):
-    """In a writer process: (process, item) -> (True, sample) or (False, what was wrong)."""
-    process, item = job
+    """In a writer process: (process, item, encoding) -> (True, sample) or (False, what was wrong)."""
+    process, item, encoding = job
     try:
-        return True, process(item)
+        sample = process(item)
     except BadSample as e:
         return False, str(e)
+    return True, raw.to_raw(sample) if encoding == "raw" else sample
+
+
+def _params(entry: dict | None) -> dict | None:
+    """An index entry's options; an entry written before --encoding existed was PNG, and is still up to
+    date for --encoding png (no rewrite of every shard after an upgrade)."""
+    params = (entry or {}).get("params")
+    return {"encoding": "png", **params} if isinstance(params, dict) else params
 
 
 def _shard_name(split: str, k: int) -> str:
@@ -77,7 +91,7 @@ def _pattern(split: str, n: int) -> str:
 
 
 def _up_to_date(out: Path, entry: dict | None, params: dict, fp: str) -> bool:
-    if not entry or entry.get("params") != params or entry.get("fingerprint") != fp:
+    if not entry or _params(entry) != params or entry.get("fingerprint") != fp:
         return False
     for s in entry["shards"]:
         p = out / s["name"]
@@ -117,13 +131,13 @@ def _warn_skipped(split: str, what: str, shown: int):
 
 
 def write_split(split: Split, out: Path, *, shard_size: int, pool, skip_bad: bool, order_seed: int | None,
-                progress: _Progress, skipped: list[str]) -> dict:
+                progress: _Progress, skipped: list[str], encoding: str = "png") -> dict:
     """Write one split's shards with webdataset.ShardWriter; returns its index entry (without params).
     `skipped` holds what was skipped while listing the input; samples skipped here are added to it."""
     order = np.arange(split.count)
     if order_seed is not None:
         order = np.random.default_rng([order_seed, split.count]).permutation(split.count)
-    jobs = ((split.process, split.item(int(i))) for i in order)
+    jobs = ((split.process, split.item(int(i)), encoding) for i in order)
     results = pool.imap(_run, jobs, chunksize=16) if pool is not None else map(_run, jobs)
 
     failed = False
@@ -173,10 +187,13 @@ def prepare(source: str, src: str | Path | None, out: str | Path, *, splits: lis
             shard_size: int = 2000, workers: int | None = None, resolution: int | None = None,
             channels: int | None = None, crop: int | None = None, skip_bad: bool = False, download: bool = False,
             size: int = 20000, seed: int = 0, shuffle_seed: int | None = 0, force: bool = False,
-            progress: bool = True, log=print) -> dict:
+            progress: bool = True, encoding: str = "png", log=print) -> dict:
     """Write `source` as shards into `out`; returns the index (also written to out/index.json).
     `workers` writer processes encode the samples (None: the CPU cores, at most 8); 0 or 1 encode them
-    in this process.  The shards' bytes do not depend on it."""
+    in this process.  The shards' bytes do not depend on it.  `encoding`: 'png' or 'raw' (see the
+    module docstring); a split written with the other one is rewritten."""
+    if encoding not in ENCODINGS:
+        raise PrepareError(f"--encoding must be {' or '.join(ENCODINGS)}, not {encoding!r}")
     if shard_size < 1:
         raise PrepareError(f"--shard-size must be at least 1, not {shard_size}")
     if workers is not None and workers < 0:
@@ -194,17 +211,18 @@ def prepare(source: str, src: str | Path | None, out: str | Path, *, splits: lis
     params = {"source": source, "src": None if synthetic else str(s.root.resolve()), "resolution": s.resolution,
               "channels": s.channels, "crop": crop, "size": size if synthetic else None,
               "seed": seed if synthetic else None, "shard_size": shard_size, "shuffle_seed": shuffle_seed,
-              "skip_bad": skip_bad}
+              "skip_bad": skip_bad, "encoding": encoding}
     fp = fingerprint(s.inputs)
     old = _read_index(out)
     old_splits = old.get("splits", {}) if old else {}
 
     todo = [sp for name, sp in s.splits.items() if force or not _up_to_date(out, old_splits.get(name), params, fp)]
     redo = {sp.name for sp in todo}
-    entries = {name: e for name, e in old_splits.items() if e.get("params") == params}
+    entries = {name: {**e, "params": params} for name, e in old_splits.items() if _params(e) == params}
     for name in s.splits:
         if name not in redo:
-            log(f"{name}: up to date ({entries[name]['total']} samples in {len(entries[name]['shards'])} shard(s))")
+            log(f"{name}: up to date ({entries[name]['total']} samples in {len(entries[name]['shards'])} shard(s), "
+                f"{encoding})")
 
     if todo:
         if old is not None:  # while shards are rewritten, the index must not vouch for them
@@ -217,17 +235,18 @@ def prepare(source: str, src: str | Path | None, out: str | Path, *, splits: lis
                 listed = s.skipped.get(sp.name, [])
                 e = write_split(sp, out, shard_size=shard_size, pool=pool, skip_bad=skip_bad,
                                 order_seed=shuffle_seed if sp.name == "train" else None, progress=bar,
-                                skipped=list(listed))
+                                skipped=list(listed), encoding=encoding)
                 e.update(params=params, fingerprint=fp)
                 entries[sp.name] = e
-                log(f"{sp.name}: {e['total']} samples in {len(e['shards'])} shard(s) {e['pattern']}"
+                log(f"{sp.name}: {e['total']} samples in {len(e['shards'])} shard(s) {e['pattern']}, {encoding}"
                     + (f", {e['skipped']} skipped ({len(listed)} while listing the input)" if e["skipped"] else ""))
         finally:
             if pool is not None:
                 pool.terminate()
             bar.close()
 
-    index = {"format": FORMAT, "source": source, "resolution": s.resolution, "channels": s.channels,
+    index = {"format": FORMAT, "source": source, "encoding": encoding, "resolution": s.resolution,
+             "channels": s.channels,
              "label_key": s.label_key, "classes": s.classes, "attributes": s.attributes,
              "preprocessing": s.preprocessing, "total": sum(e["total"] for e in entries.values()),
              "skipped": sum(e["skipped"] for e in entries.values()), "splits": entries}
@@ -283,6 +302,9 @@ def parse_args(argv):
     p.add_argument("--seed", type=int, default=0, help="synthetic: the embedded dataset's seed")
     p.add_argument("--shuffle-seed", type=int, default=0, help="seed of the train split's write order")
     p.add_argument("--no-shuffle", action="store_true", help="write the train split in the source's order")
+    p.add_argument("--encoding", choices=ENCODINGS, default="png",
+                   help="how images are stored: png (default: lossless, smallest shards) or raw (uint8 arrays "
+                        "as .npy: the same pixels, no decoding when read, so less CPU per image; larger shards)")
     p.add_argument("--force", action="store_true", help="rewrite splits even when they are up to date")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p.parse_args(argv)
@@ -299,11 +321,11 @@ def _command(args) -> int:
                         shard_size=args.shard_size, workers=args.workers, resolution=args.resolution,
                         channels=args.channels, crop=args.crop, skip_bad=args.skip_bad, download=args.download,
                         size=args.size, seed=args.seed, shuffle_seed=None if args.no_shuffle else args.shuffle_seed,
-                        force=args.force, progress=not args.no_progress)
+                        force=args.force, progress=not args.no_progress, encoding=args.encoding)
     except KeyboardInterrupt:  # not an error: what is written stays, a re-run finishes it
         print("gandist-prepare: interrupted; re-run the same command to finish", file=sys.stderr)
         return 130
-    print(f"gandist-prepare: {index['total']} samples in {args.out}"
+    print(f"gandist-prepare: {index['total']} samples in {args.out}, {_ENCODED[index['encoding']]}"
           + (f", {index['skipped']} skipped (listed in {Path(args.out) / INDEX})" if index["skipped"] else ""))
     return 0
 

@@ -25,6 +25,7 @@ def test_command_line(tmp_path):
                        timeout=300, cwd=REPO)
     assert p.returncode == 0, p.stderr
     assert "12 samples" in p.stdout and f"{tmp_path / 'o'}/train-{{000000..000002}}.tar" in p.stdout
+    assert "encoding png (lossless PNG images)" in p.stdout  # the default, said
     index = json.loads((tmp_path / "o" / "index.json").read_text())
     assert index["total"] == 12 and [s["count"] for s in index["splits"]["train"]["shards"]] == [5, 5, 2]
     assert torch.is_tensor(next(iter(eval_batches(str(tmp_path / "o" / "train-{000000..000002}.tar"), 0, 1, 4, 0)))[0])
@@ -46,3 +47,28 @@ def test_writer_processes_write_the_same_bytes_and_stop_on_bad_input(tmp_path):
     index = prepare("celeba", root, tmp_path / "out", crop=24, resolution=24, progress=False, workers=2,
                     skip_bad=True)
     assert index["splits"]["train"]["total"] == 5 and index["skipped"] == 1
+
+
+def test_encoding_raw_on_the_command_line(tmp_path):
+    out = tmp_path / "raw"
+    p = subprocess.run([str(BIN / "gandist-prepare"), "synthetic", "--out", str(out), "--size", "12", "--shard-size",
+                        "5", "--workers", "2", "--encoding", "raw", "--no-progress"], capture_output=True, text=True,
+                       env=env(), timeout=300)
+    assert p.returncode == 0, p.stderr
+    assert "train: 12 samples in 3 shard(s) train-{000000..000002}.tar, raw" in p.stdout
+    assert f"gandist-prepare: 12 samples in {out}, encoding raw (uint8 (C, H, W) arrays as .npy" in p.stdout
+    assert json.loads((out / "index.json").read_text())["encoding"] == "raw"
+    # the writer processes write what one process writes, and the reader gives the PNG shards' pixels
+    prepare("synthetic", None, tmp_path / "here", size=12, shard_size=5, workers=0, progress=False, encoding="raw")
+    assert {p.name: p.read_bytes() for p in out.glob("*.tar")} == \
+        {p.name: p.read_bytes() for p in (tmp_path / "here").glob("*.tar")}
+    prepare("synthetic", None, tmp_path / "png", size=12, shard_size=5, workers=2, progress=False)
+    pattern = "train-{000000..000002}.tar"
+    raw_x, png_x = (next(iter(eval_batches(str(d / pattern), 0, 1, 12, 0)))[0] for d in (out, tmp_path / "png"))
+    assert torch.equal(raw_x, png_x)
+
+    p = subprocess.run([str(BIN / "gandist-prepare"), "--help"], capture_output=True, text=True, env=env(), timeout=120)
+    assert p.returncode == 0 and "--encoding {png,raw}" in p.stdout and "png (default" in " ".join(p.stdout.split())
+    p = subprocess.run([str(BIN / "gandist-prepare"), "synthetic", "--out", str(tmp_path / "x"), "--encoding", "jpeg"],
+                       capture_output=True, text=True, env=env(), timeout=120)
+    assert p.returncode == 2 and "invalid choice: 'jpeg'" in p.stderr and not (tmp_path / "x").exists()

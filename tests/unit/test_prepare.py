@@ -10,13 +10,14 @@ import gzip
 import json
 import pickle
 import subprocess
+import tarfile
 
 import numpy as np
 import pytest
 from PIL import Image
 
 from gandist.data.errors import PrepareError
-from gandist.data.prepare import prepare
+from gandist.data.prepare import parse_args, prepare
 from gandist.data.shards.eval import eval_batches
 from gandist.data.sources.cifar10 import read_batch
 from gandist.data.synthetic import render
@@ -342,3 +343,99 @@ def test_rerun_is_idempotent(tmp_path):
     assert index["splits"]["train"]["total"] == 30 and len(read_split(out)) == 30
 
 
+
+
+# -- --encoding raw ------------------------------------------------------------------------------------
+
+def members(out, split="train") -> set[str]:
+    """The member extensions of a split's shards."""
+    index = json.loads((out / "index.json").read_text())
+    exts = set()
+    for s in index["splits"][split]["shards"]:
+        with tarfile.open(out / s["name"]) as tar:
+            exts |= {m.name.split(".", 1)[1] for m in tar.getmembers()}
+    return exts
+
+
+def check_raw_equals_png(src, tmp_path, source, split="train", **kw) -> dict:
+    """The same input prepared as png and as raw: the index says which, the shards hold .png or .npy,
+    and the reader gives the same keys, labels and pixels, bit for bit."""
+    png = prepare(source, src, tmp_path / "png", progress=False, workers=0, **kw)
+    raw = prepare(source, src, tmp_path / "raw", progress=False, workers=0, encoding="raw", **kw)
+    assert (png["encoding"], raw["encoding"]) == ("png", "raw")
+    assert raw["splits"][split]["params"]["encoding"] == "raw"
+    assert "png" in members(tmp_path / "png", split) and "npy" not in members(tmp_path / "png", split)
+    assert "npy" in members(tmp_path / "raw", split) and "png" not in members(tmp_path / "raw", split)
+    labels = {"label_key": "attr", "attributes": png["attributes"]} if png["attributes"] else {}
+    a, b = read_split(tmp_path / "png", split, **labels), read_split(tmp_path / "raw", split, **labels)
+    assert list(a) == list(b) and len(a) == png["splits"][split]["total"] > 0  # the same write order too
+    for key in a:
+        assert a[key][0].dtype == b[key][0].dtype == np.uint8
+        np.testing.assert_array_equal(a[key][0], b[key][0])
+        assert a[key][1] == b[key][1]
+    return raw
+
+
+def test_raw_encoding_reads_back_the_png_pixels_of_every_source(tmp_path):
+    d, _ = make_cifar(tmp_path / "cifar")
+    check_raw_equals_png(d, tmp_path / "c", "cifar10")
+    make_celeba(tmp_path / "celeba", n=6, partition=False)
+    check_raw_equals_png(tmp_path / "celeba", tmp_path / "e", "celeba", crop=24, resolution=16)
+    make_mnist(tmp_path / "mnist", {"train": 9, "t10k": 3})
+    raw = check_raw_equals_png(tmp_path / "mnist", tmp_path / "m", "mnist", split="test")
+    assert raw["channels"] == 1
+    check_raw_equals_png(None, tmp_path / "s", "synthetic", size=20, shard_size=8)
+
+
+def test_raw_encoding_on_the_real_samples(shared_data, tmp_path):
+    check_raw_equals_png(shared_data / "cifar10-sample", tmp_path / "c", "cifar10", skip_bad=True,
+                         splits=["test"], split="test")
+    raw = check_raw_equals_png(shared_data / "celeba-sample", tmp_path / "e", "celeba")
+    shard = raw["splits"]["train"]["shards"][0]
+    assert shard["bytes"] > shard["count"] * 3 * 64 * 64  # every pixel stored as it is
+
+
+def test_changing_the_encoding_rewrites_and_an_old_index_means_png(tmp_path):
+    out = tmp_path / "s"
+    kw = dict(size=20, shard_size=8, progress=False, workers=0)
+    logs = []
+    prepare("synthetic", None, out, log=logs.append, **kw)
+    assert any(line.startswith("train: 20 samples in 3 shard(s)") and line.endswith(", png") for line in logs)
+    png = {p.name: p.read_bytes() for p in out.glob("*.tar")}
+
+    logs.clear()
+    index = prepare("synthetic", None, out, encoding="raw", log=logs.append, **kw)
+    assert not any("up to date" in line for line in logs) and index["encoding"] == "raw"
+    assert members(out) == {"npy", "cls"}
+    logs.clear()
+    prepare("synthetic", None, out, encoding="raw", log=logs.append, **kw)
+    assert "train: up to date (20 samples in 3 shard(s), raw)" in logs
+
+    index = prepare("synthetic", None, out, **kw)  # back to png: the same bytes as the first time
+    assert {p.name: p.read_bytes() for p in out.glob("*.tar")} == png and members(out) == {"png", "cls"}
+
+    # an index written before --encoding existed (no field anywhere) describes PNG shards: up to date
+    old = json.loads((out / "index.json").read_text())
+    del old["encoding"]
+    for e in old["splits"].values():
+        del e["params"]["encoding"]
+    (out / "index.json").write_text(json.dumps(old))
+    stamps = {p.name: p.stat().st_mtime_ns for p in out.glob("*.tar")}
+    logs.clear()
+    index = prepare("synthetic", None, out, log=logs.append, **kw)
+    assert "train: up to date (20 samples in 3 shard(s), png)" in logs
+    assert {p.name: p.stat().st_mtime_ns for p in out.glob("*.tar")} == stamps
+    assert index["encoding"] == "png" and index["splits"]["train"]["params"]["encoding"] == "png"
+    assert json.loads((out / "index.json").read_text()) == index  # the index gains the field
+    # ... and not up to date for raw
+    index = prepare("synthetic", None, out, encoding="raw", **kw)
+    assert members(out) == {"npy", "cls"}
+
+
+def test_encoding_option():
+    assert parse_args(["synthetic", "--out", "o"]).encoding == "png"
+    assert parse_args(["synthetic", "--out", "o", "--encoding", "raw"]).encoding == "raw"
+    with pytest.raises(SystemExit):
+        parse_args(["synthetic", "--out", "o", "--encoding", "jpeg"])
+    with pytest.raises(PrepareError, match="--encoding must be png or raw, not 'jpeg'"):
+        prepare("synthetic", None, "unused", encoding="jpeg", progress=False)

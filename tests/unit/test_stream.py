@@ -362,3 +362,119 @@ def test_url_forms_http_and_cache(shards, tmp_path):
     shutil.copytree(shards, bare, ignore=shutil.ignore_patterns("index.json"))
     assert ShardFeed(make_cfg(str(bare / URLS)), 0, 1, "cpu").total == N
     assert keys(str(bare / URLS)) == everything  # evaluation takes the image size from the first image
+
+
+# -- the raw encoding (gandist-prepare --encoding raw) -----------------------------------------------
+
+@pytest.fixture(scope="module")
+def raw_shards(tmp_path_factory):
+    out = tmp_path_factory.mktemp("raw_shards")
+    prepare("synthetic", None, out, size=N, shard_size=SHARD, progress=False, workers=0, encoding="raw")
+    return out
+
+
+def test_raw_shards_read_bit_identical_to_png(shards, raw_shards):
+    with tarfile.open(raw_shards / "train-000000.tar") as tar:  # really the other encoding
+        assert {m.name.rsplit(".", 1)[1] for m in tar.getmembers()} == {"npy", "cls"}
+    assert json.loads((raw_shards / "index.json").read_text())["encoding"] == "raw"
+
+    def everything(d):
+        return [(x, y, keys) for rank in (0, 1) for x, y, keys in eval_batches(str(d / URLS), rank, 2, 5, 0,
+                                                                                with_keys=True)]
+
+    png, raw = everything(shards), everything(raw_shards)
+    assert len(png) == len(raw) and sum(len(k) for _, _, k in raw) == N
+    for (xp, yp, kp), (xr, yr, kr) in zip(png, raw):
+        assert kp == kr and xr.dtype == torch.uint8 and torch.equal(xp, xr) and torch.equal(yp, yr)
+    # training mode: the same seeded batches, to the bit, through the whole feed (labels included)
+    a = ShardFeed(make_cfg(str(shards / URLS), model__conditioning="concat"), 1, 2, "cpu")
+    b = ShardFeed(make_cfg(str(raw_shards / URLS), model__conditioning="concat"), 1, 2, "cpu")
+    assert "stored as png" in a.description and "stored as raw" in b.description
+    for j in range(2 * a.bpe + 1):
+        (xa, ya), (xb, yb) = a.batch(j), b.batch(j)
+        assert torch.equal(xa, xb) and torch.equal(ya, yb)
+    # one data.urls may hold shards of both encodings: each sample says which it is
+    mixed = f"{shards}/train-{{000000..000002}}.tar;{raw_shards}/train-{{000003..000006}}.tar"
+    keys = [k for _, _, ks in eval_batches(mixed, 0, 1, 8, 0, with_keys=True) for k in ks]
+    assert sorted(keys) == [f"{i:07d}" for i in range(N)]
+
+
+class _Touch:
+    """Unpickling this creates a file: a loader that runs pickled code would leave it behind."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def __reduce__(self):
+        return (type(self.path).touch, (self.path,))
+
+
+def npy_bytes(arr) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, arr, allow_pickle=True)
+    return buf.getvalue()
+
+
+RAW_DAMAGE = {  # what a bad .npy sample is -> the words its skip message must hold
+    "truncated": (lambda b: b[:-100], "EOF: reading array data"),
+    "garbage": (lambda b: b"\x89PNG not an array" + b[20:], "magic string is not correct"),
+    "trailing bytes": (lambda b: b + b"\0" * 7, "7 byte(s) after the array"),
+    "another size": (lambda b: npy_bytes(np.zeros((3, 16, 16), np.uint8)), "16x16 px, data.resolution is 32"),
+    "one channel": (lambda b: npy_bytes(np.zeros((1, 32, 32), np.uint8)), "1 channel(s), data.channels is 3"),
+    "float pixels": (lambda b: npy_bytes(np.zeros((3, 32, 32), np.float32)), "a float32 array of shape (3, 32, 32)"),
+}
+
+
+@pytest.mark.parametrize("damage", sorted(RAW_DAMAGE))
+def test_a_bad_raw_sample_is_skipped_counted_and_named(raw_shards, tmp_path, caplog, damage):
+    change, words = RAW_DAMAGE[damage]
+    d = tmp_path / "raw"
+    shutil.copytree(raw_shards, d)
+    bad_key = rewrite_member(d / "train-000001.tar", 3, "npy", change)
+    caplog.set_level("WARNING", logger="gandist.data")
+    reader = eval_batches(str(d / URLS), 0, 1, 8, 0, with_keys=True, resolution=32, channels=3)
+    keys = [k for _, _, ks in reader for k in ks]
+    assert reader.skipped == 1 and bad_key not in keys and len(keys) == N - 1
+    skips = [r.getMessage() for r in caplog.records if "skipped" in r.getMessage()]
+    assert len(skips) == 1, skips
+    assert f"sample {bad_key!r} of {d / 'train-000001.tar'}" in skips[0] and words in skips[0], skips[0]
+
+    # training: the bad sample is never served, the skip is counted
+    src = ShardFeed(make_cfg(str(d / URLS)), 0, 1, "cpu")
+    for j in range(3 * src.bpe):
+        src.batch(j)
+    assert src.skipped >= 1
+
+
+def test_a_raw_sample_never_runs_pickled_code(raw_shards, tmp_path, caplog):
+    d = tmp_path / "raw"
+    shutil.copytree(raw_shards, d)
+    trap = tmp_path / "pickle-ran"
+    bad_key = rewrite_member(d / "train-000000.tar", 0, "npy", lambda b: npy_bytes(np.array([_Touch(trap)], object)))
+    reader = eval_batches(str(d / URLS), 0, 1, 8, 0, with_keys=True)
+    keys = [k for _, _, ks in reader for k in ks]
+    assert not trap.exists()
+    assert reader.skipped == 1 and bad_key not in keys
+    assert any("Object arrays cannot be loaded when allow_pickle=False" in r.getMessage() for r in caplog.records)
+
+
+def test_raw_shards_of_another_size_fail_clearly_without_an_index(raw_shards, tmp_path):
+    bare = tmp_path / "bare"
+    shutil.copytree(raw_shards, bare, ignore=shutil.ignore_patterns("index.json"))
+    with pytest.raises(DataError, match=r"sample '\d{7}' of .*train-000000.tar: 32x32 px, data.resolution is 64"):
+        ShardFeed(make_cfg(str(bare / URLS), data__resolution=64), 0, 1, "cpu")
+    # evaluation without an index takes the size from the first raw image, as for PNG
+    x, _ = next(iter(eval_batches(str(bare / URLS), 0, 1, 4, 0)))
+    assert x.shape == (4, 3, 32, 32)
+
+
+def test_check_index_knows_the_encodings():
+    d = dataclasses.replace(Config().data, resolution=32)
+    synthetic = {"source": "synthetic", "resolution": 32, "channels": 3, "classes": [str(i) for i in range(10)]}
+    check_index(synthetic, d, "cls")  # an index from before the field: png
+    check_index({**synthetic, "encoding": "png"}, d, "cls")
+    check_index({**synthetic, "encoding": "raw"}, d, "cls")
+    with pytest.raises(DataError, match=r"^the synthetic shards \(index.json\) are encoded 'jpeg', which this gandist "
+                                        r"cannot read \(it reads png and raw\); re-run gandist-prepare with "
+                                        r"--encoding png or raw \(rank 1 on h\)$"):
+        check_index({**synthetic, "encoding": "jpeg"}, d, "cls", "rank 1 on h")

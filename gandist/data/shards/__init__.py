@@ -17,14 +17,16 @@ Two modes:
 The epoch length comes from the index.json gandist-prepare writes beside the shards (local or http);
 without one, local shards are counted from their tar headers and remote ones estimated from the first.
 
-Workers decode PNG to uint8 (C, H, W) tensors; ShardFeed converts to [-1, 1] on the device.  A corrupt
-sample or an unreadable shard is logged and skipped, and counted (`ShardFeed.skipped`,
-`EvalBatches.skipped`); it never stops training.  A worker that cannot read a single good sample
-from any shard raises an error naming its rank, host and the last problem instead of hanging.
+Workers decode PNG (or, for shards written with --encoding raw, copy the .npy array) to uint8
+(C, H, W) tensors; ShardFeed converts to [-1, 1] on the device.  A corrupt sample or an unreadable
+shard is logged and skipped, and counted (`ShardFeed.skipped`, `EvalBatches.skipped`); it never stops
+training.  A worker that cannot read a single good sample from any shard raises an error naming its
+rank, host and the last problem instead of hanging.
 
 One module per concern, lower ones first:
     io.py       urls, opening a shard (file, http, pipe:), the download cache
     tar.py      the one tar reader (a fifteenth of the CPU time of Python's tarfile)
+    raw.py      the raw encoding: a sample's uint8 (C, H, W) array as .npy, written and read safely
     decode.py   what a sample must look like (Spec), PNG checking and decoding, collating
     index.py    index.json (finding it, checking it against the config), counting samples
     reader.py   the per-worker reader: shards -> decoded samples, problems logged, skipped, counted

@@ -1,5 +1,7 @@
-"""A raw shard sample (dict of bytes) -> (uint8 (C, H, W) image, label), checked against what the run
-expects (Spec); anything else is a BadSample naming what is wrong."""
+"""An undecoded shard sample (dict of bytes) -> (uint8 (C, H, W) image, label), checked against what the run
+expects (Spec); anything else is a BadSample naming what is wrong.  The image is <key>.png (decoded) or
+<key>.npy (gandist-prepare --encoding raw: copied, see raw.py); each sample says which by its member, so
+shards of both encodings may be read together."""
 from __future__ import annotations
 
 import importlib
@@ -14,6 +16,7 @@ import torch
 from PIL import Image
 
 from gandist.data.errors import BadSample
+from gandist.data.shards import raw
 
 
 @dataclass
@@ -130,16 +133,30 @@ def _attributes(sample: dict, spec: Spec) -> list[int]:
         raise BadSample(f"unreadable .attr.json ({e})") from None
 
 
-def decode(sample: dict, spec: Spec):
-    """A raw WebDataset sample -> (uint8 (C, H, W) tensor, label or None); BadSample says what is wrong
-    (the caller names the sample: see where_sample)."""
+def _image(sample: dict, spec: Spec) -> torch.Tensor:
+    """The sample's uint8 (C, H, W) image from its .npy (raw) or .png member."""
+    arr = sample.get(raw.EXT)
+    if arr is not None:
+        known = spec.resolution is not None and spec.channels is not None
+        try:
+            return torch.from_numpy(raw.decode(arr, (spec.channels, spec.resolution, spec.resolution) if known
+                                               else None))
+        except Exception as e:
+            raise BadSample(f"corrupt raw .{raw.EXT} image ({type(e).__name__}: {str(e)[:120]})") from None
     png = sample.get("png")
     if png is None:
-        raise BadSample(f"no .png member (found {sorted(k for k in sample if not k.startswith('__'))})")
+        raise BadSample(f"no .png or .{raw.EXT} image member "
+                        f"(found {sorted(k for k in sample if not k.startswith('__'))})")
     try:
-        img = decoder()(png)
+        return decoder()(png)
     except Exception as e:
         raise BadSample(f"corrupt PNG ({type(e).__name__}: {str(e)[:120]})") from None
+
+
+def decode(sample: dict, spec: Spec):
+    """An undecoded WebDataset sample -> (uint8 (C, H, W) tensor, label or None); BadSample says what is wrong
+    (the caller names the sample: see where_sample)."""
+    img = _image(sample, spec)
     c, h, w = img.shape
     if spec.channels is not None and c != spec.channels:
         raise BadSample(f"{c} channel(s), data.channels is {spec.channels}")

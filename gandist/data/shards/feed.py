@@ -9,7 +9,7 @@ import torch
 
 from gandist.data.errors import BadSample, DataError
 from gandist.data.shards.decode import Spec, decode, where_sample
-from gandist.data.shards.index import check_index, find_index, total_samples
+from gandist.data.shards.index import check_index, encoding_of, find_index, total_samples
 from gandist.data.shards.io import expand_urls, is_local, local_path
 from gandist.data.shards.reader import Reader
 from gandist.data.shards.streams import TrainStream, loader
@@ -49,7 +49,9 @@ class ShardFeed:
         self._next, self._it = 0, None
         self.description = (f"{meta.get('source') or 'shards'}: {total} images in {len(self.urls)} shard(s), "
                             f"{cfg.data.resolution} px, {cfg.data.channels} channel(s); an epoch is {self.bpe} "
-                            f"batches of {cfg.train.batch_size}")
+                            f"batches of {cfg.train.batch_size}"
+                            # without an index.json there is nothing to say: each sample's member tells
+                            + (f"; stored as {encoding_of(meta)}" if meta else ""))
 
     def _inspect(self) -> tuple[dict, int]:
         """Check the shards against the config before any worker starts; return (index metadata, samples)."""

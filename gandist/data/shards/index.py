@@ -13,6 +13,9 @@ from gandist.data.shards.tar import tar_members
 
 INDEX = "index.json"
 FORMAT = "gandist-shards/1"  # index["format"]: an index.json of another layout is not ours to read
+# index["encoding"]: how the images are stored, "png" (<key>.png) or "raw" (<key>.npy, see raw.py).
+# Indexes written before the field existed hold PNG only, so its absence means png.
+ENCODINGS = ("png", "raw")
 
 log = logging.getLogger("gandist.data")
 
@@ -43,15 +46,24 @@ def find_index(urls: list[str]) -> tuple[dict, dict[str, int]]:
     return meta, counts
 
 
+def encoding_of(meta: dict) -> str:
+    """The image encoding of the shards an index describes ('png' for an index older than the field)."""
+    return meta.get("encoding") or "png"
+
+
 def check_index(meta: dict, data, labels: str | None, here: str = "") -> None:
     """Raise DataError where the shards an index describes cannot serve the config's data section
-    `data` with `labels` ('cls', 'attr' or None): another resolution or channel count, attributes or
-    class labels they lack, more classes than data.num_classes.  `here` ('rank R on HOST') ends the
-    message.  Nothing is checked without an index (meta {})."""
+    `data` with `labels` ('cls', 'attr' or None): an image encoding this reader does not know (a newer
+    gandist-prepare's), another resolution or channel count, attributes or class labels they lack,
+    more classes than data.num_classes.  `here` ('rank R on HOST') ends the message.  Nothing is
+    checked without an index (meta {})."""
     if not meta:
         return
     at = f" ({here})" if here else ""
     src = f"{meta.get('source')} shards (index.json)"
+    if encoding_of(meta) not in ENCODINGS:
+        raise DataError(f"the {src} are encoded {encoding_of(meta)!r}, which this gandist cannot read (it reads "
+                        f"{' and '.join(ENCODINGS)}); re-run gandist-prepare with --encoding png or raw{at}")
     if meta.get("resolution") not in (None, data.resolution):
         raise DataError(f"data.resolution is {data.resolution} but the {src} are {meta['resolution']} px; "
                         f"set data.resolution={meta['resolution']} or re-run gandist-prepare with "
