@@ -1,11 +1,15 @@
-"""`python -m gandist.bench data [--cifar10 DIR] [--celeba DIR] [--workers 1,2] [--seconds 8]`
+"""`python -m gandist.bench data [--cifar10 DIR] [--celeba DIR] [--workers 1,2] [--seconds 8] [--shards-only]`
 
 images/s per DataLoader worker of the shard reader (training mode: resampled shards, shuffle
-buffer, PNG decode to uint8) for CIFAR-10 at 32 px and CelebA at 64 px, next to torchvision's datasets
-on the same images with the same workers and batch size: CIFAR10 (the pickled batches held in memory)
-and ImageFolder (CelebA's JPEGs with the same centre crop and Lanczos resize, and the 64 px PNGs the
-shards hold, written out as files).  By default the samples in ../shared/data are used.  Throughput is
-counted from the first batch on (worker start-up excluded) for --seconds per row.
+buffer, decode to uint8) for CIFAR-10 at 32 px and CelebA at 64 px, with the images stored both ways
+gandist-prepare can store them (--encoding png, the default, and raw: uint8 arrays that need no
+decoding), next to torchvision's datasets on the same images with the same workers and batch size:
+CIFAR10 (the pickled batches held in memory) and ImageFolder (CelebA's JPEGs with the same centre crop
+and Lanczos resize, and the 64 px PNGs the shards hold, written out as files).  By default the samples
+in ../shared/data are used.  Throughput is counted from the first batch on (worker start-up excluded)
+for --seconds per row; images per worker CPU-second (the workers' user + system time) is the figure
+that does not depend on what else the machine runs.  The raw vs PNG table at the end sets the two
+encodings side by side with their shards' size on disk.
 """
 from __future__ import annotations
 
@@ -97,18 +101,52 @@ def _image_folder(files: list[Path], tmp: Path, name: str, transform):
     return datasets.ImageFolder(str(tmp / name), transform=transform)
 
 
+def _shards(source: str, src: str, out: Path, encoding: str, **kw) -> tuple[str, int, int]:
+    """Prepare the train split of `source` with `encoding`: (its urls, images, bytes on disk)."""
+    idx = prepare(source, src, out, splits=["train"], progress=False, encoding=encoding, log=lambda *a: None, **kw)
+    train = idx["splits"]["train"]
+    return str(out / train["pattern"]), train["total"], sum(s["bytes"] for s in train["shards"])
+
+
+CIFAR, CELEBA = "CIFAR-10 32 px", "CelebA 64 px"
+# the shard rows of each data set, (PNG, raw): the last table compares them
+SHARD_ROWS = {CIFAR: ("gandist shards (PNG, with labels)", "gandist shards (raw, with labels)"),
+              CELEBA: ("gandist shards (PNG)", "gandist shards (raw)")}
+
+
+def _num(x: float | None) -> str:
+    return f"{x:,.0f}" if x else "n/a"
+
+
+def _encodings_table(rows: list, sizes: dict) -> None:
+    """raw vs PNG: images per worker CPU-second of each, per data set and worker count, and disk size."""
+    per_cpu = {(data, reader, w): c for data, reader, w, _, _, c in rows}
+    print()
+    print("raw vs PNG shards (gandist-prepare --encoding), images per worker CPU-second:")
+    print()
+    print("| data | workers | PNG | raw | raw / PNG | shard bytes per image, PNG / raw |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: |")
+    for (data, reader, w), png in per_cpu.items():
+        if data not in SHARD_ROWS or reader != SHARD_ROWS[data][0]:
+            continue
+        raw = per_cpu.get((data, SHARD_ROWS[data][1], w))
+        ratio = f"{raw / png:.1f}x" if raw and png else "n/a"
+        print(f"| {data} | {w} | {_num(png)} | {_num(raw)} | {ratio} | {_num(sizes[data][0])} / "
+              f"{_num(sizes[data][1])} |")
+
+
 def bench_data(args) -> int:
     workers = [int(w) for w in args.workers.split(",")]
     rows = []
     with tempfile.TemporaryDirectory(prefix="gandist-bench-") as tmp:
         tmp = Path(tmp)
-        print(f"preparing shards in {tmp} ...", flush=True)
-        cidx = prepare("cifar10", args.cifar10, tmp / "cifar10", splits=["train"], skip_bad=True, progress=False,
-                       log=lambda *a: None)
+        print(f"preparing shards in {tmp} (PNG and raw) ...", flush=True)
+        curls, cn, cbytes = _shards("cifar10", args.cifar10, tmp / "cifar10", "png", skip_bad=True)
+        craw, _, crbytes = _shards("cifar10", args.cifar10, tmp / "cifar10-raw", "raw", skip_bad=True)
         celeba_files = sorted((Path(args.celeba) / "img_align_celeba").glob("*.jpg"))
-        eidx = prepare("celeba", args.celeba, tmp / "celeba", progress=False, log=lambda *a: None)
-        curls = str(tmp / "cifar10" / cidx["splits"]["train"]["pattern"])
-        eurls = str(tmp / "celeba" / eidx["splits"]["train"]["pattern"])
+        eurls, en, ebytes = _shards("celeba", args.celeba, tmp / "celeba", "png")
+        eraw, _, erbytes = _shards("celeba", args.celeba, tmp / "celeba-raw", "raw")
+        sizes = {CIFAR: (cbytes / cn, crbytes / cn), CELEBA: (ebytes / en, erbytes / en)}
         pngs = tmp / "celeba-png"
         pngs.mkdir()
         for x, _, keys in eval_batches(eurls, 0, 1, 256, 0, label_key=None, with_keys=True):
@@ -120,17 +158,22 @@ def bench_data(args) -> int:
                                    transforms.PILToTensor()])
         tv_jpeg = _image_folder(celeba_files, tmp, "celeba-jpeg", crop)
         tv_png = _image_folder(sorted(pngs.glob("*.png")), tmp, "celeba-png-folder", transforms.PILToTensor())
-        print(f"CIFAR-10: {cidx['total']} images; CelebA: {eidx['total']} images; batch {args.batch}; "
-              f"{args.seconds:g} s per row", flush=True)
+        print(f"CIFAR-10: {cn} images; CelebA: {en} images; batch {args.batch}; {args.seconds:g} s per row",
+              flush=True)
 
         b = args.batch
+        # each raw row right after its PNG row: the two are compared, so they should see the same load
         cases = [
-            ("CIFAR-10 32 px", "gandist shards (PNG, with labels)", lambda w: _shard_loader(curls, 32, "cls", w, b)),
-            ("CIFAR-10 32 px", "torchvision CIFAR10 (in memory)", lambda w: _map_loader(tv_cifar, w, b)),
-            ("CelebA 64 px", "gandist shards (PNG)", lambda w: _shard_loader(eurls, 64, None, w, b)),
-            ("CelebA 64 px", "ImageFolder, JPEG + crop 108 + resize", lambda w: _map_loader(tv_jpeg, w, b)),
-            ("CelebA 64 px", "ImageFolder, 64 px PNG files", lambda w: _map_loader(tv_png, w, b)),
+            (CIFAR, SHARD_ROWS[CIFAR][0], lambda w: _shard_loader(curls, 32, "cls", w, b)),
+            (CIFAR, SHARD_ROWS[CIFAR][1], lambda w: _shard_loader(craw, 32, "cls", w, b)),
+            (CIFAR, "torchvision CIFAR10 (in memory)", lambda w: _map_loader(tv_cifar, w, b)),
+            (CELEBA, SHARD_ROWS[CELEBA][0], lambda w: _shard_loader(eurls, 64, None, w, b)),
+            (CELEBA, SHARD_ROWS[CELEBA][1], lambda w: _shard_loader(eraw, 64, None, w, b)),
+            (CELEBA, "ImageFolder, JPEG + crop 108 + resize", lambda w: _map_loader(tv_jpeg, w, b)),
+            (CELEBA, "ImageFolder, 64 px PNG files", lambda w: _map_loader(tv_png, w, b)),
         ]
+        if args.shards_only:
+            cases = [c for c in cases if c[1] in SHARD_ROWS[c[0]]]
         torch.set_num_threads(1)
         for data, reader, make in cases:
             for w in workers:
@@ -146,6 +189,7 @@ def bench_data(args) -> int:
     print("| --- | --- | ---: | ---: | ---: | ---: |")
     for data, reader, w, rate, per, per_cpu in rows:
         print(f"| {data} | {reader} | {w} | {rate:,.0f} | {per:,.0f} | {f'{per_cpu:,.0f}' if per_cpu else 'n/a'} |")
+    _encodings_table(rows, sizes)
     return 0
 
 
@@ -157,6 +201,8 @@ def add_parser(sub) -> None:
     d.add_argument("--workers", default="1,2", help="comma list of DataLoader worker counts")
     d.add_argument("--batch", type=int, default=64)
     d.add_argument("--seconds", type=float, default=8.0, help="measuring time per row")
+    d.add_argument("--shards-only", action="store_true", help="only gandist's shard rows (PNG and raw), not "
+                                                               "torchvision's")
 
 
 def run(args) -> int:
