@@ -399,7 +399,7 @@ def report(rows: list, rounds: list, clusters: list, args) -> None:
     for f in rows:
         links, need = f["links"], f["link_gbps_for_target"]
         cells = [f"{x['comm_ms']:.2f}" for x in links] + \
-            [f"{x['efficiency']:.0%} / {x['efficiency_overlap']:.0%}" for x in links] + \
+            [f"{x['efficiency']:.1%} / {x['efficiency_overlap']:.1%}" for x in links] + \
             [f"{x['compute_ms_for_target']:.1f}" for x in links] + ["never" if need is None else f"{need:,.1f}"] + \
             [str(x["nodes_below_target"] or "-") for x in links]
         print(f"| {f['config']} | {f['compute_ms']:.1f} ({f['compute_source']}) | {links[0]['latency_ms']:.2f} | "
