@@ -1,6 +1,6 @@
 """DiffAugment (Zhao et al. 2020): differentiable colour, translation and cutout applied to every
 image D sees, real and fake, so D can't memorise a small dataset.  Random parameters come from
-the caller's per-step global draws (distributed.Draws), which keeps runs world-size invariant.
+the caller's per-step global draws (draws.Draws), which keeps runs world-size invariant.
 
 The magnitudes are those of the paper: brightness +U[-0.5, 0.5], saturation x U[0, 2], contrast
 x U[0.5, 1.5]; translation by up to 1/8 of the size with zero padding; cutout of a square half

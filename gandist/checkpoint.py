@@ -319,6 +319,10 @@ def save_training(acc, cfg, step: int, models, counters, feed) -> Path | None:
 def restore(cfg, acc, path: Path, models, counters, feed) -> tuple[int, str]:
     """Collective: load checkpoint `path` into the run; returns its step and a note for the start line."""
     run_dir = Path(cfg.output.dir)
+    # Hyperparameters and implementation flags are this run's, not the checkpoint's (loading replaces a param
+    # group's): the lrs are set every step (Stepper.set_lr), the rest is put back here.
+    kept = [[{k: g[k] for k in ("betas", "fused", "foreach") if k in g} for g in opt.param_groups]
+            for opt in (models.opt_g, models.opt_d)]
     try:
         state = load(acc, path, identity(cfg), {"generator": models.G_raw, "discriminator": models.D_raw},
                      models.ema)
@@ -328,11 +332,13 @@ def restore(cfg, acc, path: Path, models, counters, feed) -> tuple[int, str]:
             raise CheckpointError(f"{e}. To continue from the checkpoint before it instead: "
                                   f"train.resume={older[-1]} train.overwrite=true") from None
         raise
-    # Hyperparameters are the config's, not the checkpoint's: the lrs are set every step (Stepper.set_lr).
-    for opt in (models.opt_g, models.opt_d):
-        for group in opt.param_groups:
-            if "betas" in group:
-                group["betas"] = (cfg.optim.beta1, cfg.optim.beta2)
+    for opt, groups in zip((models.opt_g, models.opt_d), kept):
+        for group, flags in zip(opt.param_groups, groups):
+            group.update(flags)
+            if group.get("fused"):  # the fused kernels keep their step counts on the parameters' device
+                for p in group["params"]:
+                    if "step" in opt.state.get(p, {}):
+                        opt.state[p]["step"] = opt.state[p]["step"].to(p.device, torch.float32)
     for k, v in state.get("counters", {}).items():
         setattr(counters, k, v)
     feed.load_state_dict(state.get("data", {}))

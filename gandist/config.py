@@ -107,7 +107,9 @@ class DataConfig:
     urls: str = _f("", help="shard pattern(s): brace ranges, http(s)://, pipe:; ';' separates several")
     label_key: str = _f("cls", choices=("cls", "attr"), help="cls for class labels, attr for CelebA attributes")
     attributes: list = _f(None, factory=list, help="CelebA attribute names to condition on")
-    workers: int = _f(2, min=0, help="DataLoader worker processes per rank reading shards")
+    workers: int = _f(2, min=0, help="DataLoader worker processes per rank reading shards; part of the data order "
+                                     "(a worker reads its own shards), so it is set, not sized to the machine")
+    prefetch: int = _f(4, min=1, help="batches each shard-reading worker keeps ready (DataLoader prefetch_factor)")
     cache_dir: str = _f("", help="local shard cache for remote urls; empty = no cache")
     shuffle_buffer: int = _f(1000, min=0, help="samples each worker shuffles through")
 
@@ -128,6 +130,25 @@ class TrainConfig:
     timeout_s: int = _f(600, min=1, help="process-group timeout: a dead rank makes the others fail after this")
     device: str = _f("auto", choices=("auto", "cpu", "cuda"), help="auto: the GPU when there is one")
     fp64: bool = _f(False, help="train in float64: for numerical checks (world-size invariance), slow")
+
+
+@dataclass
+class PerfConfig:
+    """The fast paths: each changes how fast a step runs, not what it computes (beyond rounding); the defaults
+    are chosen from `python -m gandist.bench train` measurements (README, Performance)."""
+    optimizer: str | None = _f(None, choices=("fused", "foreach", "for-loop", None),
+                               help="torch's optimizer implementation; fused also takes the non-finite guard's "
+                                    "verdict on the device, with no host sync (the others read it on the host before "
+                                    "each step); null = fused for Adam, foreach for RMSprop (torch has no fused one)")
+    channels_last: bool | None = _f(None, help="NHWC memory format for G, D and the images; null = on with a GPU")
+    noise_on_device: bool | None = _f(None, help="make the random draws on the training device (the same bits as "
+                                                  "on the CPU, no host-to-device copy); null = on with a GPU")
+    pin_memory: bool | None = _f(None, help="shard batches in page-locked memory, copied to the GPU without "
+                                            "blocking; null = on with a GPU")
+    reuse_fakes: bool = _f(True, help="with optim.n_critic=1 and g_steps=1, G's step reuses the D step's fakes "
+                                      "(one G forward a round, as PyTorch's DCGAN example); otherwise G draws anew")
+    compile: bool = _f(False, help="torch.compile G and D's forward; D's gradient penalty (double backward, "
+                                   "which inductor cannot do) runs D uncompiled")
 
 
 @dataclass
@@ -171,6 +192,7 @@ class Config:
     optim: OptimConfig = _f(None, factory=OptimConfig)
     data: DataConfig = _f(None, factory=DataConfig)
     train: TrainConfig = _f(None, factory=TrainConfig)
+    perf: PerfConfig = _f(None, factory=PerfConfig)
     checkpoint: CheckpointConfig = _f(None, factory=CheckpointConfig)
     log: LogConfig = _f(None, factory=LogConfig)
     eval: EvalConfig = _f(None, factory=EvalConfig)
@@ -345,6 +367,9 @@ def _check_consistency(cfg: Config, where: str):
         # and the per-sample gradient norm the penalty constrains is not defined (WGAN-GP, section 4).
         raise ConfigError(f"loss.regularizer: {cfg.loss.regularizer} penalises per-sample gradients, which "
                           f"model.d_norm=batch couples across the batch; use model.d_norm=layer or none ({where})")
+    if cfg.perf.optimizer == "fused" and cfg.optim.name != "adam":
+        raise ConfigError(f"perf.optimizer: torch has no fused {cfg.optim.name}; use perf.optimizer=foreach with "
+                          f"optim.name={cfg.optim.name} ({where})")
     if cfg.model.arch == "resnet" and cfg.data.resolution not in (32, 64):
         raise ConfigError(f"model.arch: resnet supports data.resolution 32 or 64, not {cfg.data.resolution} ({where})")
     if cfg.data.source == "synthetic" and cfg.data.resolution not in (32, 64):
@@ -377,6 +402,11 @@ def to_dict(cfg: Config) -> dict:
 
 def dump(cfg: Config) -> str:
     return yaml.safe_dump(to_dict(cfg), sort_keys=False)
+
+
+def on_gpu(flag: bool | None, device) -> bool:
+    """A perf flag whose null means: on when training on a GPU."""
+    return device.type == "cuda" if flag is None else flag
 
 
 def label_dim(cfg: Config) -> int:

@@ -1,16 +1,13 @@
-"""Everything that knows about ranks: the Accelerator, this rank's share of global draws, every
+"""Everything that knows about ranks: the Accelerator, this rank's share of a global batch, every
 collective (reductions, gathering and broadcasting objects), and the stop flag ranks agree on.
 
-World-size invariance by construction: every random draw of a step (noise, interpolation alpha,
-augmentation, instance noise) is a pure function of (seed, step, purpose) and the global row index;
-a rank jumps its stream to its first row and draws only its own rows (Draws), so its work grows with
-its own batch, not the world's.  The embedded dataset's batch for D-step j is likewise a fixed run of
-a per-epoch permutation.  So one process and N processes see the same numbers, and the training step
-never mentions ranks.
+World-size invariance by construction: every random draw of a step is a pure function of (seed, step,
+purpose) and the global row index, and a rank computes only its own rows (gandist.draws); the embedded
+dataset's batch for D-step j is likewise a fixed run of a per-epoch permutation.  So one process and N
+processes see the same numbers, and the training step never mentions ranks.
 """
 from __future__ import annotations
 
-import math
 import os
 import signal
 import socket
@@ -48,6 +45,10 @@ def make_accelerator(cfg) -> Accelerator:
     )
     pg = InitProcessGroupKwargs(timeout=timedelta(seconds=cfg.train.timeout_s))
     cpu = cfg.train.device == "cpu" or (cfg.train.device == "auto" and not torch.cuda.is_available())
+    if cpu:
+        # accelerate imports DeepSpeed when it is installed (to unwrap models), and DeepSpeed, finding no GPU,
+        # prints a warning on stdout about picking its CPU accelerator; naming it is DeepSpeed's documented way
+        os.environ.setdefault("DS_ACCELERATOR", "cpu")
     acc = Accelerator(
         mixed_precision=cfg.train.mixed_precision,
         cpu=cpu,
@@ -79,14 +80,14 @@ def where(rank: int | None = None) -> str:
     return f"rank {rank} on {socket.gethostname()}"
 
 
-def _seeds(seed: int, step: int, purpose: str) -> np.random.SeedSequence:
+def seed_sequence(seed: int, step: int, purpose: str) -> np.random.SeedSequence:
     """Well-mixed entropy that depends only on (seed, step, purpose)."""
     return np.random.SeedSequence([seed & 0xFFFFFFFF, step, zlib.crc32(purpose.encode())])
 
 
 def generator(seed: int, step: int, purpose: str) -> torch.Generator:
     """A CPU generator whose stream depends only on (seed, step, purpose)."""
-    state = _seeds(seed, step, purpose).generate_state(2, np.uint64)
+    state = seed_sequence(seed, step, purpose).generate_state(2, np.uint64)
     return torch.Generator().manual_seed(int(state[0] >> np.uint64(1)))
 
 
@@ -95,102 +96,26 @@ def share(n: int, rank: int, world: int) -> range:
     return range(rank * n // world, (rank + 1) * n // world)
 
 
-class Draws:
-    """The step's random numbers: this rank's rows of a global draw, computed alone, on this rank's device.
-
-    Every draw (step, purpose) is one stream of 64-bit words from numpy's PCG64DXSM seeded by (seed, step,
-    purpose).  Value v of global row r of a draw of `shape` (k = prod(shape) values a row) is made from word
-    r*k + v alone: a uniform from its top bits, a standard normal as the inverse normal CDF of such a uniform
-    (torch.special.ndtri, elementwise scalar code: a value doesn't depend on where it sits in the tensor, as
-    SIMD loops with scalar tails would make it).  So a rank advances the stream to its first row and draws only
-    its own rows' words, and gets the numbers of a 1-process run whatever the world size and rank, made on the
-    CPU whatever the device they are moved to.
-
-    Why: PCG64DXSM.advance(n) jumps exactly n words ahead in O(log n), and the generator makes a whole run of
-    rows in one fast call, where one generator per row costs a seeding per row and torch's CPU generator
-    (mt19937) can't jump at all; one word per value, whatever the distribution, is what makes a row's first
-    word computable (torch's and numpy's Gaussians use a varying number of words per value).  A value costs
-    more than torch.randn's (the scalar ndtri is most of it: at one process the same global draw takes about
-    1.5-3 times as long), but a rank makes only its own values: at 64 ranks its share of a 4096 x 3x64x64
-    draw takes ~16 ms where drawing all of it took ~400 ms (CPU, 2 cores).
-
-    `raw_drawn` counts the 64-bit words taken from the streams so far: the work this rank has done."""
-
-    def __init__(self, seed: int, global_batch: int, rank: int, world: int, device: torch.device):
-        self.seed, self.global_batch, self.device = seed, global_batch, device
-        rows = share(global_batch, rank, world)
-        self.rows = slice(rows.start, rows.stop)
-        self.raw_drawn = 0
-
-    def randn(self, step: int, purpose: str, *shape: int) -> torch.Tensor:
-        """This rank's (rows, *shape) standard normal numbers of the draw (step, purpose), default dtype.
-
-        Cost: one 64-bit word and one ndtri per value of this rank's rows, so a rank's work grows with its own
-        batch, not the global one (drawing the global batch and slicing it cost each rank world times more)."""
-        words = self._words(step, purpose, shape)
-        # 1 + k/2^52 for the top 52 bits k, minus (1 - 2^-53): (k + 1/2) / 2^52, exact, strictly inside (0, 1)
-        # and symmetric about 1/2, so ndtri never sees 0 or 1.  In place, in numpy: uint64 shifts are logical,
-        # and numpy's elementwise loops use no thread pool (torch's stall when the cores are busy).
-        words >>= np.uint64(12)
-        words |= _ONE
-        u = words.view(np.float64)
-        u -= 1 - 2.0 ** -53
-        z = torch.from_numpy(u).view(-1, *shape)
-        return torch.special.ndtri(z, out=z).to(torch.get_default_dtype()).to(self.device)
-
-    def rand(self, step: int, purpose: str, *shape: int) -> torch.Tensor:
-        """This rank's (rows, *shape) uniform numbers in [0, 1) of the draw (step, purpose), default dtype.
-
-        Cost: one 64-bit word per value of this rank's rows only, as for randn."""
-        words = self._words(step, purpose, shape)
-        dtype = torch.get_default_dtype()
-        # The top b bits k as 1 + k/2^b, minus 1: k/2^b exactly, with b the dtype's precision (at most float64's
-        # 52 stored bits), so the value is exact in the dtype and never rounds up to 1.
-        bits = min(52, 1 - int(math.log2(torch.finfo(dtype).eps)))
-        words >>= np.uint64(64 - bits)
-        words <<= np.uint64(52 - bits)
-        words |= _ONE
-        u = words.view(np.float64)
-        u -= 1.0
-        return torch.from_numpy(u).view(-1, *shape).to(dtype).to(self.device)
-
-    def _words(self, step: int, purpose: str, shape: tuple[int, ...]) -> np.ndarray:
-        """Words [first row * k, end row * k) of the (step, purpose) stream: a flat, fresh uint64 array."""
-        k = math.prod(shape)
-        stream = np.random.PCG64DXSM(_seeds(self.seed, step, purpose))
-        stream.advance(self.rows.start * k)
-        words = stream.random_raw((self.rows.stop - self.rows.start) * k)
-        self.raw_drawn += words.size
-        return words
+def world_size() -> int:
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
 
 
-_ONE = np.uint64(0x3FF0000000000000)  # the bits of float64 1.0: OR-ed with 52 random mantissa bits, a float in [1, 2)
-
-
-def mean_over_ranks(values: dict[str, float | torch.Tensor], device) -> dict[str, float]:
-    """Cross-rank mean of scalar metrics, in one all-reduce; identical on every rank."""
-    if not values:
-        return {}
-    keys = sorted(values)
-    t = torch.tensor([float(values[k]) for k in keys], dtype=torch.float64, device=device)
+def reduce_sum(t: torch.Tensor) -> list[float]:
+    """The sum over the ranks of a 1-d float64 tensor, read to the host: one all-reduce and one host read."""
     if is_distributed():
         dist.all_reduce(t)
-        t /= dist.get_world_size()
-    return dict(zip(keys, t.tolist()))
+    return t.tolist()
+
+
+def reduce_max(t: torch.Tensor) -> list[float]:
+    """The elementwise max over the ranks of a 1-d float64 tensor, read to the host."""
+    if is_distributed():
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return t.tolist()
 
 
 def sum_over_ranks(value: float, device) -> float:
-    t = torch.tensor([value], dtype=torch.float64, device=device)
-    if is_distributed():
-        dist.all_reduce(t)
-    return float(t.item())
-
-
-def max_over_ranks(value: float, device) -> float:
-    t = torch.tensor([value], dtype=torch.float64, device=device)
-    if is_distributed():
-        dist.all_reduce(t, op=dist.ReduceOp.MAX)
-    return float(t.item())
+    return reduce_sum(torch.tensor([value], dtype=torch.float64, device=device))[0]
 
 
 def gather_object(obj) -> list:
@@ -221,8 +146,8 @@ def shutdown():
 
 
 class StopFlag:
-    """SIGTERM / SIGUSR1 (SLURM preemption, time limit, docker stop) set a flag; the ranks agree on it
-    at a step boundary, so all of them checkpoint and stop at the same step."""
+    """SIGTERM / SIGUSR1 (SLURM preemption, time limit, docker stop) set `signum`; the ranks agree on it
+    at log and checkpoint steps (tally.Tally.sync), so all of them checkpoint and stop at the same step."""
 
     def __init__(self):
         self.signum = 0
@@ -231,7 +156,3 @@ class StopFlag:
 
     def _set(self, signum, frame):
         self.signum = signum
-
-    def agreed(self, device) -> int:
-        """The signal some rank received (the highest number if several), else 0; the same on every rank."""
-        return int(max_over_ranks(float(self.signum), device))

@@ -6,7 +6,7 @@ an image: DiffAugment (gandist.augment) and annealed instance noise.  The D and 
 (gandist.step) only call it; they never branch on the config.
 
 Every random number (augmentation, noise, the penalty's alpha) comes from the step's world-size
-invariant draws (distributed.Draws) by a purpose name, so the objective is the same for any number of
+invariant draws (draws.Draws) by a purpose name, so the objective is the same for any number of
 processes.
 """
 from __future__ import annotations
@@ -15,7 +15,7 @@ import torch
 
 from gandist import losses, regularizers
 from gandist.augment import diff_augment, parse_policy
-from gandist.distributed import Draws
+from gandist.draws import Draws
 from gandist.regularizers import CriticInputs
 
 
@@ -47,8 +47,11 @@ class Objective:
         return x
 
     # -- what D and G minimise -----------------------------------------------------------------------
-    def d_loss(self, D, real: torch.Tensor, fake: torch.Tensor, y, j: int, step: int) -> tuple[torch.Tensor, dict]:
-        """D's loss for D-step j and the (detached, this rank's) values to log."""
+    def d_loss(self, D, real: torch.Tensor, fake: torch.Tensor, y, j: int, step: int,
+               D_penalty=None) -> tuple[torch.Tensor, dict]:
+        """D's loss for D-step j and the (detached, this rank's) values to log.  A penalty differentiates
+        through `D_penalty` when given: the uncompiled D, when D is compiled (a compiled graph has no
+        double backward)."""
         real_in, fake_in = self.d_view(real, j, "d_real", step), self.d_view(fake, j, "d_fake", step)
         out_r, out_f = D(real_in, y), D(fake_in, y)
         adv = losses.d_loss(self.adversarial.name, out_r, out_f)
@@ -56,7 +59,8 @@ class Objective:
         loss = adv
         reg = self.regularizer
         if reg.penalty is not None:
-            value = reg.penalty(CriticInputs(D, real_in, fake_in, y, lambda purpose, n: self.draws.rand(j, purpose, n),
+            value = reg.penalty(CriticInputs(D if D_penalty is None else D_penalty, real_in, fake_in, y,
+                                             lambda purpose, n: self.draws.rand(j, purpose, n),
                                              self.scaler))
             loss = loss + reg.weight(self.cfg) * value
             stats[reg.name] = value.detach()

@@ -3,8 +3,8 @@ metrics.jsonl with throughput and counters, the trackers (TensorBoard by default
 and each sample grid), sample grids with the plots and the progress GIF refreshed beside them, and
 the closing summary.
 
-Collectives: `after_round` (on log steps it sums throughput and skipped samples over the ranks) is
-called by every rank; so is `log`, whose values are already cross-rank.
+Every rank calls `rates`, `log_round` and `log` at log steps (their values are already cross-rank:
+tally.Tally.means sums the rates); only rank 0 writes.
 """
 from __future__ import annotations
 
@@ -22,11 +22,13 @@ from rich.table import Table
 from torchvision.utils import make_grid
 
 from gandist import config, plots
+from gandist.config import on_gpu
 from gandist.console import progress_bar
-from gandist.distributed import generator, sum_over_ranks
+from gandist.distributed import generator
 from gandist.files import atomic_path
 from gandist.metrics.inception import quantise
 from gandist.run_dir import METRICS
+from gandist.step import optimizer_impl
 from gandist.variants import VARIANTS
 
 TENSORBOARD = "tensorboard"  # <output.dir>/tensorboard/<run name>/: `tensorboard --logdir runs` finds every run
@@ -43,6 +45,8 @@ class Reporter:
         self.t0, self.start = self.t_last, start_step
         self.last_stats, self.last_scores = {}, {}
         self.timed = [0.0, 0.0]  # images (all ranks) and seconds over the logged intervals, for the summary
+        self.interval = 0.0  # seconds since the log step before the last
+        self.info = ""  # the progress bar's figures: the last log step's
         self.z_fixed, self.y_fixed, self.nrow = fixed_inputs(cfg, accelerator.device)
         if cfg.log.trackers:
             # purge_step: a resumed run's TensorBoard drops what the lost tail of the interrupted run logged
@@ -65,27 +69,30 @@ class Reporter:
         """The progress bar's console while it runs (so lines print above it), else rich's."""
         return self.progress.console if self.progress else get_console()
 
-    def after_round(self, done: int, stats: dict, counters, feed):
-        """Every rank, after each round: on log steps, add throughput and counters to the round's stats
-        and log them; then move the bar."""
-        if done % self.cfg.train.log_every == 0 or done == self.cfg.train.steps:
-            now = time.perf_counter()
-            seconds = max(now - self.t_last, 1e-9)
-            stats["images_per_sec"] = sum_over_ranks((done - self.n_last) * self.images_per_round / seconds,
-                                                     self.acc.device)
-            self.timed[0] += stats["images_per_sec"] * seconds
-            self.timed[1] += seconds
-            stats["bad_steps"] = counters.bad_total
-            stats["data_skipped"] = sum_over_ranks(feed.skipped, self.acc.device)
-            if self.cfg.train.mixed_precision == "fp16":
-                stats["skipped_steps"] = counters.skipped_by_scaler
-            self.log(done, stats)
-            self.t_last, self.n_last = now, done
+    def rates(self, done: int, feed) -> dict[str, float]:
+        """This rank's figures since the last log step, to be summed over the ranks (tally.Tally.means):
+        images through D per second, and data samples skipped as unreadable."""
+        now = time.perf_counter()
+        seconds = max(now - self.t_last, 1e-9)
+        rate = (done - self.n_last) * self.images_per_round / seconds
+        self.t_last, self.n_last, self.interval = now, done, seconds
+        return {"images_per_sec": rate, "data_skipped": float(feed.skipped)}
+
+    def log_round(self, done: int, stats: dict, counters):
+        """Every rank, on log steps: the round's cross-rank means and rates, with the guard's counters."""
+        self.timed[0] += stats["images_per_sec"] * self.interval
+        self.timed[1] += self.interval
+        stats["bad_steps"] = counters.bad_total
+        if self.cfg.train.mixed_precision == "fp16":
+            stats["skipped_steps"] = counters.skipped_by_scaler
+        self.log(done, stats)
+        info = " ".join(f"{k} {stats[k]:.3f}" for k in ("loss_d", "loss_g") if k in stats)
+        self.info = f"{info} {stats['images_per_sec']:.0f} img/s"
+
+    def advance(self, done: int):
+        """Every round: move the progress bar (no host read: the figures shown are the last log step's)."""
         if self.progress:
-            info = " ".join(f"{k} {stats[k]:.3f}" for k in ("loss_d", "loss_g") if k in stats)
-            if "images_per_sec" in stats:
-                info += f" {stats['images_per_sec']:.0f} img/s"
-            self.progress.update(self.task, completed=done, info=info)
+            self.progress.update(self.task, completed=done, info=self.info)
 
     def panel(self, title: str, rows: list[tuple[str, str]], style: str = "bold cyan"):
         """A titled table of facts: a rich panel on a terminal; plain `key: value` lines in a log file (a
@@ -197,6 +204,19 @@ def parameters(m: torch.nn.Module) -> int:
     return sum(p.numel() for p in m.parameters())
 
 
+def fast_paths(cfg, device) -> str:
+    """The perf section as it resolved on this device, in a line."""
+    p = cfg.perf
+    on = [f"{optimizer_impl(cfg)} {cfg.optim.name}"]
+    on += [name for name, flag in (("channels_last", on_gpu(p.channels_last, device)),
+                                   ("noise on the device", on_gpu(p.noise_on_device, device)),
+                                   ("pinned memory", on_gpu(p.pin_memory, device) and cfg.data.source == "shards"),
+                                   ("G reuses D's fakes", p.reuse_fakes and cfg.optim.n_critic == 1
+                                    and cfg.optim.g_steps == 1),
+                                   ("torch.compile", p.compile)) if flag]
+    return ", ".join(on)
+
+
 def startup_rows(cfg, acc, models, feed, ranks: list[dict], start: int, note: str, run_dir: Path) -> list[tuple]:
     """What the start-up panel shows (rank 0 builds it; `ranks` as run.json lists them)."""
     hosts = sorted({r["host"] for r in ranks})
@@ -212,6 +232,7 @@ def startup_rows(cfg, acc, models, feed, ranks: list[dict], start: int, note: st
                           f", {', '.join(devices[:4])}{', ...' if len(devices) > 4 else ''}"),
             ("precision", precision),
             ("batch", f"{batch} global, {batch // world} per rank"),
+            ("fast paths", fast_paths(cfg, acc.device)),
             ("data", feed.description),
             ("steps", f"{start}->{cfg.train.steps}" + (note.replace(", resumed", " (resumed") + ")" if note else "")),
             ("run dir", str(run_dir))]

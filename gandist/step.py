@@ -2,23 +2,28 @@
 
 It reads like Algorithm 1 of the papers: what is minimised is the objective's (gandist.objective),
 and the step never mentions ranks, because every random draw is this rank's rows of a world-size
-invariant draw (distributed.Draws) and DDP / synchronised BatchNorm are already inside the prepared
-models.  D's
-gradients are averaged across ranks by DDP, so a loss that is a mean over this rank's samples
+invariant draw (draws.Draws) and DDP / synchronised BatchNorm are already inside the prepared models.
+D's gradients are averaged across ranks by DDP, so a loss that is a mean over this rank's samples
 becomes the mean over the global batch.
+
+A round never waits for the device (gandist.tally): the logged values are summed there, and the
+non-finite guard decides there.  The guard looks at the gradients after DDP has averaged them, so every
+rank reaches the same verdict without a collective; a fused optimizer takes the verdict as its
+`found_inf` and leaves every weight and moment untouched on a bad step, as it does for fp16's loss scaler.
 """
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import Callable
 
 import torch
 
 from gandist import nets
-from gandist.distributed import mean_over_ranks
+from gandist.config import on_gpu
 from gandist.ema import EMA
 from gandist.nets.layers import convert_sync_batchnorm
 from gandist.objective import Objective
+from gandist.tally import Tally
 
 
 @dataclass
@@ -30,43 +35,56 @@ class Models:
     opt_g: torch.optim.Optimizer
     opt_d: torch.optim.Optimizer
     ema: EMA | None = None
+    # What the steps call: with perf.compile, compiled forwards of G, D and the frozen D of G's step; else
+    # the modules themselves.
+    G_fwd: Callable | None = None
+    D_fwd: Callable | None = None
+    D_frozen_fwd: Callable | None = None
+
+    def __post_init__(self):
+        self.G_fwd = self.G if self.G_fwd is None else self.G_fwd
+        self.D_fwd = self.D if self.D_fwd is None else self.D_fwd
+        self.D_frozen_fwd = self.D_raw if self.D_frozen_fwd is None else self.D_frozen_fwd
 
 
-def make_optimizer(o, params, lr: float) -> torch.optim.Optimizer:
+def optimizer_impl(cfg) -> str:
+    """perf.optimizer, with null resolved: fused where torch has a fused kernel (Adam), else foreach."""
+    return cfg.perf.optimizer or ("fused" if cfg.optim.name == "adam" else "foreach")
+
+
+def make_optimizer(cfg, params, lr: float) -> torch.optim.Optimizer:
+    o, impl = cfg.optim, optimizer_impl(cfg)
+    flags = {"fused": True} if impl == "fused" else {"foreach": impl == "foreach"}
     if o.name == "adam":
-        return torch.optim.Adam(params, lr=lr, betas=(o.beta1, o.beta2))
-    return torch.optim.RMSprop(params, lr=lr)
+        return torch.optim.Adam(params, lr=lr, betas=(o.beta1, o.beta2), **flags)
+    return torch.optim.RMSprop(params, lr=lr, **flags)
 
 
 def build_models(cfg, acc) -> Models:
     """G and D with identical initial weights on every rank and world size, the EMA copy, synchronised
-    BatchNorm where asked, the optimizers, all prepared by accelerate."""
+    BatchNorm where asked, the optimizers, all prepared by accelerate; compiled forwards with perf.compile."""
     world = acc.num_processes
     torch.manual_seed(cfg.train.seed)
     G, D = nets.build(cfg)
+    if on_gpu(cfg.perf.channels_last, acc.device):
+        G, D = G.to(memory_format=torch.channels_last), D.to(memory_format=torch.channels_last)
     # The EMA copy is made before BatchNorm is synchronised: calibrating it needs no collective.
     ema = EMA(G, cfg.optim.ema, cfg.optim.ema_start) if cfg.optim.ema > 0 else None
     if cfg.model.sync_bn or (cfg.model.sync_bn is None and world > 1):
         G = convert_sync_batchnorm(G, acc.device.type)
         D = convert_sync_batchnorm(D, acc.device.type)
-    opt_g = make_optimizer(cfg.optim, G.parameters(), cfg.optim.lr_g)
-    opt_d = make_optimizer(cfg.optim, D.parameters(), cfg.optim.lr_d)
+    opt_g = make_optimizer(cfg, G.parameters(), cfg.optim.lr_g)
+    opt_d = make_optimizer(cfg, D.parameters(), cfg.optim.lr_d)
     G, D, opt_g, opt_d = acc.prepare(G, D, opt_g, opt_d)
     if ema is not None:
         ema.model.to(acc.device)
-    return Models(G, D, acc.unwrap_model(G), acc.unwrap_model(D), opt_g, opt_d, ema)
-
-
-@dataclass
-class Counters:
-    """What the loop counts besides the step; saved in checkpoints."""
-    bad_total: int = 0
-    skipped_by_scaler: int = 0
-    bad_streaks: dict = field(default_factory=dict)  # per loss (D's, G's): non-finite steps in a row
-
-
-class NonFiniteLoss(RuntimeError):
-    pass
+    G_raw, D_raw = acc.unwrap_model(G), acc.unwrap_model(D)
+    compiled = {}
+    if cfg.perf.compile:
+        # The penalty's double backward cannot go through an inductor graph (pytorch/pytorch#91469), so the
+        # objective is also given the uncompiled D for it (Stepper.d_step); everything else is compiled.
+        compiled = {"G_fwd": torch.compile(G), "D_fwd": torch.compile(D), "D_frozen_fwd": torch.compile(D_raw)}
+    return Models(G, D, G_raw, D_raw, opt_g, opt_d, ema, **compiled)
 
 
 class Stepper:
@@ -76,62 +94,76 @@ class Stepper:
         self.cfg, self.acc, self.m, self.feed, self.draws = cfg, accelerator, models, feed, draws
         self.scaler = accelerator.scaler if cfg.train.mixed_precision == "fp16" else None
         self.objective = Objective(cfg.loss, cfg.train.steps, draws, self.scaler)
-        self.counters = Counters()
+        self.tally = Tally(accelerator.device, cfg.train.max_bad_steps)
+        self.channels_last = on_gpu(cfg.perf.channels_last, accelerator.device)
+        # PyTorch's DCGAN example: with one D step and one G step a round, G's step scores the fakes D was
+        # just trained on, so G runs forward once a round; the fakes keep their graph through G until then.
+        self.reuse_fakes = cfg.perf.reuse_fakes and cfg.optim.n_critic == 1 and cfg.optim.g_steps == 1
+        self._one = torch.ones((), dtype=torch.float32, device=accelerator.device)
 
-    def d_step(self, j: int, step: int) -> tuple[dict, torch.Tensor | None]:
-        """D-step j: (cross-rank stats, the labels of its batch)."""
+    @property
+    def counters(self):
+        return self.tally.counters
+
+    def d_step(self, j: int, step: int) -> tuple[dict, torch.Tensor, torch.Tensor | None]:
+        """D-step j: its logged values (this rank's, on the device), its fakes (with G's graph when they are
+        to be reused) and the labels of its batch."""
         m = self.m
         real, y = self.feed.batch(j)
+        if self.channels_last:
+            real = real.contiguous(memory_format=torch.channels_last)
         with self.acc.autocast():
             z = self.draws.randn(j, "z_d", self.cfg.model.z_dim)
-            with torch.no_grad():
-                fake = m.G(z, y)
-            loss, stats = self.objective.d_loss(m.D, real, fake, y, j, step)
+            with torch.set_grad_enabled(self.reuse_fakes):
+                fake = m.G_fwd(z, y)
+            loss, stats = self.objective.d_loss(m.D_fwd, real, fake.detach(), y, j, step, D_penalty=m.D)
         self.acc.backward(loss)
-        stats = self._reduce(stats)
-        if self._apply(m.opt_d, stats, self.objective.d_guard):
-            self.objective.after_d_step(m.D_raw)
-        return stats, y
+        self._step(m.opt_d, "loss_d", stats[self.objective.d_guard])
+        self.objective.after_d_step(m.D_raw)  # a constraint: a no-op on weights a skipped step left as they were
+        self.tally.add(stats)
+        return stats, fake, y
 
-    def g_step(self, i: int, step: int, y: torch.Tensor | None) -> dict:
-        """G-step i, for the labels y (those of the round's last D batch, as the data gives them)."""
+    def g_step(self, i: int, step: int, y: torch.Tensor | None, fake: torch.Tensor | None = None) -> dict:
+        """G-step i, for the labels y (those of the round's last D batch, as the data gives them), on `fake`
+        if given (the D step's, still attached to G's graph), else on fakes of its own draw."""
         m = self.m
         # D is a fixed function here: its parameters need no gradient, and calling it unwrapped
         # keeps DDP's reducer from waiting for D gradients that never come.
         m.D_raw.requires_grad_(False)
         try:
             with self.acc.autocast():
-                fake = m.G(self.draws.randn(i, "z_g", self.cfg.model.z_dim), y)
-                loss, stats = self.objective.g_loss(m.D_raw, fake, y, i, step)
+                if fake is None:
+                    fake = m.G_fwd(self.draws.randn(i, "z_g", self.cfg.model.z_dim), y)
+                loss, stats = self.objective.g_loss(m.D_frozen_fwd, fake, y, i, step)
             self.acc.backward(loss)
         finally:
             m.D_raw.requires_grad_(True)
-        stats = self._reduce(stats)
-        self._apply(m.opt_g, stats, "loss_g")
+        self._step(m.opt_g, "loss_g", stats["loss_g"])
+        self.tally.add(stats)
         return stats
 
-    def _reduce(self, stats: dict) -> dict:
-        return mean_over_ranks({k: float(v) for k, v in stats.items()}, self.acc.device)
-
-    def _apply(self, opt, stats: dict, key: str) -> bool:
-        """Step the optimizer unless the (cross-rank) loss is non-finite; True if it stepped."""
-        c = self.counters
-        # Streaks are per network: a finite D loss must not hide a G that never steps again.
-        finite = math.isfinite(stats[key])
-        c.bad_streaks[key] = 0 if finite else c.bad_streaks.get(key, 0) + 1
-        if not finite:
-            opt.zero_grad(set_to_none=True)
-            c.bad_total += 1
-            if c.bad_streaks[key] >= self.cfg.train.max_bad_steps:
-                raise NonFiniteLoss(f"{key} was non-finite for {c.bad_streaks[key]} steps in a row "
-                                    f"(train.max_bad_steps={self.cfg.train.max_bad_steps})")
-            return False
-        opt.step()
+    def _step(self, opt, name: str, guard_loss: torch.Tensor) -> None:
+        """Step `opt` unless its gradients (averaged over the ranks, so the same everywhere) hold a non-finite
+        value; count the verdict.  Under fp16 the loss scaler owns the skipping (an overflow is its business)
+        and a non-finite loss is what counts as bad."""
+        if self.scaler is not None:
+            scale = self.scaler._get_scale_async().clone()
+            opt.step()
+            # the scaler halves its scale exactly when it skipped the step: known without a host read
+            skipped = (self.scaler._get_scale_async() < scale).to(torch.float64).squeeze()
+            self.tally.count(name, (~torch.isfinite(guard_loss)).to(torch.float64), skipped)
+        else:
+            grads = [p.grad for g in opt.param_groups for p in g["params"] if p.grad is not None]
+            found = torch.zeros((), dtype=torch.float32, device=self._one.device)
+            torch._amp_foreach_non_finite_check_and_unscale_(grads, found, self._one)  # found = 1 if any is not finite
+            inner = getattr(opt, "optimizer", opt)  # accelerate's wrapper steps the torch optimizer inside
+            if inner.defaults.get("fused"):
+                inner.found_inf, inner.grad_scale = found, None  # read by the fused kernel, on the device
+                opt.step()
+            elif not found.item():  # the one host read of the non-fused optimizers, documented at perf.optimizer
+                opt.step()
+            self.tally.count(name, found.to(torch.float64))
         opt.zero_grad(set_to_none=True)
-        if self.scaler is not None and self.acc.optimizer_step_was_skipped:
-            c.skipped_by_scaler += 1
-            return False
-        return True
 
     def set_lr(self, step: int):
         """The lrs for `step`: a function of the step alone, so a resumed run needs no scheduler state."""
@@ -141,16 +173,15 @@ class Stepper:
             for group in opt.param_groups:
                 group["lr"] = lr * f
 
-    def round(self, step: int) -> dict:
+    def round(self, step: int) -> None:
         """One training step: n_critic D steps, then g_steps G steps on the last D batch's labels, then
         the EMA."""
         o = self.cfg.optim
         self.set_lr(step)
-        stats, y = {}, None
+        fake, y = None, None
         for k in range(o.n_critic):
-            stats, y = self.d_step(step * o.n_critic + k, step)
+            _, fake, y = self.d_step(step * o.n_critic + k, step)
         for k in range(o.g_steps):
-            stats.update(self.g_step(step * o.g_steps + k, step, y))
+            self.g_step(step * o.g_steps + k, step, y, fake if self.reuse_fakes else None)
         if self.m.ema is not None:
             self.m.ema.update(self.m.G_raw, step)
-        return stats

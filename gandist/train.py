@@ -16,14 +16,16 @@ import torch
 
 from gandist import __version__, checkpoint, config, config_help, run_dir
 from gandist.cli import EXIT_ERROR, first_line, run_command
-from gandist.config import ConfigError
+from gandist.config import ConfigError, on_gpu
 from gandist.data.feed import make_feed
-from gandist.distributed import Draws, StopFlag, make_accelerator, shutdown, where
+from gandist.distributed import StopFlag, make_accelerator, shutdown, where
+from gandist.draws import Draws
 from gandist.ema import generator_for_use
 from gandist.metrics.evaluator import Evaluator
 from gandist.metrics.registry import MetricError
 from gandist.reporting import Reporter, startup_rows
-from gandist.step import NonFiniteLoss, Stepper, build_models
+from gandist.step import Stepper, build_models
+from gandist.tally import NonFiniteLoss
 
 # Exit statuses: 0 done; EXIT_ERROR (1) an error or a lost peer; cli.EXIT_USAGE (2) a bad config, checkpoint
 # or data; EXIT_DIVERGED; EXIT_REQUEUE after a signal-triggered checkpoint (the SLURM script requeues
@@ -43,7 +45,8 @@ def run(cfg) -> int:
     if cfg.train.fp64:
         torch.set_default_dtype(torch.float64)
     models = build_models(cfg, acc)
-    stepper = Stepper(cfg, acc, models, feed, Draws(cfg.train.seed, cfg.train.batch_size, rank, world, acc.device))
+    on_device = on_gpu(cfg.perf.noise_on_device, acc.device)
+    stepper = Stepper(cfg, acc, models, feed, Draws(cfg.train.seed, cfg.train.batch_size, rank, world, acc.device, on_device))
     start, note = checkpoint.restore(cfg, acc, resume_from, models, stepper.counters, feed) if resume_from else (0, "")
     ranks = run_dir.start(cfg, acc, out, start)
     report = Reporter(cfg, acc, out, start)
@@ -53,16 +56,23 @@ def run(cfg) -> int:
     evaluator = Evaluator(cfg, acc.device, rank, world).prepare() if cfg.eval.metrics else None
     last, stopping = cfg.train.steps, 0
     for step in range(start, last):
-        stats = stepper.round(step)
+        stepper.round(step)
         done = step + 1
-        report.after_round(done, stats, stepper.counters, feed)
+        logging = done % cfg.train.log_every == 0 or done == last
+        saving = done % cfg.checkpoint.every == 0 or done == last
+        if logging or saving:
+            # The one place a round's device-side tallies reach the host (gandist.tally); all ranks, same answers.
+            signum = stepper.tally.sync(stop.signum)
+            stopping = signum if done < last else 0
+        if logging:
+            report.log_round(done, stepper.tally.means(report.rates(done, feed)), stepper.counters)
+        report.advance(done)
         if acc.is_main_process and (done % cfg.train.sample_every == 0 or done == last):
             report.grid(done, generator_for_use(cfg, models, done, acc.device))
         if evaluator and ((cfg.eval.every and done % cfg.eval.every == 0) or done == last):
             # every rank takes part; the same scores everywhere
             report.scores(done, evaluator(generator_for_use(cfg, models, done, acc.device)))
-        stopping = stop.agreed(acc.device) if done < last else 0  # all ranks, same answer
-        if done % cfg.checkpoint.every == 0 or done == last or stopping:
+        if saving or stopping:
             path = checkpoint.save_training(acc, cfg, done, models, stepper.counters, feed)
             report.print(f"checkpoint {path}" if path else f"[yellow]step {done}: the weights are not finite; no "
                          f"checkpoint saved (the last good one is {checkpoint.latest(out)})")

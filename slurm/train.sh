@@ -11,7 +11,8 @@
 #
 # Time limit and preemption: SLURM sends this script SIGUSR1 300 s before the time limit
 # (--signal=B:USR1@300); the script passes it to the training processes, which agree at the next
-# step, save a checkpoint and exit with 75; the node tasks exit 75 and the script requeues the job
+# log or checkpoint step (at most train.log_every steps later: keep 300 s above that many steps plus
+# one checkpoint's save), save a checkpoint and exit with 75; the node tasks exit 75 and the script requeues the job
 # (scontrol requeue: same job id, so the same port) and the next run resumes from that checkpoint
 # (train.resume=auto).  A preemption with a GraceTime sends SIGTERM to the training step instead:
 # training checkpoints on it the same way and the job is requeued the same way.  `scancel` (which

@@ -1,6 +1,6 @@
 """python -m gandist.bench draws: what one rank pays per step for its random numbers.
 
-Every draw is a pure function of (seed, step, purpose) and the global row index (distributed.Draws), and
+Every draw is a pure function of (seed, step, purpose) and the global row index (draws.Draws), and
 a rank draws only its own rows, so its cost follows its own batch, not the world's.  This times one
 rank's draws of G's noise z and of instance-noise images at a global batch, for world 1 and world N,
 and counts the raw numbers each generated.
@@ -13,7 +13,7 @@ import time
 import torch
 
 from gandist.bench import machine
-from gandist.distributed import Draws
+from gandist.draws import Draws
 
 
 def add_parser(sub):

@@ -53,6 +53,7 @@ class Reference:
         torch.manual_seed(cfg.train.seed)
         G, D = nets.build(cfg)
         self.G, self.D = G.to(device), D.to(device)
+        self.D_fwd = self.D  # what scores images; `compile` makes it a compiled forward (the penalty keeps self.D)
         o = cfg.optim
         if o.name == "adam":
             self.opt_g = torch.optim.Adam(self.G.parameters(), lr=o.lr_g, betas=(o.beta1, o.beta2))
@@ -87,27 +88,36 @@ class Reference:
             grad = grad / self.scaler.get_scale()
         return ((grad.float().flatten(1).norm(2, dim=1) - 1) ** 2).mean()
 
+    def compile(self) -> None:
+        """torch.compile G, and D's forward for everything but the penalty (its double backward needs eager D)."""
+        self.G.compile()
+        self.D_fwd = torch.compile(self.D)
+
     def round(self, r: int):
         cfg, o = self.cfg, self.cfg.optim
         adv, reg = cfg.loss.adversarial, cfg.loss.regularizer
-        y = None
+        # PyTorch's DCGAN example scores the D step's fakes again in G's step (one G forward a round); the
+        # WGAN scripts, with several D steps, draw G's own
+        reuse = o.n_critic == 1 and o.g_steps == 1
+        y = fake = None
         for k in range(o.n_critic):
             real, y = self.batches[(r * o.n_critic + k) % len(self.batches)]
             z = torch.randn(real.size(0), cfg.model.z_dim, device=self.device)
             with self.autocast():
-                with torch.no_grad():
+                with torch.set_grad_enabled(reuse):
                     fake = self.G(z, y)
-                loss = d_adversarial(adv, self.D(real, y), self.D(fake, y))
+                loss = d_adversarial(adv, self.D_fwd(real, y), self.D_fwd(fake.detach(), y))
                 if reg == "gp":
-                    loss = loss + cfg.loss.gp_weight * self.penalty(real, fake, y)
+                    loss = loss + cfg.loss.gp_weight * self.penalty(real, fake.detach(), y)
             self._step(self.opt_d, loss)
             if reg == "clip":
                 for p in self.D.parameters():
                     p.data.clamp_(-cfg.loss.clip, cfg.loss.clip)
         self.D.requires_grad_(False)  # the scripts' "for p in netD.parameters(): p.requires_grad = False"
         for _ in range(o.g_steps):
-            z = torch.randn(real.size(0), cfg.model.z_dim, device=self.device)
+            if not reuse:
+                z = torch.randn(real.size(0), cfg.model.z_dim, device=self.device)
             with self.autocast():
-                loss = g_adversarial(adv, self.D(self.G(z, y), y))
+                loss = g_adversarial(adv, self.D_fwd(fake if reuse else self.G(z, y), y))
             self._step(self.opt_g, loss)
         self.D.requires_grad_(True)

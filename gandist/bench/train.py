@@ -35,13 +35,15 @@ from gandist.bench import machine
 from gandist.bench.reference import Reference
 from gandist.bench.timing import PREMADE, DeviceFeed, measure
 from gandist.cli import run_command
-from gandist.config import ConfigError
+from gandist.config import ConfigError, on_gpu
 from gandist.data.errors import DataError
 from gandist.data.feed import make_feed
-from gandist.distributed import Draws, gather_object, make_accelerator, share
+from gandist.distributed import gather_object, make_accelerator, share
+from gandist.draws import Draws
 from gandist.step import Stepper, build_models
 
 REPO = Path(__file__).resolve().parents[2]
+COMPILED = "G, and D's forward (a gradient penalty runs D uncompiled: inductor has no double backward)"
 
 
 def add_parser(sub) -> None:
@@ -75,20 +77,13 @@ def load_config(args, out_dir: str):
                        ("train.device", args.device)):
         if value is not None:
             o.append(f"{key}={value}")
+    if args.compile:
+        o.append("perf.compile=true")
     if args.data == "synthetic":
         o.append("data.source=synthetic")
     elif args.data == "shards":
         o += ["data.source=shards", f"data.urls={args.urls}", f"data.workers={args.workers}"]
     return config.load(args.config, o + list(args.overrides))
-
-
-def compile_nets(cfg, G, D) -> str:
-    """torch.compile the modules' forward in place (DDP wrappers call it); what was compiled, for the table."""
-    G.compile()
-    if cfg.loss.regularizer in ("gp", "r1"):
-        return "G only (a penalty's double backward through D does not go through inductor)"
-    D.compile()
-    return "G and D"
 
 
 class GandistSide:
@@ -102,8 +97,9 @@ class GandistSide:
         config.check_world_size(cfg, world)
         self.feed = make_feed(cfg, rank, world, self.device)
         models = build_models(cfg, acc)
-        self.compiled = compile_nets(cfg, models.G_raw, models.D_raw) if args.compile else "no"
-        draws = Draws(cfg.train.seed, cfg.train.batch_size, rank, world, self.device)
+        self.compiled = COMPILED if cfg.perf.compile else "no"
+        draws = Draws(cfg.train.seed, cfg.train.batch_size, rank, world, self.device,
+                      on_gpu(cfg.perf.noise_on_device, self.device))
         self.images = cfg.optim.n_critic * len(share(cfg.train.batch_size, rank, world))  # D's real inputs a round
         self.step = Stepper(cfg, acc, models, DeviceFeed.take(self.feed, PREMADE), draws).round
         self.fed = Stepper(cfg, acc, models, self.feed, draws).round if args.data != "none" else None
@@ -175,7 +171,9 @@ def make_reference(cfg, args, device: torch.device) -> tuple[Reference, str]:
     """The plain loop, on the full batch, with pre-made device batches of the same data."""
     batches = DeviceFeed.take(make_feed(cfg, 0, 1, device), PREMADE).batches
     ref = Reference(cfg, device, batches)
-    return ref, compile_nets(cfg, ref.G, ref.D) if args.compile else "no"
+    if args.compile:
+        ref.compile()
+    return ref, COMPILED if args.compile else "no"
 
 
 def bench(args) -> int:
@@ -230,7 +228,8 @@ def report(cfg, args, device, g: dict, load0: float):
            if args.data == "shards" else "the rows' rounds interleaved (the same load on each)")
     print(f"images/s = rounds x n_critic x batch / seconds, {args.steps} rounds after {args.warmup} of warm-up per "
           f"row, {how}: the real images D sees, as gandist's metrics count them.  gandist / reference = {ratio:.3f}.")
-    print(f"gandist's round also updates the EMA (optim.ema={cfg.optim.ema}) and reduces its losses across ranks.")
+    print(f"gandist's round also updates the EMA (optim.ema={cfg.optim.ema}), makes world-size invariant draws, "
+          f"guards against non-finite steps and sums its logged values on the device.")
     if cuda:
         print(f"Peak memory (torch.cuda.max_memory_allocated): gandist {g['peak_mem_mb']:,.0f} MB"
               f"{' (max over ranks)' if procs > 1 else ''}, reference {g['reference_peak_mem_mb']:,.0f} MB.")

@@ -3,12 +3,13 @@ for D-step j as (images in [-1, 1] on the device, condition vectors or None).  B
 `skipped` (corrupt) samples and save their position with `state_dict()` / `load_state_dict()`."""
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from gandist.data.shards.feed import ShardFeed
 from gandist.data.synthetic import SyntheticDataset
 from gandist.data.tensors import condition, to_images
-from gandist.distributed import generator, share
+from gandist.distributed import seed_sequence, share
 
 
 class SyntheticFeed:
@@ -26,10 +27,11 @@ class SyntheticFeed:
         self.description = (f"embedded shapes dataset: {len(self.ds)} images, {d.resolution} px, "
                             f"{d.channels} channel(s)")
 
-    def _order(self, epoch: int) -> torch.Tensor:
+    def _order(self, epoch: int) -> np.ndarray:
         if epoch != self._perm_epoch:
-            g = generator(self.cfg.train.seed, epoch, "epoch")
-            self._perm, self._perm_epoch = torch.randperm(len(self.ds), generator=g), epoch
+            # numpy's: made and indexed on the host, no tensor to read back
+            rng = np.random.Generator(np.random.PCG64(seed_sequence(self.cfg.train.seed, epoch, "epoch")))
+            self._perm, self._perm_epoch = rng.permutation(len(self.ds)), epoch
         return self._perm
 
     def indices(self, j: int) -> list[int]:
@@ -43,7 +45,7 @@ class SyntheticFeed:
         items = [self.ds[i] for i in self.indices(j)]
         x = to_images(torch.stack([im for im, _ in items]), self.device)
         y = torch.tensor([lab for _, lab in items])
-        return x, condition(y, self.cfg)
+        return x, condition(y, self.cfg, self.device)
 
     def state_dict(self) -> dict:
         return {}  # the position is a function of the step

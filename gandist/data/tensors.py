@@ -12,10 +12,13 @@ def to_images(u8: torch.Tensor, device) -> torch.Tensor:
     return u8.to(device, non_blocking=True).to(torch.get_default_dtype()).div_(127.5).sub_(1.0)
 
 
-def condition(labels: torch.Tensor | None, cfg) -> torch.Tensor | None:
-    """Labels as the float vectors G and D are conditioned on: one-hot classes, or 0/1 attributes."""
+def condition(labels: torch.Tensor | None, cfg, device=None) -> torch.Tensor | None:
+    """Labels as the float vectors G and D are conditioned on (one-hot classes, or 0/1 attributes), on
+    `device` (copied there as integers: fewer bytes than the vectors)."""
     if cfg.model.conditioning == "none" or labels is None:
         return None
+    if device is not None:
+        labels = labels.to(device, non_blocking=True)
     if labels.dim() == 1:
         return F.one_hot(labels.long(), cfg.data.num_classes).to(torch.get_default_dtype())
     return (labels > 0).to(torch.get_default_dtype())

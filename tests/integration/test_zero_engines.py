@@ -192,3 +192,32 @@ def test_two_zero_engines_train_as_one_process_on_the_full_batch(tmp_path, stage
 
 if __name__ == "__main__":
     worker(int(sys.argv[1]), json.loads(sys.argv[3]), Path(sys.argv[2]))
+
+
+def test_memory_bench_counts_what_the_ranks_hold(capsys):
+    """python -m gandist.bench memory, through its module's functions, at 2 processes on tiny nets: DDP holds
+    the formula's bytes; ZeRO-2 holds half of the optimizer state (Adam's moments + the fp32 master) per rank,
+    and a bucket no larger than the network."""
+    pytest.importorskip("deepspeed", reason="the deepspeed extra is not installed (pip install 'gandist[deepspeed]')")
+    import argparse
+
+    from gandist.bench import memory
+    from tests.conftest import TINY
+
+    parser = argparse.ArgumentParser()
+    memory.add_parser(parser.add_subparsers())
+    args = parser.parse_args(["memory", "--configs", str(REPO / "configs" / "quickstart.yaml"), "--widen", "1",
+                              "--processes", "2", "--backends", "ddp,zero2", "--", "variant=wgan_gp",
+                              *[o for o in TINY if o.startswith("model.")]])
+    assert memory.run(args) == 0
+    rows = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["rows"]
+    assert len(rows) == 4  # G and D, ddp and zero2
+    for r in rows:
+        P = r["parameters"]
+        if r["backend"] == "ddp":
+            assert (r["params"], r["grads"], r["buckets"]) == (4 * P, 4 * P, 4 * P)
+            assert 8 * P <= r["optimizer"] <= 8 * P + 4 * 64  # + Adam's step counters
+        else:
+            assert 4 * P <= r["params"] <= 4 * P + 64  # the flat buffer, padded for 2 ranks
+            assert abs(r["master"] - 4 * P / 2) <= 64 and abs(r["optimizer"] - 12 * P / 2) <= 256
+            assert r["buckets"] == 4 * (-(-P // 1024) * 1024)

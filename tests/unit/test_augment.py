@@ -66,7 +66,7 @@ def test_cutout_zeroes_a_square_half_the_size():
 
 
 def test_one_draw_serves_every_augmentation():
-    # distributed.Draws returns the same numbers to every call with the same step and purpose, so
+    # draws.Draws returns the same numbers to every call with the same step and purpose, so
     # separate calls per augmentation would move the cutout in lockstep with the translation.
     calls = []
     diff_augment(images(), ALL, const_rand(0.3, calls))

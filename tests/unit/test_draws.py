@@ -1,4 +1,4 @@
-"""distributed.Draws: a rank computes only its own rows of a global draw, and they are the 1-process rows."""
+"""draws.Draws: a rank computes only its own rows of a global draw, and they are the 1-process rows."""
 from __future__ import annotations
 
 import math
@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from gandist.distributed import Draws, share
+from gandist.distributed import share
+from gandist.draws import Draws, words_numpy, words_torch
 
 CPU = torch.device("cpu")
 BATCH, WORLD = 4096, 64  # the issue's case: 64 rows a rank
@@ -105,3 +106,26 @@ def test_float64_runs_draw_the_same_numbers_more_precisely():
     assert z64.dtype == u64.dtype == torch.float64
     assert torch.equal(z64.float(), z32)
     assert ((u64 - u32.double()) >= 0).all() and ((u64 - u32.double()) < 2.0 ** -24).all()  # more bits, same top
+
+
+def test_the_words_are_splitmix64s_published_outputs():
+    # The first outputs of SplitMix64 seeded with 1234567 (Vigna's reference splitmix64.c): word n of a
+    # stream with key K is SplitMix64's output n for seed K.
+    expected = [6457827717110365317, 3203168211198807973, 9817491932198370423, 4593380528125082431,
+                16408922859458223821]
+    assert words_numpy(1234567, 0, 5).tolist() == expected
+    assert words_numpy(1234567, 3, 2).tolist() == expected[3:]  # word n computed directly: no stream to advance
+    assert words_torch(1234567, 0, 5, CPU).numpy().view(np.uint64).tolist() == expected
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("rank", [0, 2])
+def test_draws_made_by_torch_on_the_device_equal_numpys(dtype, rank, monkeypatch):
+    """perf.noise_on_device: the same integer arithmetic in torch's int64 gives the same bits (run here on
+    the CPU device; the GPU check is in the device script)."""
+    monkeypatch.setattr(torch, "get_default_dtype", lambda: dtype)
+    host, dev = Draws(9, 12, rank, 3, CPU), Draws(9, 12, rank, 3, CPU, on_device=True)
+    for method, shape in (("randn", (5,)), ("rand", (3, 4, 4)), ("randn", (3, 4, 4))):
+        a, b = getattr(host, method)(7, "noise_d_real", *shape), getattr(dev, method)(7, "noise_d_real", *shape)
+        assert a.dtype == b.dtype == dtype and torch.equal(a, b)
+    assert host.raw_drawn == dev.raw_drawn == 4 * (5 + 48 + 48)

@@ -166,3 +166,29 @@ def test_an_engines_buckets_are_no_larger_than_its_network():
     assert ds["zero_optimization"]["reduce_bucket_size"] == 500_000_000  # the caller's dict is left alone
     small = build_config(ZeroSettings(stage=1, reduce_bucket_size=2048, allgather_bucket_size=1024))
     assert engine_config(small, net)["zero_optimization"]["reduce_bucket_size"] == 2048
+
+
+# -- the memory bench's accounting (gandist/bench/memory.py) ------------------------------------------
+
+def test_the_ledger_counts_each_storage_once_under_its_first_heading():
+    from gandist.bench.memory import Ledger, tensors_in
+
+    flat = torch.zeros(100)
+    views = [flat[:40], flat[40:]]  # ZeRO's parameters: views of one flat buffer
+    led = Ledger()
+    led.add("params", views)
+    led.add("grads", [flat, torch.zeros(10), torch.zeros(0), torch.zeros(5, device="meta")], "g")
+    assert led.bytes["params"] == 400 and led.bytes["grads"] == 40
+    nested = {"a": [torch.zeros(3), (torch.zeros(2),)], "b": "text", "c": torch.nn.Linear(2, 2)}
+    assert sorted(t.numel() for t in tensors_in(nested)) == [2, 3]  # modules are left to their own headings
+
+
+def test_the_formula_is_the_zero_papers_fp32_accounting():
+    from gandist.bench.memory import formula
+
+    P = 1000
+    assert formula("ddp", P, 4, 2, 10**9) == {"params": 4000, "grads": 4000, "optimizer": 8000, "buckets": 4000}
+    z1, z2 = formula("zero1", P, 4, 2, 10**9), formula("zero2", P, 4, 2, 10**9)
+    assert (z1["grads"], z1["optimizer"]) == (4000, 3000)  # Adam's 2 moments and the fp32 master, a quarter each
+    assert (z2["grads"], z2["optimizer"], z2["buckets"]) == (1000, 3000, 4096)  # bucket capped at the network
+    assert formula("zero2", P, 4, 2, 512)["buckets"] == 2048

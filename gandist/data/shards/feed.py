@@ -7,6 +7,7 @@ import logging
 
 import torch
 
+from gandist.config import on_gpu
 from gandist.data.errors import BadSample, DataError
 from gandist.data.shards.decode import Spec, decode, where_sample
 from gandist.data.shards.index import check_index, encoding_of, find_index, total_samples
@@ -94,7 +95,7 @@ class ShardFeed:
                          batches_per_epoch=self.bpe, workers=d.workers, start=k, shuffle_buffer=d.shuffle_buffer,
                          cache_dir=d.cache_dir, tag=self.here)
         self._it = None  # shut the old workers down first
-        self._it = iter(loader(ds, d.workers, self.device.type == "cuda", prefetch=4))
+        self._it = iter(loader(ds, d.workers, on_gpu(self.cfg.perf.pin_memory, self.device), prefetch=d.prefetch))
         self._next = k
 
     def batch(self, j: int):
@@ -105,7 +106,7 @@ class ShardFeed:
             raise RuntimeError(f"data: expected batch {j} from the loader, got {k} ({self.here})")
         self.skipped += skipped
         self._next = j + 1
-        return to_images(images, self.device), condition(labels, self.cfg) if labels is not None else None
+        return to_images(images, self.device), condition(labels, self.cfg, self.device)
 
     def state_dict(self) -> dict:
         return {"next_batch": self._next, "epoch": self._next // self.bpe, "batch_in_epoch": self._next % self.bpe,
