@@ -194,7 +194,7 @@ if __name__ == "__main__":
     worker(int(sys.argv[1]), json.loads(sys.argv[3]), Path(sys.argv[2]))
 
 
-def test_memory_bench_counts_what_the_ranks_hold(capsys):
+def test_memory_bench_counts_what_the_ranks_hold(capfd):
     """python -m gandist.bench memory, through its module's functions, at 2 processes on tiny nets: DDP holds
     the formula's bytes; ZeRO-2 holds half of the optimizer state (Adam's moments + the fp32 master) per rank,
     and a bucket no larger than the network."""
@@ -210,7 +210,7 @@ def test_memory_bench_counts_what_the_ranks_hold(capsys):
                               "--processes", "2", "--backends", "ddp,zero2", "--", "variant=wgan_gp",
                               *[o for o in TINY if o.startswith("model.")]])
     assert memory.run(args) == 0
-    rows = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["rows"]
+    rows = json.loads(capfd.readouterr().out.strip().splitlines()[-1])["rows"]
     assert len(rows) == 4  # G and D, ddp and zero2
     for r in rows:
         P = r["parameters"]
