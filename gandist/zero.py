@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -208,6 +209,13 @@ def make_engines(G: torch.nn.Module, D: torch.nn.Module, opt_g: torch.optim.Opti
     if not (dist.is_available() and dist.is_initialized()):
         raise RuntimeError("make_engines needs an initialised torch.distributed process group (a group of one "
                            "for a single process); DeepSpeed would otherwise try to start its own")
+    if "LOCAL_RANK" not in os.environ:
+        # DeepSpeed asserts that a launcher set LOCAL_RANK (torchrun, accelerate launch and deepspeed do); a single
+        # process started plainly (python -m gandist.train) has none, and its one rank is local rank 0
+        if dist.get_world_size() > 1:
+            raise RuntimeError("DeepSpeed needs LOCAL_RANK in the environment of each of several processes; start "
+                               "them with torchrun or accelerate launch")
+        os.environ["LOCAL_RANK"] = "0"
     stage = ds_config.get("zero_optimization", {}).get("stage", 0)
     check_stage(stage, "zero_optimization.stage")
     engines = []

@@ -221,3 +221,30 @@ def test_memory_bench_counts_what_the_ranks_hold(capfd):
             assert 4 * P <= r["params"] <= 4 * P + 64  # the flat buffer, padded for 2 ranks
             assert abs(r["master"] - 4 * P / 2) <= 64 and abs(r["optimizer"] - 12 * P / 2) <= 256
             assert r["buckets"] == 4 * (-(-P // 1024) * 1024)
+
+
+SINGLE = """
+import torch, torch.distributed as dist
+from gandist.zero import ZeroSettings, build_config, make_engines
+dist.init_process_group("gloo", init_method="tcp://127.0.0.1:{port}", rank=0, world_size=1)
+G, D = torch.nn.Linear(4, 4), torch.nn.Linear(4, 1)
+e = make_engines(G, D, torch.optim.Adam(G.parameters()), torch.optim.Adam(D.parameters()),
+                 build_config(ZeroSettings(stage=2, micro_batch=2)))
+w = D.weight.detach().clone()
+e.D.backward(e.D.module(torch.randn(2, 4)).sum())
+e.D.step()
+assert not torch.equal(w, e.D.module.weight)
+dist.destroy_process_group()
+print("stepped")
+"""
+
+
+def test_one_process_without_a_launcher_makes_engines():
+    """python -m gandist.train starts one process with no launcher, hence no LOCAL_RANK, which DeepSpeed asserts."""
+    pytest.importorskip("deepspeed", reason="the deepspeed extra is not installed (pip install 'gandist[deepspeed]')")
+    from tests.conftest import env, free_port
+
+    e = {k: v for k, v in env(DS_ACCELERATOR="cpu").items() if k not in ("LOCAL_RANK", "RANK", "WORLD_SIZE")}
+    p = subprocess.run([sys.executable, "-c", SINGLE.format(port=free_port())], cwd=REPO, env=e, capture_output=True,
+                       text=True, timeout=120)
+    assert p.returncode == 0 and "stepped" in p.stdout, p.stderr[-4000:]
