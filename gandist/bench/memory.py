@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+from importlib import metadata
 import os
 import shutil
 import subprocess
@@ -319,10 +320,10 @@ def figures(row: dict, net: str, bucket: int) -> dict:
 
 
 def report(args, rows: list[dict]) -> None:
-    import deepspeed  # only for its version: the workers have already needed it
+    ds_version = metadata.version("deepspeed")  # not imported here: its import prints an accelerator line
 
     print(f"gandist.bench memory: per-rank bytes of G's and D's weights, gradients and optimizer state, fp32, "
-          f"one step; DeepSpeed {deepspeed.__version__}; ZeRO bucket {args.bucket:,} elements, capped at each network")
+          f"one step; DeepSpeed {ds_version}; ZeRO bucket {args.bucket:,} elements, capped at each network")
     print(f"Machine: {machine()}")
     print()
     print("| config | net | width | parameters | backend | processes | weights MB | gradients MB | optimizer state MB "
@@ -342,7 +343,7 @@ def report(args, rows: list[dict]) -> None:
           "largest over ranks.  total = weights + gradients + optimizer state; formula: 4P + 4P + 4kP (DDP), "
           "4P + 4P + (4k+4)P/N (ZeRO-1), 4P + (4+4k+4)P/N (ZeRO-2), P parameters, k optimizer moments (Adam 2), "
           "N processes.  total with buckets adds buckets and other: what the rank holds at once.")
-    print(json.dumps({"bucket": args.bucket, "deepspeed": deepspeed.__version__, "torch": torch.__version__,
+    print(json.dumps({"bucket": args.bucket, "deepspeed": ds_version, "torch": torch.__version__,
                       "rows": [{k: v for k, v in r.items() if k != "other_names"} for r in rows]}))
 
 
