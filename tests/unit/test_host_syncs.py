@@ -60,3 +60,23 @@ def test_ten_rounds_read_nothing_back_and_the_log_step_reads_twice(tmp_path, cou
     assert counted == ["all_reduce", "tolist", "all_reduce", "tolist"]
     assert {"loss_d", "loss_g", "images_per_sec"} <= set(stats) and all(v == v for v in stats.values())
     report.close()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU: torch.cuda.set_sync_debug_mode checks CUDA only")
+def test_on_a_gpu_ten_rounds_make_no_synchronising_call(tmp_path):
+    cfg = config.load(REPO / "configs" / "quickstart.yaml", [*TINY, f"output.dir={tmp_path}", "variant=wgan_gp",
+                                                             "train.device=cuda"])
+    acc = make_accelerator(cfg)
+    stepper = Stepper(cfg, acc, build_models(cfg, acc), make_feed(cfg, 0, 1, acc.device),
+                      Draws(0, cfg.train.batch_size, 0, 1, acc.device, on_device=True))
+    stepper.round(0)
+    batches = [stepper.feed.batch(j) for j in range(1, 60)]  # the embedded dataset is drawn on the host: pre-made
+    stepper.feed.batch = lambda j: batches[j - 1]
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")  # any synchronising CUDA call raises
+    try:
+        for step in range(1, 11):
+            stepper.round(step)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert stepper.tally.sync(0) == 0
