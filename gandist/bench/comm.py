@@ -29,13 +29,14 @@ import argparse
 import json
 import tempfile
 from collections import Counter
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
 
 from gandist import config
 from gandist.bench import machine
+from gandist.bench.cluster import Cluster, Collective, efficiency_table, link_figures, link_for
 from gandist.bench.timing import PREMADE, DeviceFeed, measure
 from gandist.cli import run_command
 from gandist.config import ConfigError, label_dim
@@ -138,16 +139,7 @@ def buckets(param_bytes: list, first: int = FIRST_BUCKET, cap: int = BUCKET_CAP)
     return out + [size] if size else out
 
 
-# -- the collectives and the cluster -------------------------------------------------------------------
-
-@dataclass
-class Collective:
-    what: str
-    kind: str  # "all_reduce" or "all_gather"
-    nbytes: int  # the tensor a rank brings
-    per_round: float  # how many a round (1/log_every for the logged scalars)
-    overlaps: bool = False  # DDP's gradient buckets may run during the backward
-
+# -- the collectives a round runs ----------------------------------------------------------------------
 
 def traffic(r: Round, log_every: int, sync_bn: bool = True) -> list:
     """Every collective a round runs at world > 1 (CUDA: torch's SyncBatchNorm)."""
@@ -169,78 +161,6 @@ def traffic(r: Round, log_every: int, sync_bn: bool = True) -> list:
 def gloo_bn_values(r: Round) -> int:
     """Values gandist's GlobalBatchNorm (CPU/gloo) all-reduces a round: C+1 and C per forward and per backward."""
     return sum((2 * layer.channels + 1) * (layer.forwards + layer.backwards) for layer in r.bn)
-
-
-def ring_allreduce(nbytes: float, n: int) -> float:
-    """Bytes each of n ring members sends (and receives) to all-reduce nbytes: reduce-scatter + all-gather."""
-    return 2 * (n - 1) / n * nbytes
-
-
-def ring_allgather(nbytes_each: float, n: int) -> float:
-    """Bytes each of n ring members receives when each brings nbytes_each."""
-    return (n - 1) * nbytes_each
-
-
-@dataclass(frozen=True)
-class Cluster:
-    nodes: int
-    gpus: int
-    link_gbps: float  # one inter-node link
-    links_per_node: int = 1
-    nvlink_gbs: float = 0.0  # GB/s a GPU inside a node; 0: ignored
-    latency_us: float = 30.0
-
-    @property
-    def world(self) -> int:
-        return self.nodes * self.gpus
-
-    def node_bytes_per_s(self) -> float:
-        return self.link_gbps * 1e9 / 8 * self.links_per_node
-
-    def wire(self, c: Collective) -> float:
-        """Bytes through one node's links for one collective (hierarchical: a node's GPUs share them)."""
-        if c.kind == "all_reduce":
-            return ring_allreduce(c.nbytes, self.nodes)
-        return ring_allgather(self.gpus * c.nbytes, self.nodes)
-
-    def fixed(self, c: Collective) -> float:
-        """Seconds of one collective that do not depend on the link: latency and NVLink (0 for one GPU)."""
-        inside = ring_allreduce(c.nbytes, self.gpus) if c.kind == "all_reduce" else \
-            ring_allgather(self.nodes * c.nbytes, self.gpus)
-        nvlink = inside / (self.nvlink_gbs * 1e9) if self.nvlink_gbs > 0 else 0.0
-        return 0.0 if self.world == 1 else self.latency_us * 1e-6 + nvlink
-
-    def seconds(self, c: Collective) -> float:
-        return self.fixed(c) + self.wire(c) / self.node_bytes_per_s()
-
-
-def round_seconds(colls: list, cl: Cluster) -> tuple[float, float]:
-    """(gradient seconds, which may overlap the backward; blocking seconds) of one round."""
-    grad = sum(c.per_round * cl.seconds(c) for c in colls if c.overlaps)
-    return grad, sum(c.per_round * cl.seconds(c) for c in colls if not c.overlaps)
-
-
-def efficiency(compute: float, grad: float, blocking: float, overlap: bool) -> float:
-    exposed = blocking + (max(0.0, grad - compute) if overlap else grad)
-    return compute / (compute + exposed)
-
-
-def nodes_below(colls: list, compute: float, cl: Cluster, target: float, overlap: bool, max_nodes: int):
-    """The fewest nodes (the per-GPU batch kept) at which efficiency falls below target; None if never up to
-    max_nodes.  Efficiency only falls with nodes: every term grows with them."""
-    for n in range(1, max_nodes + 1):
-        if efficiency(compute, *round_seconds(colls, replace(cl, nodes=n)), overlap) < target:
-            return n
-    return None
-
-
-def link_for(colls: list, compute: float, cl: Cluster, target: float) -> float | None:
-    """Gb/s one link needs for efficiency >= target with no overlap; None when latency alone is too much."""
-    room = compute * (1 / target - 1) - sum(c.per_round * cl.fixed(c) for c in colls)  # seconds left for the wire
-    wire = sum(c.per_round * cl.wire(c) for c in colls)
-    if wire == 0 or room <= 0:
-        return 0.0 if room >= 0 else None
-    return wire / room * 8 / 1e9 / cl.links_per_node
 
 
 # -- the command ------------------------------------------------------------------------------------
@@ -338,17 +258,8 @@ def figures(e: dict, clusters: list, target: float, max_nodes: int) -> dict:
            "log_step_values": [len(r.stat_keys) + len(REPORTER_SUMS), COUNTERS],  # Tally.means's, Tally.sync's
            "allreduce_bytes_per_round": sum(c.nbytes * c.per_round for c in colls if c.kind == "all_reduce"),
            "collectives_per_round": sum(c.per_round for c in colls),
-           "compute_ms": e["ms"], "compute_source": e["source"], "links": []}
-    for cl in clusters:
-        grad, blocking = round_seconds(colls, cl)
-        out["links"].append({
-            "gbps": cl.link_gbps, "comm_ms": 1000 * (grad + blocking), "grad_ms": 1000 * grad,
-            "blocking_ms": 1000 * blocking, "latency_ms": 1000 * sum(c.per_round for c in colls) * cl.latency_us * 1e-6,
-            # the round's compute at which the no-overlap efficiency is exactly the target
-            "compute_ms_for_target": 1000 * (grad + blocking) * target / (1 - target),
-            "efficiency": efficiency(s, grad, blocking, False), "efficiency_overlap": efficiency(s, grad, blocking, True),
-            "nodes_below_target": nodes_below(colls, s, cl, target, False, max_nodes),
-            "nodes_below_target_overlap": nodes_below(colls, s, cl, target, True, max_nodes)})
+           "compute_ms": e["ms"], "compute_source": e["source"],
+           "links": link_figures(colls, clusters, s, target, max_nodes)}
     out["link_gbps_for_target"] = link_for(colls, s, clusters[0], target)  # None: no speed is enough
     return out
 
@@ -369,7 +280,7 @@ def bn_line(r: Round) -> str:
 
 
 def report(rows: list, rounds: list, clusters: list, args) -> None:
-    cl, pct = clusters[0], f"{args.target:.0%}"
+    cl = clusters[0]
     print(f"gandist.bench comm: {cl.nodes} nodes x {cl.gpus} GPUs ({cl.world} ranks), {cl.links_per_node} link(s) a "
           f"node of {', '.join(f'{c.link_gbps:g}' for c in clusters)} Gb/s, NVLink "
           f"{f'{cl.nvlink_gbs:g} GB/s' if cl.nvlink_gbs else 'ignored'}, {cl.latency_us:g} us a collective")
@@ -386,24 +297,7 @@ def report(rows: list, rounds: list, clusters: list, args) -> None:
               f"{' + '.join(map(str, f['log_step_values']))} / {f['log_every']} | {mb(f['allreduce_bytes_per_round'])} | "
               f"{f['collectives_per_round']:.2f} |")
     print()
-
-    def at(what: str) -> str:  # one column a link speed
-        return " | ".join(f"{what} @{c.link_gbps:g}" for c in clusters)
-
-    print(f"One round at {cl.nodes} x {cl.gpus} (comm ms includes the latency); efficiency no overlap / overlap (upper "
-          f"bound); the compute a round needs for {pct} with no overlap; the nodes at which the no-overlap efficiency "
-          f"falls below {pct} (per-GPU batch kept; '-': not up to {args.max_nodes}):")
-    print(f"| config | compute ms (source) | latency ms | {at('comm ms')} | {at('eff.')} | {at(f'compute ms for {pct}')} "
-          f"| link Gb/s for {pct} | {at(f'nodes <{pct}')} |")
-    print("| --- | ---: | ---: |" + " ---: |" * (4 * len(clusters) + 1))
-    for f in rows:
-        links, need = f["links"], f["link_gbps_for_target"]
-        cells = [f"{x['comm_ms']:.2f}" for x in links] + \
-            [f"{x['efficiency']:.1%} / {x['efficiency_overlap']:.1%}" for x in links] + \
-            [f"{x['compute_ms_for_target']:.1f}" for x in links] + ["never" if need is None else f"{need:,.1f}"] + \
-            [str(x["nodes_below_target"] or "-") for x in links]
-        print(f"| {f['config']} | {f['compute_ms']:.1f} ({f['compute_source']}) | {links[0]['latency_ms']:.2f} | "
-              + " | ".join(cells) + " |")
+    efficiency_table(rows, clusters, args.target, args.max_nodes)
     print()
     print("BatchNorm layers, training forwards and input-gradient backwards a round (SyncBatchNorm: one all-gather "
           "of 2C+1 fp32 a forward, growing with the world; one all-reduce of 2C a backward):")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import replace
 
 import pytest
 import torch
@@ -12,7 +13,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.testing._internal.distributed.fake_pg import FakeStore
 
 from gandist import config, nets
-from gandist.bench import comm
+from gandist.bench import cluster, comm
 from gandist.bench.__main__ import main
 from gandist.bench.timing import DeviceFeed
 from gandist.distributed import make_accelerator
@@ -125,21 +126,21 @@ def test_the_counts_are_the_collectives_of_a_two_rank_run(tmp_path, monkeypatch,
 
 
 def test_ring_formulas():
-    assert comm.ring_allreduce(1000, 1) == 0
-    assert comm.ring_allreduce(1000, 2) == 1000
-    assert comm.ring_allreduce(1000, 8) == 1750
-    assert comm.ring_allgather(10, 8) == 70
+    assert cluster.ring_allreduce(1000, 1) == 0
+    assert cluster.ring_allreduce(1000, 2) == 1000
+    assert cluster.ring_allreduce(1000, 8) == 1750
+    assert cluster.ring_allgather(10, 8) == 70
 
 
 def test_cluster_times_a_collective_over_the_nodes_links():
-    cl = comm.Cluster(nodes=8, gpus=8, link_gbps=100, latency_us=0)
-    ar = comm.Collective("x", "all_reduce", 10 ** 6, 1)
+    cl = cluster.Cluster(nodes=8, gpus=8, link_gbps=100, latency_us=0)
+    ar = cluster.Collective("x", "all_reduce", 10 ** 6, 1)
     assert cl.seconds(ar) == pytest.approx(1.75e6 / 12.5e9)  # 2(N-1)/N x S at 12.5 GB/s
-    ag = comm.Collective("x", "all_gather", 100, 1)
+    ag = cluster.Collective("x", "all_gather", 100, 1)
     assert cl.seconds(ag) == pytest.approx(7 * 8 * 100 / 12.5e9)  # the other nodes' 8 GPUs' shares come in
-    assert comm.replace(cl, links_per_node=8).seconds(ar) == pytest.approx(cl.seconds(ar) / 8)
-    assert comm.replace(cl, latency_us=30).seconds(ar) == pytest.approx(cl.seconds(ar) + 30e-6)
-    assert comm.Cluster(1, 1, 100).seconds(ar) == 0  # one GPU: nothing to talk to
+    assert replace(cl, links_per_node=8).seconds(ar) == pytest.approx(cl.seconds(ar) / 8)
+    assert replace(cl, latency_us=30).seconds(ar) == pytest.approx(cl.seconds(ar) + 30e-6)
+    assert cluster.Cluster(1, 1, 100).seconds(ar) == 0  # one GPU: nothing to talk to
 
 
 def test_buckets_follow_ddp_first_small_then_capped():
@@ -150,23 +151,24 @@ def test_buckets_follow_ddp_first_small_then_capped():
 
 
 def test_efficiency_and_where_it_falls_below_the_target():
-    assert comm.efficiency(9.0, 1.0, 0.0, overlap=False) == pytest.approx(0.9)
-    assert comm.efficiency(9.0, 5.0, 1.0, overlap=True) == pytest.approx(0.9)  # gradients hidden, BN not
-    assert comm.efficiency(9.0, 10.0, 0.0, overlap=True) == pytest.approx(0.9)  # only what exceeds compute shows
-    colls = [comm.Collective("g", "all_reduce", 10 ** 8, 1, overlaps=True), comm.Collective("bn", "all_gather", 4000, 3)]
-    cl = comm.Cluster(8, 8, 100, latency_us=30)
+    assert cluster.efficiency(9.0, 1.0, 0.0, overlap=False) == pytest.approx(0.9)
+    assert cluster.efficiency(9.0, 5.0, 1.0, overlap=True) == pytest.approx(0.9)  # gradients hidden, BN not
+    assert cluster.efficiency(9.0, 10.0, 0.0, overlap=True) == pytest.approx(0.9)  # only what exceeds compute shows
+    colls = [cluster.Collective("g", "all_reduce", 10 ** 8, 1, overlaps=True),
+             cluster.Collective("bn", "all_gather", 4000, 3)]
+    cl = cluster.Cluster(8, 8, 100, latency_us=30)
     compute = 0.2
-    n = comm.nodes_below(colls, compute, cl, 0.9, overlap=False, max_nodes=1024)
+    n = cluster.nodes_below(colls, compute, cl, 0.9, overlap=False, max_nodes=1024)
     assert n is not None and n > 1
 
     def eff(**change) -> float:
-        return comm.efficiency(compute, *comm.round_seconds(colls, comm.replace(cl, **change)), False)
+        return cluster.efficiency(compute, *cluster.round_seconds(colls, replace(cl, **change)), False)
 
     assert eff(nodes=n) < 0.9 <= eff(nodes=n - 1)
-    assert comm.nodes_below(colls, 1e6, cl, 0.9, False, 16) is None
-    gbps = comm.link_for(colls, compute, cl, 0.9)
+    assert cluster.nodes_below(colls, 1e6, cl, 0.9, False, 16) is None
+    gbps = cluster.link_for(colls, compute, cl, 0.9)
     assert eff(link_gbps=gbps) == pytest.approx(0.9) and eff(link_gbps=0.99 * gbps) < 0.9
-    assert comm.link_for(colls, 1e-4, cl, 0.9) is None  # 4 collectives' latency alone is over 10% of 0.1 ms
+    assert cluster.link_for(colls, 1e-4, cl, 0.9) is None  # 4 collectives' latency alone is over 10% of 0.1 ms
 
 
 def test_the_command_prints_tables_and_ends_with_json(capsys):
