@@ -56,9 +56,10 @@ def test_one_step_equals_the_ddp_run(tmp_path, ddp, variant, stage, launcher):
         assert metrics(out)[-1][k] == pytest.approx(ref[k], rel=1e-5, abs=1e-6)
 
 
-@pytest.mark.parametrize("variant,stage", [("wgan_gp", 2), ("wgan", 1)])
+@pytest.mark.parametrize("variant,stage", [("wgan_gp", 2), ("wgan", 1), ("wgan_gp", 0)])
 def test_five_steps_stay_with_the_ddp_run(tmp_path, ddp, variant, stage):
-    """wgan: the clipping constraint, which ZeRO would undo if it were written into the module only."""
+    """wgan: the clipping constraint, which ZeRO would undo if it were written into the module only; stage 0:
+    DeepSpeed's plain data parallel, where the guard reads p.grad as on ddp."""
     out = tmp_path / "ds"
     run_train(out, f"variant={variant}", "train.steps=5", *FP32, *DS, f"deepspeed.zero_stage={stage}",
               nproc=2, launcher="torchrun")
