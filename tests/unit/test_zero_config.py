@@ -73,3 +73,28 @@ def test_a_checkpoint_of_the_other_backend_is_refused(tmp_path):
     checkpoint.check_compatible(tmp_path, {"identity": old}, ddp)
     with pytest.raises(checkpoint.CheckpointError, match="backend"):
         checkpoint.check_compatible(tmp_path, {"identity": old}, ds)
+
+
+def test_a_deepspeed_optimizer_file_must_fit_the_network(tmp_path):
+    import torch
+    from safetensors.torch import save_file
+
+    from gandist.zero_checkpoint import STEP, check_optimizer
+
+    net = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.Linear(2, 1))
+    whole = {f"{n}/{k}": torch.zeros_like(p) for n, p in net.named_parameters() for k in ("exp_avg", "exp_avg_sq")}
+    whole[STEP] = torch.tensor(4.0, dtype=torch.float64)
+    shapes = {k: list(v.shape) for k, v in whole.items()}
+    assert check_optimizer(shapes, net) == []
+    bad = dict(shapes, **{"0.weight/exp_avg": [2, 4], "9.bias/exp_avg": [1]})
+    del bad["1.bias/exp_avg_sq"]
+    assert check_optimizer(bad, net) == ["0.weight/exp_avg has shape [2, 4], the parameter has [2, 3]",
+                                         "unexpected 9.bias/exp_avg", "exp_avg_sq is missing for 1.bias"]
+    f = tmp_path / "optimizer_1.safetensors"
+    save_file({k: v for k, v in whole.items() if k != "1.bias/exp_avg_sq"}, str(f))
+    with pytest.raises(checkpoint.CheckpointError, match="does not fit this run's discriminator's optimizer: "
+                                                         "exp_avg_sq is missing for 1.bias"):
+        checkpoint.check_optimizer_file(f, net, "discriminator")
+    f.write_bytes(b"not safetensors")
+    with pytest.raises(checkpoint.CheckpointError, match="is corrupt"):
+        checkpoint.check_optimizer_file(f, net, "discriminator")
