@@ -30,6 +30,7 @@ import re
 import shutil
 from collections import OrderedDict
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -37,7 +38,7 @@ from accelerate.utils import load as weights_only_load  # torch.load(weights_onl
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-from gandist import config
+from gandist import config, zero_checkpoint
 from gandist.distributed import sum_over_ranks
 from gandist.ema import generator_for_use
 from gandist.files import atomic_path, follow_umask, fsync, write_json_atomic
@@ -47,6 +48,11 @@ STEP_DIR = re.compile(r"^step_(\d{8})$")
 SCRATCH = (".tmp-", ".old-", ".del-")  # what an interrupted save or prune may leave behind
 PICKLED = (".bin", ".pkl", ".pt")  # accelerate's torch.save files: only ever loaded weights-only
 FORMAT = 2  # 2: trainer.json lists every file with its size and sha256; model keys unwrapped
+
+
+# What a checkpoint written before a key joined the identity was: every checkpoint before the deepspeed backend
+# is a ddp one.
+IDENTITY_BEFORE = {"backend": "ddp"}
 
 
 class CheckpointError(RuntimeError):
@@ -114,8 +120,10 @@ def _plain_keys(accelerator):
 
 # -- saving -----------------------------------------------------------------------------------------
 
-def save(accelerator, run_dir: str | Path, step: int, trainer_state: dict, ema=None, keep: int = 2) -> Path:
-    """Collective: every rank calls it.  Returns the checkpoint's final path."""
+def save(accelerator, run_dir: str | Path, step: int, trainer_state: dict, ema=None, keep: int = 2,
+         write=None) -> Path:
+    """Collective: every rank calls it.  Returns the checkpoint's final path.  `write(dir)` (collective) writes
+    the networks' and optimizers' files; default: accelerate's save_state (the ddp backend)."""
     root = checkpoints_dir(run_dir)
     final = root / f"step_{step:08d}"
     tmp = root / f".tmp-{final.name}"
@@ -125,8 +133,11 @@ def save(accelerator, run_dir: str | Path, step: int, trainer_state: dict, ema=N
             if p.name.startswith(SCRATCH):
                 shutil.rmtree(p, ignore_errors=True)
     accelerator.wait_for_everyone()
-    with _plain_keys(accelerator):
-        accelerator.save_state(str(tmp), safe_serialization=True)
+    if write is not None:
+        write(tmp)
+    else:
+        with _plain_keys(accelerator):
+            accelerator.save_state(str(tmp), safe_serialization=True)
     accelerator.wait_for_everyone()  # every rank's files (its RNG states) are in tmp before it is sealed
     if accelerator.is_main_process:
         if ema is not None:
@@ -185,7 +196,7 @@ def read_trainer_state(path: Path) -> dict:
 
 def check_compatible(path: Path, state: dict, identity: dict):
     """The checkpoint must come from the same kind of run: variant, networks, image shape."""
-    saved = state.get("identity", {})
+    saved = {**IDENTITY_BEFORE, **state.get("identity", {})}
     diffs = [f"{k}: checkpoint has {saved.get(k)!r}, config has {v!r}" for k, v in identity.items()
              if saved.get(k) != v]
     if diffs:
@@ -236,6 +247,20 @@ def check_tensors(f: Path, module, what: str):
         raise CheckpointError(f"checkpoint file {f} does not fit this run's {what}: " + "; ".join(problems[:5]) + more)
 
 
+def check_optimizer_file(f: Path, module, what: str):
+    """A deepspeed-backend optimizer file holds the state of exactly the module's parameters, with their shapes."""
+    try:
+        with safe_open(str(f), "pt") as sf:
+            shapes = {k: list(sf.get_slice(k).get_shape()) for k in sf.keys()}
+    except Exception as e:
+        raise CheckpointError(f"checkpoint file {f} is corrupt (not a readable safetensors file: {e})") from None
+    problems = zero_checkpoint.check_optimizer(shapes, module)
+    if problems:
+        more = f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""
+        raise CheckpointError(f"checkpoint file {f} does not fit this run's {what}'s optimizer: "
+                              + "; ".join(problems[:5]) + more)
+
+
 def verify(path: Path, identity: dict, modules: dict, ema=None, main: bool = True) -> dict:
     """Everything load() checks before loading anything; raises CheckpointError naming the file.
     `main`: also read every file against trainer.json's sizes and hashes (one rank does)."""
@@ -249,17 +274,21 @@ def verify(path: Path, identity: dict, modules: dict, ema=None, main: bool = Tru
         check_tensors(path / name, module, what)
     if ema is not None:
         check_tensors(path / "ema.safetensors", ema.model, "EMA generator")
+    for (what, module), name in zip(modules.items(), zero_checkpoint.OPTIMIZER_FILES):
+        if name in state["files"]:  # the deepspeed backend's whole optimizer states
+            check_optimizer_file(path / name, module, what)
     for f in sorted(path.iterdir()):
         if f.name.endswith(PICKLED):
             check_weights_only(f)
     return state
 
 
-def load(accelerator, path: str | Path, identity: dict, modules: dict, ema=None) -> dict:
+def load(accelerator, path: str | Path, identity: dict, modules: dict, ema=None, read=None) -> dict:
     """Collective: check the checkpoint, then restore models, optimizers, scaler, RNG and EMA.
 
     `modules` maps a description to each prepared model's unwrapped module, in prepare() order
-    (generator, discriminator).  Returns trainer.json's contents.  Every rank checks before any
+    (generator, discriminator).  `read(dir)` (collective) loads the networks and optimizers; default:
+    accelerate's load_state (the ddp backend).  Returns trainer.json's contents.  Every rank checks before any
     rank loads, and they agree, so a bad checkpoint stops all ranks with the same clear error.
     """
     path = Path(path)
@@ -271,8 +300,11 @@ def load(accelerator, path: str | Path, identity: dict, modules: dict, ema=None)
     if sum_over_ranks(float(problem is not None), accelerator.device) > 0:
         raise problem or CheckpointError(f"checkpoint {path}: another rank found it unusable (see its error)")
     try:
-        with _plain_keys(accelerator):
-            accelerator.load_state(str(path))
+        if read is not None:
+            read(path)
+        else:
+            with _plain_keys(accelerator):
+                accelerator.load_state(str(path))
     except Exception as e:
         raise CheckpointError(f"could not load checkpoint {path}: {type(e).__name__}: {e}") from None
     if ema is not None:
@@ -294,7 +326,7 @@ def identity(cfg) -> dict:
             "resolution": cfg.data.resolution, "channels": cfg.data.channels,
             "label_dim": config.label_dim(cfg), "g_width": cfg.model.g_width, "d_width": cfg.model.d_width,
             "g_norm": cfg.model.g_norm, "d_norm": cfg.model.d_norm, "spectral_norm": cfg.model.spectral_norm,
-            "conditioning": cfg.model.conditioning, "optimizer": cfg.optim.name}
+            "conditioning": cfg.model.conditioning, "optimizer": cfg.optim.name, "backend": cfg.train.backend}
 
 
 def weights_finite(models) -> bool:
@@ -313,7 +345,11 @@ def save_training(acc, cfg, step: int, models, counters, feed) -> Path | None:
              "world_size": acc.num_processes}
     if acc.is_main_process:  # the one rank that stores the EMA generator, with statistics for its weights
         generator_for_use(cfg, models, step, acc.device)
-    return save(acc, cfg.output.dir, step, state, models.ema, cfg.checkpoint.keep)
+    write = None
+    if models.engines is not None:
+        state["zero_stage"] = models.update_g.stage  # for information: any stage loads it (zero_checkpoint)
+        write = partial(zero_checkpoint.write_engines, acc, models)
+    return save(acc, cfg.output.dir, step, state, models.ema, cfg.checkpoint.keep, write)
 
 
 def restore(cfg, acc, path: Path, models, counters, feed) -> tuple[int, str]:
@@ -325,14 +361,14 @@ def restore(cfg, acc, path: Path, models, counters, feed) -> tuple[int, str]:
             for opt in (models.opt_g, models.opt_d)]
     try:
         state = load(acc, path, identity(cfg), {"generator": models.G_raw, "discriminator": models.D_raw},
-                     models.ema)
+                     models.ema, None if models.engines is None else partial(zero_checkpoint.read_engines, models))
     except CheckpointError as e:
         older = [p for p in complete(run_dir) if p.name < path.name]
         if cfg.train.resume == "auto" and older:
             raise CheckpointError(f"{e}. To continue from the checkpoint before it instead: "
                                   f"train.resume={older[-1]} train.overwrite=true") from None
         raise
-    for opt, groups in zip((models.opt_g, models.opt_d), kept):
+    for opt, groups in zip((models.opt_g, models.opt_d), kept if models.engines is None else ()):
         for group, flags in zip(opt.param_groups, groups):
             group.update(flags)
             if group.get("fused"):  # the fused kernels keep their step counts on the parameters' device

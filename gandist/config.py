@@ -30,6 +30,7 @@ from gandist.metrics.inception import check_weights
 from gandist.metrics.registry import FEATURE_LAYERS, MetricError, list_metrics
 from gandist.regularizers import REGULARIZERS
 from gandist.variants import VARIANTS
+from gandist.zero_limits import COMPILE_REFUSED, EXTRA, FP16_REFUSED, STAGE3_REFUSED
 
 
 class ConfigError(ValueError):
@@ -130,6 +131,9 @@ class TrainConfig:
     timeout_s: int = _f(600, min=1, help="process-group timeout: a dead rank makes the others fail after this")
     device: str = _f("auto", choices=("auto", "cpu", "cuda"), help="auto: the GPU when there is one")
     fp64: bool = _f(False, help="train in float64: for numerical checks (world-size invariance), slow")
+    backend: str = _f("ddp", choices=("ddp", "deepspeed"),
+                      help="ddp: accelerate's DistributedDataParallel; deepspeed: one DeepSpeed ZeRO engine each for "
+                           "G and D (the deepspeed section; needs the deepspeed extra)")
 
 
 @dataclass
@@ -150,6 +154,23 @@ class PerfConfig:
                                       "(one G forward a round, as PyTorch's DCGAN example); otherwise G draws anew")
     compile: bool = _f(False, help="torch.compile G and D's forward; D's gradient penalty (double backward, "
                                    "which inductor cannot do) runs D uncompiled")
+
+
+@dataclass
+class DeepSpeedConfig:
+    """Read with train.backend=deepspeed only; they build the DeepSpeed config (gandist.zero.build_config)."""
+    zero_stage: int = _f(1, choices=(0, 1, 2, 3), help="ZeRO stage: 0 plain data parallel, 1 optimizer state "
+                                                        "partitioned across ranks, 2 and gradients; 3 is refused "
+                                                        "(see the error it gives)")
+    config: str = _f("", help="PATH to your own DeepSpeed JSON (e.g. launch/deepspeed_zero2.json); replaces the "
+                              "other deepspeed keys; batch keys may be \"auto\"; empty = built from these keys")
+    gradient_clipping: float = _f(0.0, min=0.0, help="max global gradient norm of each network; 0 = no clipping "
+                                                      "(as on the ddp backend)")
+    reduce_bucket_size: int = _f(500_000_000, min=1024, help="elements per gradient-reduction bucket (capped at the "
+                                                              "network's size)")
+    allgather_bucket_size: int = _f(500_000_000, min=1024, help="elements per weight all-gather bucket after a step "
+                                                                 "(capped at the network's size)")
+    overlap_comm: bool = _f(False, help="overlap gradient reduction with the backward (more bucket memory)")
 
 
 @dataclass
@@ -194,6 +215,7 @@ class Config:
     data: DataConfig = _f(None, factory=DataConfig)
     train: TrainConfig = _f(None, factory=TrainConfig)
     perf: PerfConfig = _f(None, factory=PerfConfig)
+    deepspeed: DeepSpeedConfig = _f(None, factory=DeepSpeedConfig)
     checkpoint: CheckpointConfig = _f(None, factory=CheckpointConfig)
     log: LogConfig = _f(None, factory=LogConfig)
     eval: EvalConfig = _f(None, factory=EvalConfig)
@@ -384,11 +406,27 @@ def _check_consistency(cfg: Config, where: str):
     if missing:
         raise ConfigError(f"log.trackers: {', '.join(missing)} is not installed (pip install {' '.join(missing)}), "
                           f"or leave it out of log.trackers ({where})")
+    if cfg.train.backend == "deepspeed":
+        _check_deepspeed(cfg, where)
     if cfg.eval.metrics:
         try:
             check_weights(cfg.eval.feature_weights)
         except MetricError as e:
             raise ConfigError(f"{e} ({where})") from None
+
+
+def _check_deepspeed(cfg: Config, where: str):
+    if cfg.deepspeed.zero_stage == 3:
+        raise ConfigError(f"deepspeed.zero_stage: {STAGE3_REFUSED} ({where})")
+    if cfg.train.mixed_precision == "fp16":
+        raise ConfigError(f"train.mixed_precision: {FP16_REFUSED} ({where})")
+    if cfg.perf.compile:
+        raise ConfigError(f"perf.compile: {COMPILE_REFUSED} ({where})")
+    if cfg.deepspeed.config and not Path(cfg.deepspeed.config).is_file():
+        raise ConfigError(f"deepspeed.config: {cfg.deepspeed.config} does not exist ({where})")
+    if importlib.util.find_spec("deepspeed") is None:
+        raise ConfigError(f"train.backend: deepspeed needs DeepSpeed, which is not installed; install gandist's "
+                          f"deepspeed extra: {EXTRA} ({where})")
 
 
 def check_world_size(cfg: Config, world_size: int):

@@ -74,7 +74,10 @@ class Objective:
         loss = losses.g_loss(self.adversarial.name, D(self.d_view(fake, i, "g", step), y))
         return loss, {"loss_g": loss.detach()}
 
-    def after_d_step(self, D_raw) -> None:
-        """A constraint on D's weights (WGAN's clipping), after every D step that was taken."""
-        if self.regularizer.constraint is not None:
-            self.regularizer.constraint(D_raw, self.cfg)
+    def after_d_step(self, D_raw) -> bool:
+        """A constraint on D's weights (WGAN's clipping), after every D step that was taken; True when there
+        is one (D's weights were written in place)."""
+        if self.regularizer.constraint is None:
+            return False
+        self.regularizer.constraint(D_raw, self.cfg)
+        return True

@@ -230,6 +230,9 @@ def startup_rows(cfg, acc, models, feed, ranks: list[dict], start: int, note: st
                          + (f", EMA of G ({cfg.optim.ema})" if models.ema is not None else "")),
             ("processes", f"{world} on {len(hosts)} node(s) ({', '.join(hosts[:4])}{', ...' if len(hosts) > 4 else ''})"
                           f", {', '.join(devices[:4])}{', ...' if len(devices) > 4 else ''}"),
+            ("backend", "ddp (accelerate)" if models.engines is None else
+             f"deepspeed ZeRO-{models.update_g.stage}, one engine each for G and D"
+             + (f" ({cfg.deepspeed.config})" if cfg.deepspeed.config else "")),
             ("precision", precision),
             ("batch", f"{batch} global, {batch // world} per rank"),
             ("fast paths", fast_paths(cfg, acc.device)),

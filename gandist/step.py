@@ -18,7 +18,7 @@ from typing import Callable
 
 import torch
 
-from gandist import nets
+from gandist import nets, zero_step
 from gandist.config import on_gpu
 from gandist.ema import EMA
 from gandist.nets.layers import convert_sync_batchnorm
@@ -40,11 +40,52 @@ class Models:
     G_fwd: Callable | None = None
     D_fwd: Callable | None = None
     D_frozen_fwd: Callable | None = None
+    # Each network's backward and guarded optimizer step: DdpUpdate here, or gandist.zero_step.ZeroUpdate on the
+    # deepspeed backend, so that Stepper's D and G steps are the same code on both backends.
+    update_g: "DdpUpdate | None" = None
+    update_d: "DdpUpdate | None" = None
+    engines: object = None  # gandist.zero.Engines on the deepspeed backend
 
     def __post_init__(self):
         self.G_fwd = self.G if self.G_fwd is None else self.G_fwd
         self.D_fwd = self.D if self.D_fwd is None else self.D_fwd
         self.D_frozen_fwd = self.D_raw if self.D_frozen_fwd is None else self.D_frozen_fwd
+
+
+class DdpUpdate:
+    """One network's backward and optimizer step on the ddp backend (accelerate).
+
+    step() steps the optimizer unless the gradients (averaged over the ranks by DDP, so the same everywhere)
+    hold a non-finite value, and returns that verdict as a 0-d float tensor on the device: a fused optimizer
+    takes it as its found_inf (no host read); the others read it on the host before stepping."""
+
+    def __init__(self, acc, opt):
+        self.acc, self.opt = acc, opt
+        self._one = torch.ones((), dtype=torch.float32, device=acc.device)
+
+    @property
+    def param_groups(self):
+        return self.opt.param_groups
+
+    def backward(self, loss: torch.Tensor) -> None:
+        self.acc.backward(loss)
+
+    def step(self) -> torch.Tensor:
+        opt = self.opt
+        grads = [p.grad for g in opt.param_groups for p in g["params"] if p.grad is not None]
+        found = torch.zeros((), dtype=torch.float32, device=self._one.device)
+        torch._amp_foreach_non_finite_check_and_unscale_(grads, found, self._one)  # found = 1 if any is not finite
+        inner = getattr(opt, "optimizer", opt)  # accelerate's wrapper steps the torch optimizer inside
+        if inner.defaults.get("fused"):
+            inner.found_inf, inner.grad_scale = found, None  # read by the fused kernel, on the device
+            opt.step()
+        elif not found.item():  # the one host read of the non-fused optimizers, documented at perf.optimizer
+            opt.step()
+        opt.zero_grad(set_to_none=True)
+        return found
+
+    def weights_changed(self) -> None:
+        """The module's weights were written in place (WGAN's clipping): nothing else holds a copy under DDP."""
 
 
 def optimizer_impl(cfg) -> str:
@@ -62,11 +103,14 @@ def make_optimizer(cfg, params, lr: float) -> torch.optim.Optimizer:
 
 def build_models(cfg, acc) -> Models:
     """G and D with identical initial weights on every rank and world size, the EMA copy, synchronised
-    BatchNorm where asked, the optimizers, all prepared by accelerate; compiled forwards with perf.compile."""
+    BatchNorm where asked, the optimizers, all prepared by accelerate (or, on the deepspeed backend, made into
+    one engine each, gandist.zero_step.zero_models); compiled forwards with perf.compile."""
     world = acc.num_processes
     torch.manual_seed(cfg.train.seed)
     G, D = nets.build(cfg)
-    if on_gpu(cfg.perf.channels_last, acc.device):
+    # Not for ZeRO's engines: they flatten the weights into one buffer through views, which needs the default
+    # (contiguous) layout ("self.stride(-1) must be 1 to view Float as Byte"); the images stay channels_last.
+    if on_gpu(cfg.perf.channels_last, acc.device) and cfg.train.backend != "deepspeed":
         G, D = G.to(memory_format=torch.channels_last), D.to(memory_format=torch.channels_last)
     # The EMA copy is made before BatchNorm is synchronised: calibrating it needs no collective.
     ema = EMA(G, cfg.optim.ema, cfg.optim.ema_start) if cfg.optim.ema > 0 else None
@@ -75,16 +119,19 @@ def build_models(cfg, acc) -> Models:
         D = convert_sync_batchnorm(D, acc.device.type)
     opt_g = make_optimizer(cfg, G.parameters(), cfg.optim.lr_g)
     opt_d = make_optimizer(cfg, D.parameters(), cfg.optim.lr_d)
-    G, D, opt_g, opt_d = acc.prepare(G, D, opt_g, opt_d)
     if ema is not None:
         ema.model.to(acc.device)
+    if cfg.train.backend == "deepspeed":
+        return zero_step.zero_models(cfg, acc, G.to(acc.device), D.to(acc.device), opt_g, opt_d, ema, Models)
+    G, D, opt_g, opt_d = acc.prepare(G, D, opt_g, opt_d)
     G_raw, D_raw = acc.unwrap_model(G), acc.unwrap_model(D)
     compiled = {}
     if cfg.perf.compile:
         # The penalty's double backward cannot go through an inductor graph (pytorch/pytorch#91469), so the
         # objective is also given the uncompiled D for it (Stepper.d_step); everything else is compiled.
         compiled = {"G_fwd": torch.compile(G), "D_fwd": torch.compile(D), "D_frozen_fwd": torch.compile(D_raw)}
-    return Models(G, D, G_raw, D_raw, opt_g, opt_d, ema, **compiled)
+    return Models(G, D, G_raw, D_raw, opt_g, opt_d, ema, **compiled, update_g=DdpUpdate(acc, opt_g),
+                  update_d=DdpUpdate(acc, opt_d))
 
 
 class Stepper:
@@ -92,6 +139,8 @@ class Stepper:
 
     def __init__(self, cfg, accelerator, models: Models, feed, draws):
         self.cfg, self.acc, self.m, self.feed, self.draws = cfg, accelerator, models, feed, draws
+        if models.update_g is None:  # Models made by hand (tests, benches): the ddp backend's
+            models.update_g, models.update_d = DdpUpdate(accelerator, models.opt_g), DdpUpdate(accelerator, models.opt_d)
         self.scaler = accelerator.scaler if cfg.train.mixed_precision == "fp16" else None
         self.objective = Objective(cfg.loss, cfg.train.steps, draws, self.scaler)
         self.tally = Tally(accelerator.device, cfg.train.max_bad_steps)
@@ -99,7 +148,6 @@ class Stepper:
         # PyTorch's DCGAN example: with one D step and one G step a round, G's step scores the fakes D was
         # just trained on, so G runs forward once a round; the fakes keep their graph through G until then.
         self.reuse_fakes = cfg.perf.reuse_fakes and cfg.optim.n_critic == 1 and cfg.optim.g_steps == 1
-        self._one = torch.ones((), dtype=torch.float32, device=accelerator.device)
 
     @property
     def counters(self):
@@ -117,9 +165,10 @@ class Stepper:
             with torch.set_grad_enabled(self.reuse_fakes):
                 fake = m.G_fwd(z, y)
             loss, stats = self.objective.d_loss(m.D_fwd, real, fake.detach(), y, j, step, D_penalty=m.D)
-        self.acc.backward(loss)
-        self._step(m.opt_d, "loss_d", stats[self.objective.d_guard])
-        self.objective.after_d_step(m.D_raw)  # a constraint: a no-op on weights a skipped step left as they were
+        m.update_d.backward(loss)
+        self._step(m.update_d, "loss_d", stats[self.objective.d_guard])
+        if self.objective.after_d_step(m.D_raw):  # a constraint: a no-op on weights a skipped step left as they were
+            m.update_d.weights_changed()
         self.tally.add(stats)
         return stats, fake, y
 
@@ -135,42 +184,34 @@ class Stepper:
                 if fake is None:
                     fake = m.G_fwd(self.draws.randn(i, "z_g", self.cfg.model.z_dim), y)
                 loss, stats = self.objective.g_loss(m.D_frozen_fwd, fake, y, i, step)
-            self.acc.backward(loss)
+            m.update_g.backward(loss)
         finally:
             m.D_raw.requires_grad_(True)
-        self._step(m.opt_g, "loss_g", stats["loss_g"])
+        self._step(m.update_g, "loss_g", stats["loss_g"])
         self.tally.add(stats)
         return stats
 
-    def _step(self, opt, name: str, guard_loss: torch.Tensor) -> None:
-        """Step `opt` unless its gradients (averaged over the ranks, so the same everywhere) hold a non-finite
-        value; count the verdict.  Under fp16 the loss scaler owns the skipping (an overflow is its business)
-        and a non-finite loss is what counts as bad."""
+    def _step(self, update, name: str, guard_loss: torch.Tensor) -> None:
+        """Step one network unless its gradients (averaged over the ranks, so the same everywhere) hold a
+        non-finite value (update.step decides); count the verdict.  Under fp16 (ddp backend only) the loss
+        scaler owns the skipping (an overflow is its business) and a non-finite loss is what counts as bad."""
         if self.scaler is not None:
+            opt = update.opt
             scale = self.scaler._get_scale_async().clone()
             opt.step()
             # the scaler halves its scale exactly when it skipped the step: known without a host read
             skipped = (self.scaler._get_scale_async() < scale).to(torch.float64).squeeze()
             self.tally.count(name, (~torch.isfinite(guard_loss)).to(torch.float64), skipped)
+            opt.zero_grad(set_to_none=True)
         else:
-            grads = [p.grad for g in opt.param_groups for p in g["params"] if p.grad is not None]
-            found = torch.zeros((), dtype=torch.float32, device=self._one.device)
-            torch._amp_foreach_non_finite_check_and_unscale_(grads, found, self._one)  # found = 1 if any is not finite
-            inner = getattr(opt, "optimizer", opt)  # accelerate's wrapper steps the torch optimizer inside
-            if inner.defaults.get("fused"):
-                inner.found_inf, inner.grad_scale = found, None  # read by the fused kernel, on the device
-                opt.step()
-            elif not found.item():  # the one host read of the non-fused optimizers, documented at perf.optimizer
-                opt.step()
-            self.tally.count(name, found.to(torch.float64))
-        opt.zero_grad(set_to_none=True)
+            self.tally.count(name, update.step().to(torch.float64))
 
     def set_lr(self, step: int):
         """The lrs for `step`: a function of the step alone, so a resumed run needs no scheduler state."""
         o = self.cfg.optim
         f = max(0.0, 1.0 - step / self.cfg.train.steps) if o.lr_decay == "linear" else 1.0
-        for opt, lr in ((self.m.opt_g, o.lr_g), (self.m.opt_d, o.lr_d)):
-            for group in opt.param_groups:
+        for update, lr in ((self.m.update_g, o.lr_g), (self.m.update_d, o.lr_d)):
+            for group in update.param_groups:
                 group["lr"] = lr * f
 
     def round(self, step: int) -> None:

@@ -131,6 +131,22 @@ def test_two_node_job_trains_with_one_rank_per_node(slurm, tmp_path):
     assert f"rank 0 on node1 at 127.0.0.1:{20000 + job % 10000}" in text, text
 
 
+def test_two_node_job_trains_on_the_deepspeed_backend(slurm, tmp_path):
+    """Issue 13: the same script, train.backend=deepspeed (ZeRO-2, one engine each for G and D) on two nodes."""
+    pytest.importorskip("deepspeed")
+    out = tmp_path / "run"
+    job = submit(slurm, tmp_path, "--nodes=2", *train_args(out, "train.steps=6", "checkpoint.every=3",
+                                                           "train.backend=deepspeed", "deepspeed.zero_stage=2"))
+    info = slurm.wait(job, timeout=300)
+    text = report(tmp_path, job, out)
+    assert info["JobState"] == "COMPLETED" and info["ExitCode"] == "0:0", f"{info}\n{text}"
+    assert json.loads((out / "run.json").read_text())["world_size"] == 2
+    assert "deepspeed ZeRO-2" in text, text
+    assert [r["step"] for r in metrics(out)] == list(range(1, 7))
+    assert (out / "final" / "generator.safetensors").is_file()
+    assert (out / "checkpoints" / "step_00000006" / "optimizer_1.safetensors").is_file()
+
+
 def wait_for_steps(slurm: Cluster, job: int, tmp: Path, out: Path, run: int, at_least: int, timeout: float = 240):
     """Until run number `run` of the job is training and metrics.jsonl has reached step `at_least`."""
     deadline = time.monotonic() + timeout
