@@ -133,7 +133,6 @@ def test_two_node_job_trains_with_one_rank_per_node(slurm, tmp_path):
 
 def test_two_node_job_trains_on_the_deepspeed_backend(slurm, tmp_path):
     """Issue 13: the same script, train.backend=deepspeed (ZeRO-2, one engine each for G and D) on two nodes."""
-    pytest.importorskip("deepspeed")
     out = tmp_path / "run"
     job = submit(slurm, tmp_path, "--nodes=2", *train_args(out, "train.steps=6", "checkpoint.every=3",
                                                            "train.backend=deepspeed", "deepspeed.zero_stage=2"))

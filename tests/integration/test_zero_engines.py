@@ -172,7 +172,6 @@ def worker(stage: int, overrides: list[str], out: Path):
 
 @pytest.mark.parametrize("stage", [1, 2])
 def test_two_zero_engines_train_as_one_process_on_the_full_batch(tmp_path, stage):
-    pytest.importorskip("deepspeed", reason="the deepspeed extra is not installed (pip install 'gandist[deepspeed]')")
     from tests.conftest import BIN, TINY, env
 
     out = tmp_path / "result.json"
@@ -198,7 +197,6 @@ def test_memory_bench_counts_what_the_ranks_hold(capfd):
     """python -m gandist.bench memory, through its module's functions, at 2 processes on tiny nets: DDP holds
     the formula's bytes; ZeRO-2 holds half of the optimizer state (Adam's moments + the fp32 master) per rank,
     and a bucket no larger than the network."""
-    pytest.importorskip("deepspeed", reason="the deepspeed extra is not installed (pip install 'gandist[deepspeed]')")
     import argparse
 
     from gandist.bench import memory
@@ -241,7 +239,6 @@ print("stepped")
 
 def test_one_process_without_a_launcher_makes_engines():
     """python -m gandist.train starts one process with no launcher, hence no LOCAL_RANK, which DeepSpeed asserts."""
-    pytest.importorskip("deepspeed", reason="the deepspeed extra is not installed (pip install 'gandist[deepspeed]')")
     from tests.conftest import env, free_port
 
     e = {k: v for k, v in env(DS_ACCELERATOR="cpu").items() if k not in ("LOCAL_RANK", "RANK", "WORLD_SIZE")}

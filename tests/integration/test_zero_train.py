@@ -11,16 +11,16 @@ and accelerate launch, ZeRO-1 and ZeRO-2, G and D as one engine each.
 """
 from __future__ import annotations
 
+import math
 import random
 import shutil
 
 import pytest
 
 from tests.conftest import max_weight_diff, metrics, run_train
+from tests.metrics_fixtures import make_random_inception_weights
 from tests.integration.test_resume import (TORCHRUN_ARGS, Job, _tmp_dirs, assert_same_run, interrupt, latest_step,
                                            says)
-
-pytest.importorskip("deepspeed")
 
 FP32 = ["model.sync_bn=true"]
 DS = ["train.backend=deepspeed"]
@@ -120,3 +120,24 @@ def test_non_finite_steps_are_skipped_counted_and_stop_the_run(tmp_path):
         p.stderr[-3000:]
     rows = metrics(out)
     assert rows[-1]["bad_steps"] >= 2 and rows[-1]["step"] < 20  # skipped steps are counted (D's and G's)
+
+
+def test_bf16_with_evaluation_grids_ema_and_export_trains_on_zero2(tmp_path, ddp):
+    """The rest of a run on the new backend: bf16 autocast (the engines stay fp32), KID evaluated by every rank
+    during training, sample grids from the EMA generator, the final export, close to the ddp backend's bf16 run."""
+    weights = make_random_inception_weights(tmp_path / "inception.pth")
+    common = ["variant=wgan_gp", "train.steps=4", "train.mixed_precision=bf16", "optim.ema=0.9", *FP32,
+              "eval.metrics=[kid]", "eval.every=2", "eval.num_samples=16", "eval.feature_layer=64",
+              f"eval.feature_weights={weights}", "train.log_every=2", "train.sample_every=2"]
+    out, ref = tmp_path / "ds", tmp_path / "ddp"
+    run_train(out, *common, *DS, "deepspeed.zero_stage=2", nproc=2, launcher="torchrun")
+    run_train(ref, *common, nproc=2, launcher="torchrun")
+    kid = [r for r in metrics(out) if "kid" in r]
+    assert [r["step"] for r in kid] == [2, 4] and all(math.isfinite(r["kid"]) for r in kid)
+    assert sorted(p.name for p in (out / "samples").glob("step_*.png")) == ["step_000002.png", "step_000004.png"]
+    assert {p.name for p in (out / "final").iterdir()} == {p.name for p in (ref / "final").iterdir()}
+    losses = [r for r in metrics(out) if "loss_d" in r]
+    assert losses and all(math.isfinite(r["loss_d"]) and math.isfinite(r["loss_g"]) for r in losses)
+    diff = max_weight_diff(out, ref)
+    print(f"wgan_gp bf16 ZeRO-2, 4 steps: max |ds - ddp| = {diff:.3e}")
+    assert diff <= 1e-3  # bf16 autocast: the same arithmetic, summed in another order by ZeRO's reductions

@@ -35,7 +35,6 @@ def test_gradient_clipping_is_passed_on_and_checked():
 
 
 def test_deepspeed_accepts_the_built_config():
-    pytest.importorskip("deepspeed")
     from deepspeed.runtime.config import DeepSpeedConfig
 
     d = DeepSpeedConfig(build_config(ZeroSettings(stage=2, micro_batch=8, world_size=1)))
@@ -153,7 +152,6 @@ def test_missing_deepspeed_names_the_extra(monkeypatch):
 
 
 def test_make_engines_needs_the_process_group():
-    pytest.importorskip("deepspeed")
     with pytest.raises(RuntimeError, match="needs an initialised torch.distributed process group"):
         make_engines(None, None, None, None, build_config(ZeroSettings()))
 
