@@ -228,37 +228,37 @@ def check_weights_only(f: Path):
                               f"run") from None
 
 
-def check_tensors(f: Path, module, what: str):
-    """A safetensors file holds exactly the module's tensors, with its shapes (read from the header)."""
-    if not f.is_file():
-        raise CheckpointError(f"checkpoint file {f} is missing")
+def _header_shapes(f: Path) -> dict[str, list[int]]:
+    """Every tensor's shape in a safetensors file, read from its header alone."""
     try:
         with safe_open(str(f), "pt") as sf:
-            saved = {k: list(sf.get_slice(k).get_shape()) for k in sf.keys()}
+            return {k: list(sf.get_slice(k).get_shape()) for k in sf.keys()}
     except Exception as e:
         raise CheckpointError(f"checkpoint file {f} is corrupt (not a readable safetensors file: {e})") from None
-    want = {k: list(v.shape) for k, v in module.state_dict().items()}
-    problems = [f"missing {k}" for k in sorted(want.keys() - saved.keys())]
-    problems += [f"unexpected {k}" for k in sorted(saved.keys() - want.keys())]
-    problems += [f"{k} has shape {saved[k]}, the {what} has {want[k]}" for k in sorted(want) if
-                 k in saved and saved[k] != want[k]]
+
+
+def _refuse_misfit(f: Path, problems: list[str], what: str):
     if problems:
         more = f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""
         raise CheckpointError(f"checkpoint file {f} does not fit this run's {what}: " + "; ".join(problems[:5]) + more)
 
 
+def check_tensors(f: Path, module, what: str):
+    """A safetensors file holds exactly the module's tensors, with its shapes (read from the header)."""
+    if not f.is_file():
+        raise CheckpointError(f"checkpoint file {f} is missing")
+    saved = _header_shapes(f)
+    want = {k: list(v.shape) for k, v in module.state_dict().items()}
+    problems = [f"missing {k}" for k in sorted(want.keys() - saved.keys())]
+    problems += [f"unexpected {k}" for k in sorted(saved.keys() - want.keys())]
+    problems += [f"{k} has shape {saved[k]}, the {what} has {want[k]}" for k in sorted(want) if
+                 k in saved and saved[k] != want[k]]
+    _refuse_misfit(f, problems, what)
+
+
 def check_optimizer_file(f: Path, module, what: str):
     """A deepspeed-backend optimizer file holds the state of exactly the module's parameters, with their shapes."""
-    try:
-        with safe_open(str(f), "pt") as sf:
-            shapes = {k: list(sf.get_slice(k).get_shape()) for k in sf.keys()}
-    except Exception as e:
-        raise CheckpointError(f"checkpoint file {f} is corrupt (not a readable safetensors file: {e})") from None
-    problems = zero_checkpoint.check_optimizer(shapes, module)
-    if problems:
-        more = f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""
-        raise CheckpointError(f"checkpoint file {f} does not fit this run's {what}'s optimizer: "
-                              + "; ".join(problems[:5]) + more)
+    _refuse_misfit(f, zero_checkpoint.check_optimizer(_header_shapes(f), module), f"{what}'s optimizer")
 
 
 def verify(path: Path, identity: dict, modules: dict, ema=None, main: bool = True) -> dict:
@@ -270,7 +270,7 @@ def verify(path: Path, identity: dict, modules: dict, ema=None, main: bool = Tru
     check_compatible(path, state, identity)
     if main:  # reading every byte once is enough
         check_files(path, state)
-    for (what, module), name in zip(modules.items(), ("model.safetensors", "model_1.safetensors")):
+    for (what, module), name in zip(modules.items(), zero_checkpoint.MODEL_FILES):
         check_tensors(path / name, module, what)
     if ema is not None:
         check_tensors(path / "ema.safetensors", ema.model, "EMA generator")

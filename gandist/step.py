@@ -23,7 +23,7 @@ from gandist.config import on_gpu
 from gandist.ema import EMA
 from gandist.nets.layers import convert_sync_batchnorm
 from gandist.objective import Objective
-from gandist.tally import Tally
+from gandist.tally import Tally, nonfinite
 
 
 @dataclass
@@ -61,7 +61,6 @@ class DdpUpdate:
 
     def __init__(self, acc, opt):
         self.acc, self.opt = acc, opt
-        self._one = torch.ones((), dtype=torch.float32, device=acc.device)
 
     @property
     def param_groups(self):
@@ -72,9 +71,8 @@ class DdpUpdate:
 
     def step(self) -> torch.Tensor:
         opt = self.opt
-        grads = [p.grad for g in opt.param_groups for p in g["params"] if p.grad is not None]
-        found = torch.zeros((), dtype=torch.float32, device=self._one.device)
-        torch._amp_foreach_non_finite_check_and_unscale_(grads, found, self._one)  # found = 1 if any is not finite
+        found = nonfinite([p.grad for g in opt.param_groups for p in g["params"] if p.grad is not None],
+                          self.acc.device)
         inner = getattr(opt, "optimizer", opt)  # accelerate's wrapper steps the torch optimizer inside
         if inner.defaults.get("fused"):
             inner.found_inf, inner.grad_scale = found, None  # read by the fused kernel, on the device

@@ -25,7 +25,10 @@ from safetensors.torch import load_file, save_file
 from gandist.zero import require_deepspeed
 
 STEP = "__step__"
-OPTIMIZER_FILES = ("optimizer.safetensors", "optimizer_1.safetensors")  # G's, D's
+# G's and D's files: the weights under accelerate's names (what the ddp backend's save_state writes, which
+# gandist.checkpoint verifies for both backends), and the deepspeed backend's whole optimizer states
+MODEL_FILES = ("model.safetensors", "model_1.safetensors")
+OPTIMIZER_FILES = ("optimizer.safetensors", "optimizer_1.safetensors")
 
 
 def _zero(engine) -> bool:
@@ -114,7 +117,7 @@ def write_engines(acc, models, tmp: Path):
     opt_g, opt_d = (gather_optimizer(e) for e in (models.engines.G, models.engines.D))
     if acc.is_main_process:
         tmp.mkdir(parents=True, exist_ok=True)
-        for name, m in zip(("model.safetensors", "model_1.safetensors"), (models.G_raw, models.D_raw)):
+        for name, m in zip(MODEL_FILES, (models.G_raw, models.D_raw)):
             save_file({k: v.detach().cpu().contiguous() for k, v in m.state_dict().items()}, str(tmp / name))
         for name, tensors in zip(OPTIMIZER_FILES, (opt_g, opt_d)):
             save_file(tensors, str(tmp / name))
@@ -122,7 +125,7 @@ def write_engines(acc, models, tmp: Path):
 
 def read_engines(models, path: Path):
     """Collective: the deepspeed backend's weights and optimizer states from checkpoint `path` into the engines."""
-    for name, m, engine, opt in zip(("model.safetensors", "model_1.safetensors"), (models.G_raw, models.D_raw),
+    for name, m, engine, opt in zip(MODEL_FILES, (models.G_raw, models.D_raw),
                                     (models.engines.G, models.engines.D), OPTIMIZER_FILES):
         m.load_state_dict(load_file(str(path / name), device=str(next(m.parameters()).device)))
         load_optimizer(engine, load_file(str(path / opt)))

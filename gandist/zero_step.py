@@ -29,6 +29,7 @@ from __future__ import annotations
 import torch
 import torch.distributed as dist
 
+from gandist.tally import nonfinite
 from gandist.zero import Engines, ZeroSettings, build_config, load_user_config, make_engines, require_deepspeed
 
 
@@ -37,7 +38,6 @@ class ZeroUpdate:
 
     def __init__(self, engine, stage: int, device):
         self.engine, self.stage, self.device = engine, stage, device
-        self._one = torch.ones((), dtype=torch.float32, device=device)
         if stage > 0:
             engine.optimizer.check_grad_overflow = True  # see the module's docstring: the guard
 
@@ -57,9 +57,7 @@ class ZeroUpdate:
         """engine.step() unless some rank's reduced gradients hold a non-finite value; the verdict (0-d float)."""
         if self.stage == 0:
             # stage 0 is DeepSpeed's plain data parallel: the averaged gradients are in p.grad, as under DDP
-            grads = [p.grad for p in self.engine.module.parameters() if p.grad is not None]
-            found = torch.zeros((), dtype=torch.float32, device=self.device)
-            torch._amp_foreach_non_finite_check_and_unscale_(grads, found, self._one)
+            found = nonfinite([p.grad for p in self.engine.module.parameters() if p.grad is not None], self.device)
             if found.item():  # a host read per step on this backend
                 self.engine.zero_grad()
             else:
