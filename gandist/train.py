@@ -18,7 +18,7 @@ from gandist import __version__, checkpoint, config, config_help, run_dir
 from gandist.cli import EXIT_ERROR, first_line, run_command
 from gandist.config import ConfigError, on_gpu
 from gandist.data.feed import make_feed
-from gandist.distributed import StopFlag, make_accelerator, shutdown, where
+from gandist.distributed import StopFlag, abandon, make_accelerator, shutdown, where
 from gandist.draws import Draws
 from gandist.ema import generator_for_use
 from gandist.metrics.evaluator import Evaluator
@@ -122,7 +122,7 @@ def train(cfg) -> int:
         print(f"gandist: error ({where()}): lost contact with another process of the run; it died, hung "
               f"or was cut off (a hung peer is given up on after train.timeout_s={cfg.train.timeout_s} s); "
               f"see the other ranks' logs. {type(e).__name__}: {first_line(e)}", file=sys.stderr)
-        return EXIT_ERROR
+        abandon(EXIT_ERROR)
 
 
 def parse_args(argv):
