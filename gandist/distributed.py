@@ -12,6 +12,7 @@ import os
 import signal
 import socket
 import sys
+import warnings
 import zlib
 from datetime import timedelta
 from pathlib import Path
@@ -33,7 +34,16 @@ from accelerate.utils import (DistributedDataParallelKwargs, GradScalerKwargs, I
 from gandist.config import ConfigError
 
 
+def hush_buffer_flag_warning():
+    """torch 2.14 deprecates DDP's `broadcast_buffers` for `forward_sync_buffers`, a name older torch
+    releases (gandist leaves torch unpinned) and accelerate's DDP kwargs do not know.  For gandist the
+    two differ only in a broadcast at wrap time of buffers that are equal on every rank anyway, so the
+    old name stays and the FutureWarning every rank printed at start is silenced."""
+    warnings.filterwarnings("ignore", message="`broadcast_buffers` is deprecated", category=FutureWarning)
+
+
 def make_accelerator(cfg) -> Accelerator:
+    hush_buffer_flag_warning()
     ddp = DistributedDataParallelKwargs(
         # Running statistics are kept equal across ranks by synchronised BatchNorm (or are
         # per-sample norms), so broadcasting buffers from rank 0 each forward is pointless; it is

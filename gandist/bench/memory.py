@@ -46,6 +46,7 @@ from gandist import config, losses, nets, regularizers
 from gandist.bench import machine
 from gandist.cli import run_command
 from gandist.config import ConfigError
+from gandist.distributed import hush_buffer_flag_warning
 from gandist.nets.layers import convert_sync_batchnorm
 from gandist.regularizers import CriticInputs
 from gandist.zero import ZeroSettings, build_config, make_engines
@@ -226,6 +227,7 @@ def measure(cfg, backend: str, bucket: int, device: torch.device) -> dict:
     opt_g, opt_d = optimizer(cfg.optim, G, cfg.optim.lr_g), optimizer(cfg.optim, D, cfg.optim.lr_d)
     if backend == "ddp":
         ids = [device.index] if device.type == "cuda" else None
+        hush_buffer_flag_warning()
         Gw, Dw = (torch.nn.parallel.DistributedDataParallel(m, device_ids=ids, broadcast_buffers=False) for m in (G, D))
         zg = zd = None
     else:
