@@ -41,8 +41,7 @@ from safetensors.torch import load_file, save_file
 from gandist import config, zero_checkpoint
 from gandist.distributed import sum_over_ranks
 from gandist.ema import generator_for_use
-from gandist.files import atomic_path, follow_umask, fsync, write_json_atomic
-from gandist.trained import write_generator_card
+from gandist.files import follow_umask, fsync, write_json_atomic
 
 STEP_DIR = re.compile(r"^step_(\d{8})$")
 SCRATCH = (".tmp-", ".old-", ".del-")  # what an interrupted save or prune may leave behind
@@ -383,19 +382,3 @@ def restore(cfg, acc, path: Path, models, counters, feed) -> tuple[int, str]:
         note += f" (written by {state['world_size']} processes)"
     return state["step"], note
 
-
-def export_final(cfg, models):
-    """final/{generator,discriminator,generator_ema}.safetensors: plain fp32 state dicts of the unwrapped
-    models (the EMA's BatchNorm statistics must be ready for its weights), and generator.json, which
-    makes G rebuildable from final/ alone (gandist.load_generator)."""
-    out = Path(cfg.output.dir) / "final"
-    out.mkdir(parents=True, exist_ok=True)
-    named = {"generator": models.G_raw, "discriminator": models.D_raw}
-    if models.ema is not None:
-        named["generator_ema"] = models.ema.model
-    for name, m in named.items():
-        sd = {k: v.detach().float().cpu().contiguous() if v.is_floating_point() else v.detach().cpu().contiguous()
-              for k, v in m.state_dict().items()}
-        with atomic_path(out / f"{name}.safetensors") as tmp:
-            save_file(sd, str(tmp))
-    write_generator_card(out, cfg)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from gandist import __version__, checkpoint, config, config_help, run_dir
+from gandist import __version__, checkpoint, config, config_help, run_dir, trained
 from gandist.cli import EXIT_ERROR, first_line, run_command
 from gandist.config import ConfigError, on_gpu
 from gandist.data.feed import make_feed
@@ -87,7 +87,7 @@ def run(cfg) -> int:
     finished = not stopping
     if finished and acc.is_main_process:
         generator_for_use(cfg, models, last, acc.device)  # the EMA's statistics, for its final weights
-        checkpoint.export_final(cfg, models)
+        trained.export_final(cfg, models)
         report.refresh()
         report.summary(last, [("final weights", f"{out / 'final'}"), ("sample grids", f"{out / 'samples'} "
                               f"(progress.gif: the fixed noise over training)"), ("plots", f"{out / 'plots'}")])

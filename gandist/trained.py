@@ -1,4 +1,4 @@
-"""A finished training run, read back.  final/generator.json (the generator card, written beside the
+"""A finished training run: its final/ folder, written (export_final) and read back.  final/generator.json (the generator card, written beside the
 final weights) is everything needed to rebuild G for inference: gandist.load_generator and
 gandist-sample read it, and fall back to config.yaml for runs from before cards.  gandist-eval needs
 the config's data anyway, so it builds G from config.yaml.  Neither command imports the other."""
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 
 from gandist import __version__, config, nets
 from gandist.cli import UsageError
@@ -18,7 +18,7 @@ from gandist.data.errors import DataError
 from gandist.data.shards.index import find_index
 from gandist.data.shards.io import expand_urls
 from gandist.data.synthetic import CLASSES
-from gandist.files import write_json_atomic
+from gandist.files import atomic_path, write_json_atomic
 
 CARD = "generator.json"
 CARD_FORMAT = "gandist-generator/1"  # a card of another format is not ours to read
@@ -262,3 +262,20 @@ def pick_device(name: str) -> torch.device:
     if name == "cuda" and not torch.cuda.is_available():
         raise UsageError("--device cuda: no CUDA device is available")
     return torch.device(name)
+
+
+def export_final(cfg, models):
+    """final/{generator,discriminator,generator_ema}.safetensors: plain fp32 state dicts of the unwrapped
+    models (the EMA's BatchNorm statistics must be ready for its weights), and generator.json, which
+    makes G rebuildable from final/ alone (gandist.load_generator)."""
+    out = Path(cfg.output.dir) / "final"
+    out.mkdir(parents=True, exist_ok=True)
+    named = {"generator": models.G_raw, "discriminator": models.D_raw}
+    if models.ema is not None:
+        named["generator_ema"] = models.ema.model
+    for name, m in named.items():
+        sd = {k: v.detach().float().cpu().contiguous() if v.is_floating_point() else v.detach().cpu().contiguous()
+              for k, v in m.state_dict().items()}
+        with atomic_path(out / f"{name}.safetensors") as tmp:
+            save_file(sd, str(tmp))
+    write_generator_card(out, cfg)
