@@ -155,6 +155,12 @@ class Reporter:
                 ("last losses", last or "-")] + ([("last scores", scores)] if scores else [])
         self.panel("gandist: done", head + rows, style="bold green")
 
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
     def close(self):
         if self.progress:
             self.progress.stop()

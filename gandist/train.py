@@ -49,49 +49,50 @@ def run(cfg) -> int:
     stepper = Stepper(cfg, acc, models, feed, Draws(cfg.train.seed, cfg.train.batch_size, rank, world, acc.device, on_device))
     start, note = checkpoint.restore(cfg, acc, resume_from, models, stepper.counters, feed) if resume_from else (0, "")
     ranks = run_dir.start(cfg, acc, out, start)
-    report = Reporter(cfg, acc, out, start)
-    report.print(f"gandist {__version__}: {cfg.variant} on {world} process(es), {acc.device.type}")
-    report.panel(f"gandist: {cfg.variant}", startup_rows(cfg, acc, models, feed, ranks, start, note, out))
-    # Built before the first step so a missing Inception weights file stops the run at once.
-    evaluator = Evaluator(cfg, acc.device, rank, world).prepare() if cfg.eval.metrics else None
-    last, stopping = cfg.train.steps, 0
-    for step in range(start, last):
-        stepper.round(step)
-        done = step + 1
-        logging = done % cfg.train.log_every == 0 or done == last
-        saving = done % cfg.checkpoint.every == 0 or done == last
-        if logging or saving:
-            # The one place a round's device-side tallies reach the host (gandist.tally); all ranks, same answers.
-            signum = stepper.tally.sync(stop.signum)
-            stopping = signum if done < last else 0
-        if logging:
-            report.log_round(done, stepper.tally.means(report.rates(done, feed)), stepper.counters)
-        report.advance(done)
-        if acc.is_main_process and (done % cfg.train.sample_every == 0 or done == last):
-            report.grid(done, generator_for_use(cfg, models, done, acc.device))
-        if evaluator and ((cfg.eval.every and done % cfg.eval.every == 0) or done == last):
-            # every rank takes part; the same scores everywhere
-            report.scores(done, evaluator(generator_for_use(cfg, models, done, acc.device)))
-        if saving or stopping:
-            path = checkpoint.save_training(acc, cfg, done, models, stepper.counters, feed)
-            report.print(f"checkpoint {path}" if path else f"[yellow]step {done}: the weights are not finite; no "
-                         f"checkpoint saved (the last good one is {checkpoint.latest(out)})")
-        if stopping:
-            saved = f"checkpoint {path} saved at step {done}" if path else f"last checkpoint {checkpoint.latest(out)}"
-            report.print(f"{signal.Signals(stopping).name} received: {saved}; exiting with {EXIT_REQUEUE} so the "
-                         f"job can be requeued")
-            if acc.is_main_process:
-                run_dir.mark_preempted(out, done, stopping, path)
-            break
+    # a with block: however the loop ends, rank 0's progress bar stops (it hides the terminal's cursor while it runs)
+    with Reporter(cfg, acc, out, start) as report:
+        report.print(f"gandist {__version__}: {cfg.variant} on {world} process(es), {acc.device.type}")
+        report.panel(f"gandist: {cfg.variant}", startup_rows(cfg, acc, models, feed, ranks, start, note, out))
+        # Built before the first step so a missing Inception weights file stops the run at once.
+        evaluator = Evaluator(cfg, acc.device, rank, world).prepare() if cfg.eval.metrics else None
+        last, stopping = cfg.train.steps, 0
+        for step in range(start, last):
+            stepper.round(step)
+            done = step + 1
+            logging = done % cfg.train.log_every == 0 or done == last
+            saving = done % cfg.checkpoint.every == 0 or done == last
+            if logging or saving:
+                # The one place a round's device-side tallies reach the host (gandist.tally); all ranks, same answers.
+                signum = stepper.tally.sync(stop.signum)
+                stopping = signum if done < last else 0
+            if logging:
+                report.log_round(done, stepper.tally.means(report.rates(done, feed)), stepper.counters)
+            report.advance(done)
+            if acc.is_main_process and (done % cfg.train.sample_every == 0 or done == last):
+                report.grid(done, generator_for_use(cfg, models, done, acc.device))
+            if evaluator and ((cfg.eval.every and done % cfg.eval.every == 0) or done == last):
+                # every rank takes part; the same scores everywhere
+                report.scores(done, evaluator(generator_for_use(cfg, models, done, acc.device)))
+            if saving or stopping:
+                path = checkpoint.save_training(acc, cfg, done, models, stepper.counters, feed)
+                report.print(f"checkpoint {path}" if path else f"[yellow]step {done}: the weights are not finite; no "
+                             f"checkpoint saved (the last good one is {checkpoint.latest(out)})")
+            if stopping:
+                saved = (f"checkpoint {path} saved at step {done}" if path
+                         else f"last checkpoint {checkpoint.latest(out)}")
+                report.print(f"{signal.Signals(stopping).name} received: {saved}; exiting with {EXIT_REQUEUE} so the "
+                             f"job can be requeued")
+                if acc.is_main_process:
+                    run_dir.mark_preempted(out, done, stopping, path)
+                break
 
-    finished = not stopping
-    if finished and acc.is_main_process:
-        generator_for_use(cfg, models, last, acc.device)  # the EMA's statistics, for its final weights
-        trained.export_final(cfg, models)
-        report.refresh()
-        report.summary(last, [("final weights", f"{out / 'final'}"), ("sample grids", f"{out / 'samples'} "
-                              f"(progress.gif: the fixed noise over training)"), ("plots", f"{out / 'plots'}")])
-    report.close()
+        finished = not stopping
+        if finished and acc.is_main_process:
+            generator_for_use(cfg, models, last, acc.device)  # the EMA's statistics, for its final weights
+            trained.export_final(cfg, models)
+            report.refresh()
+            report.summary(last, [("final weights", f"{out / 'final'}"), ("sample grids", f"{out / 'samples'} "
+                                  f"(progress.gif: the fixed noise over training)"), ("plots", f"{out / 'plots'}")])
     acc.end_training()
     return 0 if finished else EXIT_REQUEUE
 

@@ -4,6 +4,7 @@ files the rest of the user's group can read."""
 from __future__ import annotations
 
 import os
+import pty
 import subprocess
 import time
 
@@ -105,3 +106,34 @@ def test_plots_are_refreshed_while_the_run_goes(tmp_path):
     log = p.stdout.read()
     assert p.returncode == 0, log[-3000:]
     assert len(seen) >= 2, f"losses.png seen with {len(seen)} mtime(s) before the end"
+
+
+def on_a_terminal(cmd: list[str], **extra_env) -> tuple[int, str]:
+    """Run cmd with a pseudo-terminal as its stdout and stderr, as a user at a shell sees it."""
+    master, slave = pty.openpty()
+    p = subprocess.Popen(cmd, cwd=REPO, env=env(TERM="xterm-256color", COLUMNS=120, **extra_env),
+                         stdin=subprocess.DEVNULL, stdout=slave, stderr=slave)
+    os.close(slave)
+    out = bytearray()
+    while True:
+        try:
+            chunk = os.read(master, 65536)
+        except OSError:  # EIO: every holder of the terminal's other end has closed it
+            break
+        if not chunk:
+            break
+        out += chunk
+    os.close(master)
+    return p.wait(timeout=60), out.decode(errors="replace")
+
+
+def test_a_run_that_ends_in_an_error_leaves_the_terminal_cursor_shown(tmp_path):
+    """The progress bar hides the cursor while it runs; a run that stops with an error (here: diverged,
+    status 3) must stop the bar, or the user's shell is left without a cursor."""
+    hide, show = "\x1b[?25l", "\x1b[?25h"
+    rc, text = on_a_terminal(train_cmd(tmp_path / "run", "train.steps=20", "optim.lr_d=1.0e+30",
+                                       "train.max_bad_steps=3", "log.progress=true"))
+    assert rc == 3, text[-4000:]
+    assert "training diverged" in text
+    assert hide in text, "no progress bar was drawn on the terminal:\n" + text[-4000:]
+    assert text.rfind(show) > text.rfind(hide), text[-2000:]
