@@ -5,13 +5,15 @@ aborts the process ("terminate called without an active exception", issue 11 poi
 The cause was torch.distributed.nn.functional: ten of its functions take `group=group.WORLD` as a
 default argument, evaluated at import, and torchvision and torch-fidelity import it (through
 torch._dynamo) after the group exists.  gandist.distributed imports it first.  The probe below runs
-in a fresh one-rank gloo process, with and without gandist imported first, so the test can fail."""
+in a fresh one-rank gloo process, with and without gandist imported first, so the test can fail.
+
+And a stop signal that comes after the run has finished does not kill it in teardown."""
 from __future__ import annotations
 
 import json
 import subprocess
 
-from tests.conftest import PY, REPO, env, free_port
+from tests.conftest import PY, REPO, env, free_port, train_cmd
 
 PROBE = r"""
 import gc, json, os, sys
@@ -49,3 +51,33 @@ def test_without_it_torch_keeps_the_group_alive_past_destroy():
     # what the test above guards against; if torch ever stops doing this, this test says so
     leaky = probe("torch-only")
     assert leaky["kept"] >= 1 and any(t.startswith(("gloo", "pt_gloo")) for t in leaky["threads"]), leaky
+
+
+# -- a stop signal after the run ----------------------------------------------------------------------
+
+LATE_SIGNAL = r"""
+import os, sys
+from gandist.train import main
+
+class LateSignal:
+    # deleted with __main__'s globals, after Python has disabled its signal handlers (interpreter teardown)
+    def __init__(self):
+        self.kill, self.pid = os.kill, os.getpid()
+
+    def __del__(self):
+        self.kill(self.pid, 10)  # SIGUSR1
+
+late = LateSignal()
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_a_sigusr1_in_interpreter_teardown_does_not_kill_a_finished_run(tmp_path):
+    """SLURM's time-limit warning (SIGUSR1) can reach a run that has just finished.  In teardown Python
+    has put the default action (terminate) back in place of gandist's handler: the finished run died
+    with -10 and slurm/train.sh requeued it."""
+    cmd = train_cmd(tmp_path / "run", "train.steps=2")
+    p = subprocess.run([cmd[0], "-c", LATE_SIGNAL, *cmd[3:]], cwd=REPO, env=env(), capture_output=True,
+                       text=True, timeout=300)
+    assert p.returncode == 0, (p.returncode, p.stderr[-3000:])
+    assert (tmp_path / "run" / "final" / "generator.safetensors").is_file()
