@@ -27,11 +27,31 @@ case $1 in
     *) exec "$@" ;;
 esac
 
+# A stop signal is remembered from here on, and passed to training once the launcher runs.
+got="" sig="" launcher="" resender=""
+forward() {  # NAME SIGNAL: a trap; SIGNAL is what training is sent
+    got=$1 sig=$2
+    echo "entrypoint: SIG$1: asking training to checkpoint and stop" >&2
+    [ -z "$launcher" ] || pass_on
+}
+pass_on() {
+    pkill -"$sig" -P "$launcher"  # its direct children: the training processes
+    # A training process that is still starting ignores it (inherited, below) until gandist.train
+    # listens; so it is sent again every 2 s until the launcher is gone.  Once heard, a repeat changes
+    # nothing: training is already stopping, and a finished one ignores stop signals.
+    if [ -z "$resender" ]; then
+        (while kill -0 "$launcher" 2>/dev/null; do sleep 2; pkill -"$sig" -P "$launcher"; done) &
+        resender=$!
+    fi
+}
+trap 'forward TERM TERM' TERM
+trap 'forward INT TERM' INT
+trap 'forward USR1 USR1' USR1
 procs=${GANDIST_PROCS:-}
 if [ -z "$procs" ]; then
     procs=0
     if command -v nvidia-smi >/dev/null 2>&1; then
-        procs=$(nvidia-smi -L 2>/dev/null | grep -c '^GPU')
+        procs=$(trap '' USR1 TERM INT; nvidia-smi -L 2>/dev/null | grep -c '^GPU')  # a stop signal must not cut it short
     fi
 fi
 if ! [[ "$procs" =~ ^[0-9]+$ ]]; then
@@ -110,20 +130,12 @@ PY
 # The launcher starts with the signals ignored (so it is not the one that dies of them, and the
 # torchrun agent inside it leaves SIGTERM alone); this shell passes them to the training processes.
 export PET_SIGNALS_TO_HANDLE=SIGHUP,SIGQUIT TORCHELASTIC_SIGNALS_TO_HANDLE=SIGHUP,SIGQUIT
-got=""
-trap '' USR1 TERM INT
-(exec python3 -c "$launch_py" "${launch[@]}" -m gandist.train "$@") &
+(trap '' USR1 TERM INT; exec python3 -c "$launch_py" "${launch[@]}" -m gandist.train "$@") &
 launcher=$!
-forward() {
-    got=$1
-    echo "entrypoint: SIG$1: asking training to checkpoint and stop" >&2
-    pkill -"$2" -P "$launcher"  # its direct children: the training processes
-}
-trap 'forward TERM TERM' TERM
-trap 'forward INT TERM' INT
-trap 'forward USR1 USR1' USR1
+[ -z "$got" ] || pass_on  # a signal that came before the launcher did
 wait_for "$launcher"
 rc=$?
+[ -z "$resender" ] || kill "$resender" 2>/dev/null
 if [ "$rc" -eq 75 ]; then
     echo "entrypoint: ${got:+SIG$got: }training saved a checkpoint and stopped: exit 75 (a rerun with the same output.dir resumes)" >&2
     exit 75

@@ -93,7 +93,17 @@ node_signal() {  # SIGNAL: a trap; remembers the first signal and the newest che
         NODE_CHECKPOINT_BEFORE=$(newest_checkpoint)
     fi
     echo "node $SLURM_NODEID: SIG$1, passing it to training"
+    [ -z "$NODE_LAUNCHER" ] || node_resend "$1"  # not started yet: node_task passes it on once it is
+}
+
+node_resend() {  # SIGNAL: to the training processes now, and again every 2 s until the launcher is gone.
+    # One that is still starting ignores it (inherited, see node_task) until gandist.train listens; once
+    # heard, a repeat changes nothing: training is already stopping, and a finished one ignores it.
     signal_children "$1" "$NODE_LAUNCHER"
+    if [ -z "$NODE_RESENDER" ]; then
+        (while kill -0 "$NODE_LAUNCHER" 2>/dev/null; do sleep 2; signal_children "$1" "$NODE_LAUNCHER"; done) &
+        NODE_RESENDER=$!
+    fi
 }
 
 node_task() {  # ACCELERATE-LAUNCH-ARGS...: one per node; exit 75 when a signal made training save and stop
@@ -102,6 +112,11 @@ node_task() {  # ACCELERATE-LAUNCH-ARGS...: one per node; exit 75 when a signal 
     NODE_SIGNAL=""
     NODE_LAUNCHER=""
     NODE_CHECKPOINT_BEFORE=""
+    NODE_RESENDER=""
+    # From here on a stop signal is remembered, and passed to training once it runs (SLURM's warning
+    # can come at any moment, also while a requeued run starts)
+    trap 'node_signal USR1' USR1
+    trap 'node_signal TERM' TERM
     printf '%s node %s (%s): machine rank %s of %s, job %s run %s, in %s\n' "$(date '+%F %T')" \
         "${SLURMD_NODENAME:-?}" "$(hostname)" "$SLURM_NODEID" "$SLURM_NNODES" "$SLURM_JOB_ID" \
         "$((${SLURM_RESTART_COUNT:-0} + 1))" "$PWD"
@@ -110,7 +125,7 @@ node_task() {  # ACCELERATE-LAUNCH-ARGS...: one per node; exit 75 when a signal 
         [ -n "$after" ] && train_args+=("$a")
         [ "$a" = gandist.train ] && after=1
     done
-    NODE_RUN_DIR=$(python3 - "${train_args[@]}" 2>/dev/null <<'PY'
+    NODE_RUN_DIR=$(trap '' USR1 TERM; python3 - "${train_args[@]}" 2>/dev/null <<'PY'
 import argparse, sys
 from gandist import config
 p = argparse.ArgumentParser()
@@ -120,6 +135,7 @@ a = p.parse_args(sys.argv[1:])
 print(config.load(a.config, a.overrides).output.dir)
 PY
 )
+    [ -z "$NODE_SIGNAL" ] || NODE_CHECKPOINT_BEFORE=$(newest_checkpoint)  # signalled before it was known
     # The launcher and, until gandist.train installs its handlers, the training processes start with
     # SIGUSR1/SIGTERM ignored: SLURM signals every process of the step, and neither the launcher nor
     # data-loader processes must die of it.  The torchrun agent inside accelerate launch is told to
@@ -127,15 +143,14 @@ PY
     # mid-checkpoint); SLURM's own SIGKILL after KillWait still ends everything.  (PET_: torchrun's
     # --signals-to-handle, torch >= 2.8; TORCHELASTIC_: the same for older releases.)
     export PET_SIGNALS_TO_HANDLE=SIGINT,SIGHUP,SIGQUIT TORCHELASTIC_SIGNALS_TO_HANDLE=SIGINT,SIGHUP,SIGQUIT
-    trap '' USR1 TERM
-    ( exec accelerate launch --machine_rank "$SLURM_NODEID" "$@" ) &
+    ( trap '' USR1 TERM; exec accelerate launch --machine_rank "$SLURM_NODEID" "$@" ) &
     NODE_LAUNCHER=$!
     # This shell passes the signals on itself as well, to the launcher's children only: with
     # proctrack/pgid (or a signal to this task alone) they would not reach training otherwise.
-    trap 'node_signal USR1' USR1
-    trap 'node_signal TERM' TERM
+    [ -z "$NODE_SIGNAL" ] || node_resend "$NODE_SIGNAL"
     wait_for "$NODE_LAUNCHER"
     rc=$?
+    [ -z "$NODE_RESENDER" ] || kill "$NODE_RESENDER" 2>/dev/null
     if [ "$rc" -ne 0 ] && [ -n "$NODE_SIGNAL" ]; then
         # gandist.train exits 75 after its checkpoint, but the launcher reports any worker's exit as 1:
         # a checkpoint newer than the one there was at the signal is what tells.  (A SIGTERM from srun
@@ -287,7 +302,7 @@ fi
 srun --nodes="$NNODES" --ntasks="$NNODES" --ntasks-per-node=1 \
      --cpus-per-task="${SLURM_CPUS_PER_TASK:-${SLURM_CPUS_ON_NODE:-1}}" \
      --kill-on-bad-exit=1 --output="$NODE_LOG" "${SRUN_EXTRA[@]}" \
-     "${TASK_PREFIX[@]}" bash -c "$(declare -f signal_children wait_for newest_checkpoint node_signal node_task)"'; node_task "$@"' gandist-node \
+     "${TASK_PREFIX[@]}" bash -c "$(declare -f signal_children wait_for newest_checkpoint node_signal node_resend node_task)"'; node_task "$@"' gandist-node \
      "${LAUNCH_ARGS[@]}" &
 SRUN_PID=$!
 wait_for "$SRUN_PID"  # the node code's, shared: this script traps USR1 and TERM as the tasks do

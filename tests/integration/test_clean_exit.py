@@ -11,7 +11,10 @@ And a stop signal that comes after the run has finished does not kill it in tear
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
+
+import pytest
 
 from tests.conftest import PY, REPO, env, free_port, train_cmd
 
@@ -62,22 +65,24 @@ from gandist.train import main
 class LateSignal:
     # deleted with __main__'s globals, after Python has disabled its signal handlers (interpreter teardown)
     def __init__(self):
-        self.kill, self.pid = os.kill, os.getpid()
+        self.kill, self.pid, self.signum = os.kill, os.getpid(), int(os.environ["LATE_SIGNAL"])
 
     def __del__(self):
-        self.kill(self.pid, 10)  # SIGUSR1
+        self.kill(self.pid, self.signum)
 
 late = LateSignal()
 sys.exit(main(sys.argv[1:]))
 """
 
 
-def test_a_sigusr1_in_interpreter_teardown_does_not_kill_a_finished_run(tmp_path):
-    """SLURM's time-limit warning (SIGUSR1) can reach a run that has just finished.  In teardown Python
-    has put the default action (terminate) back in place of gandist's handler: the finished run died
-    with -10 and slurm/train.sh requeued it."""
+@pytest.mark.parametrize("signum", [signal.SIGUSR1, signal.SIGTERM], ids=["SIGUSR1", "SIGTERM"])
+def test_a_stop_signal_in_interpreter_teardown_does_not_kill_a_finished_run(tmp_path, signum):
+    """SLURM's time-limit warning (SIGUSR1) can reach a run that has just finished, and the launcher
+    scripts repeat a stop signal until training has exited.  In teardown Python has put the default
+    action (terminate) back in place of gandist's handler: the finished run died with -10 and
+    slurm/train.sh requeued it."""
     cmd = train_cmd(tmp_path / "run", "train.steps=2")
-    p = subprocess.run([cmd[0], "-c", LATE_SIGNAL, *cmd[3:]], cwd=REPO, env=env(), capture_output=True,
-                       text=True, timeout=300)
+    p = subprocess.run([cmd[0], "-c", LATE_SIGNAL, *cmd[3:]], cwd=REPO, env=env(LATE_SIGNAL=int(signum)),
+                       capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, (p.returncode, p.stderr[-3000:])
     assert (tmp_path / "run" / "final" / "generator.safetensors").is_file()

@@ -29,6 +29,7 @@ from pathlib import Path
 
 import pytest
 
+from gandist import __version__
 from tests.conftest import BIN, REPO, TINY, env, metrics
 
 DOCKER = REPO / "docker"
@@ -176,6 +177,29 @@ def test_entrypoint_trains_and_passes_sigterm_on_so_training_checkpoints(tmp_pat
     info = json.loads((out / "run.json").read_text())
     assert info["world_size"] == (int(procs) if procs else 1), info
     assert ("no GPU visible" in text) == (not procs)
+    assert_one_stop_line(text)
+
+
+def test_a_stop_that_comes_while_training_still_starts_is_not_lost(tmp_path):
+    """`docker stop` right after `docker run`: the training process ignores the signal until gandist.train
+    listens (it starts with it ignored, so the launcher is not the one to die of it), so the entrypoint
+    sends it again until it is heard: training checkpoints at its first step and the container exits 75."""
+    out = tmp_path / "run"
+    p = subprocess.Popen(entrypoint("--config", "configs/quickstart.yaml", *TINY, "train.steps=100000",
+                                    f"output.dir={out}"), env=entry_env(), stdout=subprocess.PIPE,
+                         stderr=subprocess.STDOUT, text=True)
+    time.sleep(0.5)  # the launcher is up; training is still importing torch (seconds), not yet listening
+    p.send_signal(signal.SIGTERM)
+    try:
+        text, _ = p.communicate(timeout=180)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    assert p.returncode == 75, f"exit {p.returncode}\n{text[-4000:]}"
+    assert text.index("entrypoint: SIGTERM: asking training") < text.index(f"gandist {__version__}:"), text[-3000:]
+    ckpts = sorted((out / "checkpoints").glob("step_*"))
+    assert ckpts and (ckpts[-1] / "trainer.json").is_file(), text[-3000:]
     assert_one_stop_line(text)
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from gandist import __version__
 from tests.conftest import REPO, TINY, env, metrics
 from tests.slurm_cluster import Cluster, ClusterError, why_unavailable
 
@@ -217,6 +218,33 @@ def test_signals_checkpoint_requeue_and_resume(slurm, tmp_path):
     assert [r["step"] for r in metrics(out)] == list(range(1, steps + 1))  # nothing lost, nothing twice
     assert json.loads((out / "run.json").read_text())["world_size"] == 2
     assert (out / "final" / "generator.safetensors").is_file()
+
+
+def test_a_warning_that_comes_while_training_still_starts_is_not_lost(slurm, tmp_path):
+    """The time-limit warning right after a run starts (a requeued run that starts inside the warning
+    window): training ignores it until gandist.train listens, so the node task sends it again until it
+    is heard.  Run 1 saves at its first steps and requeues; run 2 resumes there and finishes."""
+    out = tmp_path / "run"
+    steps = 400  # a few seconds of training: the repeat (every 2 s) must come before the run would end
+    job = submit(slurm, tmp_path, "--nodes=1", *train_args(out, f"train.steps={steps}"))
+    deadline = time.monotonic() + 120
+    while not (node_logs(out, job, 1) and "machine rank" in node_logs(out, job, 1)[0].read_text()):
+        assert slurm.job(job)["JobState"] in ("PENDING", "CONFIGURING", "RUNNING"), report(tmp_path, job, out)
+        assert time.monotonic() < deadline, f"run 1 did not start\n{report(tmp_path, job, out)}"
+        time.sleep(0.1)
+    slurm.cmd("scancel", "--batch", "--signal=USR1", str(job))
+    info = slurm.wait(job, timeout=300)
+    text = report(tmp_path, job, out)
+    assert info["JobState"] == "COMPLETED" and info["ExitCode"] == "0:0", f"{info}\n{text}"
+    assert info["Restarts"] == "1", f"{info}\n{text}"
+    run1 = node_logs(out, job, 1)[0].read_text()
+    # the warning came before training had started (its first line), and still made it save and stop
+    assert "SIGUSR1, passing it to training" in run1 and f"gandist {__version__}:" in run1, text
+    assert run1.index("SIGUSR1, passing it to training") < run1.index(f"gandist {__version__}:"), text
+    assert re.search(r"training saved \S+ after SIGUSR1 and stopped: exit 75", run1), text
+    stop = resumed_step(node_logs(out, job, 2)[0], steps, out, text)
+    assert 1 <= stop < steps, text
+    assert [r["step"] for r in metrics(out)] == list(range(1, steps + 1))  # nothing lost, nothing twice
 
 
 def test_failures_fail_the_job_with_their_exit_status(slurm, tmp_path):
