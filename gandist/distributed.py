@@ -8,6 +8,7 @@ processes see the same numbers, and the training step never mentions ranks.
 """
 from __future__ import annotations
 
+import atexit
 import os
 import signal
 import socket
@@ -173,10 +174,26 @@ class StopFlag:
     """SIGTERM / SIGUSR1 (SLURM preemption, time limit, docker stop) set `signum`; the ranks agree on it
     at log and checkpoint steps (tally.Tally.sync), so all of them checkpoint and stop at the same step."""
 
+    SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
+
     def __init__(self):
         self.signum = 0
-        for s in (signal.SIGTERM, signal.SIGUSR1):
+        for s in self.SIGNALS:
             signal.signal(s, self._set)
+        # unregister first: one hook however many runs a process makes (tests run several in-process)
+        atexit.unregister(StopFlag.ignore_from_now_on)
+        atexit.register(StopFlag.ignore_from_now_on)
 
     def _set(self, signum, frame):
         self.signum = signum
+
+    @staticmethod
+    def ignore_from_now_on():
+        """At interpreter exit: a stop signal then (SLURM's warning reaching a finished run; a launcher
+        script's repeat of one already heard) has nothing left to stop.  Left to the handler, it would kill
+        the process in the rest of teardown, where Python has put the default action (terminate) back: a
+        finished run would be requeued, a stopped one would lose its status 75.  An atexit hook, not the
+        end of gandist.train.main: an ignored signal stays ignored in every process started afterwards,
+        and main also runs inside other programs (the tests)."""
+        for s in StopFlag.SIGNALS:
+            signal.signal(s, signal.SIG_IGN)

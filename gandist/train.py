@@ -145,12 +145,6 @@ def main(argv=None) -> int:
         return run_command("gandist", lambda: train(config.load(args.config, args.overrides)),
                            (ConfigError, checkpoint.CheckpointError, MetricError))
     finally:
-        # The run is over: a stop signal now (SLURM's warning before the time limit; a launcher script's
-        # repeat of one already heard) has nothing to stop.  Left to StopFlag's handler, it would kill the
-        # process in interpreter teardown, where Python puts the default action (terminate) back: a
-        # finished run would be requeued, a stopped one would lose its exit status 75.
-        for s in (signal.SIGTERM, signal.SIGUSR1):
-            signal.signal(s, signal.SIG_IGN)
         shutdown()
 
 

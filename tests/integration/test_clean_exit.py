@@ -86,3 +86,25 @@ def test_a_stop_signal_in_interpreter_teardown_does_not_kill_a_finished_run(tmp_
                        capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, (p.returncode, p.stderr[-3000:])
     assert (tmp_path / "run" / "final" / "generator.safetensors").is_file()
+
+
+AFTER_MAIN = r"""
+import signal, subprocess, sys
+from gandist.train import main
+
+assert main(sys.argv[1:]) == 0
+# a child started now must be able to trap SIGTERM (bash cannot trap a signal it starts with ignored)
+child = subprocess.run(["bash", "-c", "trap 'exit 7' TERM; kill -TERM $$; sleep 5; exit 0"])
+print("child", child.returncode, "term ignored here", signal.getsignal(signal.SIGTERM) == signal.SIG_IGN)
+"""
+
+
+def test_a_program_that_runs_training_in_process_keeps_its_signals(tmp_path):
+    """What makes teardown safe must not leak: stop signals ignored at the end of main() were inherited
+    by every process the caller started afterwards (pytest's later entrypoint tests could not trap
+    SIGTERM, and their training ran on as orphans)."""
+    cmd = train_cmd(tmp_path / "run", "train.steps=2")
+    p = subprocess.run([cmd[0], "-c", AFTER_MAIN, *cmd[3:]], cwd=REPO, env=env(), capture_output=True,
+                       text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert "child 7 term ignored here False" in p.stdout, p.stdout[-2000:]

@@ -146,6 +146,18 @@ def test_entrypoint_runs_other_commands_as_given():
     assert f"GANDIST {REPO}" in p.stdout
 
 
+def end_all(p: subprocess.Popen):
+    """Kill the entrypoint's whole session (launcher, training, data workers): a failed test must not
+    leave training running on for the rest of the suite (started with start_new_session=True)."""
+    if p.poll() is None:
+        p.kill()
+        p.wait()
+    try:
+        os.killpg(p.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
 @pytest.mark.parametrize("procs", ["", "2"], ids=["no-gpu-one-process", "two-processes"])
 def test_entrypoint_trains_and_passes_sigterm_on_so_training_checkpoints(tmp_path, procs):
     """`docker stop` sends SIGTERM to the entrypoint: training saves a checkpoint and the container
@@ -154,7 +166,7 @@ def test_entrypoint_trains_and_passes_sigterm_on_so_training_checkpoints(tmp_pat
     log = open(tmp_path / "log.txt", "w+")
     p = subprocess.Popen(entrypoint("--config", "configs/quickstart.yaml", *TINY, "train.steps=100000",
                                     f"output.dir={out}"), env=entry_env(GANDIST_PROCS=procs), stdout=log,
-                         stderr=subprocess.STDOUT)
+                         stderr=subprocess.STDOUT, start_new_session=True)
     try:
         deadline = time.monotonic() + 180
         while not ((out / "metrics.jsonl").is_file() and len(metrics(out)) >= 3):
@@ -164,9 +176,7 @@ def test_entrypoint_trains_and_passes_sigterm_on_so_training_checkpoints(tmp_pat
         p.send_signal(signal.SIGTERM)
         rc = p.wait(120)
     finally:
-        if p.poll() is None:
-            p.kill()
-            p.wait()
+        end_all(p)
     text = (tmp_path / "log.txt").read_text()
     assert rc == 75, f"exit {rc}\n{text[-4000:]}"
     ckpts = sorted((out / "checkpoints").glob("step_*"))
@@ -187,15 +197,13 @@ def test_a_stop_that_comes_while_training_still_starts_is_not_lost(tmp_path):
     out = tmp_path / "run"
     p = subprocess.Popen(entrypoint("--config", "configs/quickstart.yaml", *TINY, "train.steps=100000",
                                     f"output.dir={out}"), env=entry_env(), stdout=subprocess.PIPE,
-                         stderr=subprocess.STDOUT, text=True)
+                         stderr=subprocess.STDOUT, text=True, start_new_session=True)
     time.sleep(0.5)  # the launcher is up; training is still importing torch (seconds), not yet listening
     p.send_signal(signal.SIGTERM)
     try:
         text, _ = p.communicate(timeout=180)
     finally:
-        if p.poll() is None:
-            p.kill()
-            p.wait()
+        end_all(p)
     assert p.returncode == 75, f"exit {p.returncode}\n{text[-4000:]}"
     assert text.index("entrypoint: SIGTERM: asking training") < text.index(f"gandist {__version__}:"), text[-3000:]
     ckpts = sorted((out / "checkpoints").glob("step_*"))
