@@ -106,7 +106,3 @@ def zero_models(cfg, acc, G, D, opt_g, opt_d, ema, models_cls):
                       ema=ema, G_fwd=g, D_fwd=d.module, D_frozen_fwd=d.module,
                       update_g=ZeroUpdate(g, stage, acc.device), update_d=ZeroUpdate(d, stage, acc.device),
                       engines=engines)
-
-
-def zero_stage(models) -> int:
-    return models.update_g.stage
