@@ -1,5 +1,5 @@
-"""How every gandist command ends: a user's mistake is one line naming what is wrong (exit 2), anything
-else a traceback plus one line (exit 1).  Every line says which rank and host raised it."""
+"""The errors a user causes, and how every gandist command ends: a user's mistake is one line naming what is
+wrong (exit 2), anything else a traceback plus one line (exit 1).  Every line says which rank and host raised it."""
 from __future__ import annotations
 
 import sys
@@ -14,6 +14,12 @@ EXIT_USAGE = 2  # bad input: config, run directory, checkpoint, data, weights fi
 
 class UsageError(ValueError):
     """Bad input to a command (a run directory, an option), named in the message."""
+
+
+class ConfigError(ValueError):
+    """A config value that is unknown, of the wrong type, or out of range.  Defined here, beside the other
+    errors a user causes, because the parts that check their own settings (the backends, the data) sit below
+    gandist.config and cannot import it; gandist.config exports it as its own."""
 
 
 def first_line(e: BaseException) -> str:

@@ -1,5 +1,6 @@
-"""Everything that knows about ranks: the Accelerator, this rank's share of a global batch, every
-collective (reductions, gathering and broadcasting objects), and the stop flag ranks agree on.
+"""Everything that knows about ranks: this rank's share of a global batch, every collective (reductions,
+gathering and broadcasting objects), the stop flag ranks agree on, and how a rank ends when a peer is lost.
+The Accelerator that sets up the process group is made by gandist/backends/ddp.py.
 
 World-size invariance by construction: every random draw of a step is a pure function of (seed, step,
 purpose) and the global row index, and a rank computes only its own rows (gandist.draws); the embedded
@@ -13,10 +14,7 @@ import os
 import signal
 import socket
 import sys
-import warnings
 import zlib
-from datetime import timedelta
-from pathlib import Path
 from typing import NoReturn
 
 import numpy as np
@@ -28,54 +26,11 @@ import torch.distributed as dist
 # they keep the default group alive past destroy_process_group, so gloo's threads run on into interpreter
 # teardown and the group is destroyed there, when its threads can no longer take the GIL.
 import torch.distributed.nn  # noqa: F401
-from accelerate import Accelerator
-from accelerate.utils import (DistributedDataParallelKwargs, GradScalerKwargs, InitProcessGroupKwargs,
-                               ProjectConfiguration)
-
-from gandist.config import ConfigError
 
 
-def hush_buffer_flag_warning():
-    """torch 2.14 deprecates DDP's `broadcast_buffers` for `forward_sync_buffers`, a name older torch
-    releases (gandist leaves torch unpinned) and accelerate's DDP kwargs do not know.  For gandist the
-    two differ only in a broadcast at wrap time of buffers that are equal on every rank anyway, so the
-    old name stays and the FutureWarning every rank printed at start is silenced."""
-    warnings.filterwarnings("ignore", message="`broadcast_buffers` is deprecated", category=FutureWarning)
-
-
-def make_accelerator(cfg) -> Accelerator:
-    hush_buffer_flag_warning()
-    ddp = DistributedDataParallelKwargs(
-        # Running statistics are kept equal across ranks by synchronised BatchNorm (or are
-        # per-sample norms), so broadcasting buffers from rank 0 each forward is pointless; it is
-        # also what makes two forwards of a BatchNorm D before one backward fail with an in-place
-        # error on some torch releases.
-        broadcast_buffers=False,
-        # Every D step's backward reaches every D parameter (the adversarial loss always takes part,
-        # also beside a penalty), and the G step never runs D under DDP (see training_loop), so no
-        # parameter is ever unused: searching the graph for them each step would only cost time.
-        find_unused_parameters=False,
-    )
-    pg = InitProcessGroupKwargs(timeout=timedelta(seconds=cfg.train.timeout_s))
-    cpu = cfg.train.device == "cpu" or (cfg.train.device == "auto" and not torch.cuda.is_available())
-    if cpu:
-        # accelerate imports DeepSpeed when it is installed (to unwrap models), and DeepSpeed, finding no GPU,
-        # prints a warning on stdout about picking its CPU accelerator; naming it is DeepSpeed's documented way
-        os.environ.setdefault("DS_ACCELERATOR", "cpu")
-    acc = Accelerator(
-        mixed_precision=cfg.train.mixed_precision,
-        cpu=cpu,
-        kwargs_handlers=[ddp, pg, GradScalerKwargs(init_scale=cfg.train.fp16_init_scale)],
-        log_with=cfg.log.trackers or None,
-        # trackers write under <output.dir>/tensorboard/<run name>/ (see reporting.Reporter)
-        project_config=ProjectConfiguration(project_dir=cfg.output.dir,
-                                            logging_dir=str(Path(cfg.output.dir) / "tensorboard")),
-    )
-    if cfg.train.mixed_precision == "fp16" and acc.scaler is None:
-        # accelerate quietly runs "fp16" without autocast or loss scaling where it has no fp16 AMP (CPU)
-        raise ConfigError(f"train.mixed_precision: fp16 needs a GPU; on {acc.device.type} accelerate would run it "
-                          f"as fp32 without a loss scaler. Use bf16 or no there.")
-    return acc
+def on_gpu(flag: bool | None, device) -> bool:
+    """A perf flag whose null means: on when training on a GPU."""
+    return device.type == "cuda" if flag is None else flag
 
 
 def is_distributed() -> bool:

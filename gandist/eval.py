@@ -23,13 +23,12 @@ from rich import get_console
 from rich.table import Table
 
 from gandist import __version__
-from gandist.cli import UsageError, run_command
-from gandist.config import ConfigError
-from gandist.files import write_json_atomic
+from gandist.cli import ConfigError, UsageError, run_command
 from gandist.metrics.evaluator import Evaluator
 from gandist.metrics.inception import check_weights
 from gandist.metrics.registry import FEATURE_LAYERS, MetricError, check_metrics, list_metrics
 from gandist.trained import add_run_arguments, config_generator, generator_path, load_config, pick_device
+from gandist.utils.files import write_json_atomic
 
 
 def parse_args(argv):

@@ -31,13 +31,12 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from gandist.cli import UsageError, run_command
-from gandist.config import ConfigError
+from gandist.cli import ConfigError, UsageError, run_command
 from gandist.distributed import generator
 from gandist.metrics.inception import quantise
 from gandist.metrics.sets import generated_batches
-from gandist.reporting import save_grid
 from gandist.trained import add_run_arguments, build_loaded, generator_card, pick_device, read_generator
+from gandist.training.reporting import save_grid
 
 INTERPOLATION_ROWS = 8  # pairs of endpoints of an unconditional (or attribute) strip without --n
 

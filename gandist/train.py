@@ -14,18 +14,20 @@ from pathlib import Path
 
 import torch
 
-from gandist import __version__, checkpoint, config, config_help, run_dir, trained
-from gandist.cli import EXIT_ERROR, first_line, run_command
-from gandist.config import ConfigError, on_gpu
+from gandist import __version__, config, trained
+from gandist.backends.ddp import make_accelerator
+from gandist.cli import EXIT_ERROR, ConfigError, first_line, run_command
+from gandist.config.help import print_help
 from gandist.data.feed import make_feed
-from gandist.distributed import StopFlag, abandon, make_accelerator, shutdown, where
+from gandist.distributed import StopFlag, abandon, on_gpu, shutdown, where
 from gandist.draws import Draws
-from gandist.ema import generator_for_use
 from gandist.metrics.evaluator import Evaluator
 from gandist.metrics.registry import MetricError
-from gandist.reporting import Reporter, startup_rows
-from gandist.step import Stepper, build_models
-from gandist.tally import NonFiniteLoss
+from gandist.training import checkpoint, run_dir
+from gandist.training.ema import generator_for_use
+from gandist.training.reporting import Reporter, startup_rows
+from gandist.training.step import Stepper, build_models
+from gandist.training.tally import NonFiniteLoss
 
 # Exit statuses: 0 done; EXIT_ERROR (1) an error or a lost peer; cli.EXIT_USAGE (2) a bad config, checkpoint
 # or data; EXIT_DIVERGED; EXIT_REQUEUE after a signal-triggered checkpoint (the SLURM script requeues
@@ -62,7 +64,7 @@ def run(cfg) -> int:
             logging = done % cfg.train.log_every == 0 or done == last
             saving = done % cfg.checkpoint.every == 0 or done == last
             if logging or saving:
-                # The one place a round's device-side tallies reach the host (gandist.tally); all ranks, same answers.
+                # The one place a round's device-side tallies reach the host (gandist.training.tally); all ranks, same answers.
                 signum = stepper.tally.sync(stop.signum)
                 stopping = signum if done < last else 0
             if logging:
@@ -140,7 +142,7 @@ def parse_args(argv):
 def main(argv=None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     if args.help_config is not None:
-        return run_command("gandist", lambda: config_help.print_help(args.help_config), (ConfigError,))
+        return run_command("gandist", lambda: print_help(args.help_config), (ConfigError,))
     try:
         return run_command("gandist", lambda: train(config.load(args.config, args.overrides)),
                            (ConfigError, checkpoint.CheckpointError, MetricError))

@@ -18,7 +18,7 @@ from gandist.data.errors import DataError
 from gandist.data.shards.index import find_index
 from gandist.data.shards.io import expand_urls
 from gandist.data.synthetic import CLASSES
-from gandist.files import atomic_path, write_json_atomic
+from gandist.utils.files import atomic_path, write_json_atomic
 
 CARD = "generator.json"
 CARD_FORMAT = "gandist-generator/1"  # a card of another format is not ours to read
@@ -47,7 +47,7 @@ def class_names(cfg) -> list[str] | None:
     shards' index.json; ids beyond the data's classes (data.num_classes may exceed them) are named by
     their number.  None where unknown or not class-conditional."""
     d = cfg.data
-    if not config.label_dim(cfg) or d.attributes:
+    if not cfg.label_dim or d.attributes:
         return None
     if d.source == "synthetic":
         names = list(CLASSES)
@@ -64,7 +64,7 @@ def class_names(cfg) -> list[str] | None:
 def generator_card(cfg, weights=("generator",), names: list[str] | None = None) -> dict:
     """The card of the config's G: nets.build_generator's arguments, what its inputs mean and which
     of the WEIGHTS files exist (`weights`), the EMA one the default."""
-    ld = config.label_dim(cfg)
+    ld = cfg.label_dim
     kind = "none" if not ld else "attributes" if cfg.data.attributes else "classes"
     return {
         "format": CARD_FORMAT,

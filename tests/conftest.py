@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -27,6 +28,15 @@ def env(**extra) -> dict:
     e.update({"OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false"})
     e.update({k: str(v) for k, v in extra.items()})
     return e
+
+
+def tool(name: str, hint: str) -> str:
+    """A linter's path: on PATH, or in this virtualenv's bin (the dev extra brings shellcheck and hadolint)."""
+    path = shutil.which(name) or (str(BIN / name) if (BIN / name).is_file() else None)
+    if path is None:
+        pytest.fail(f"{name} is not installed, so this check cannot run: {hint} (`make install` brings it)",
+                    pytrace=False)
+    return path
 
 
 def free_port() -> int:
@@ -70,7 +80,7 @@ def metrics(out: Path) -> list[dict]:
 
 def max_weight_diff(a: Path, b: Path) -> float:
     """Largest absolute difference between two runs' final G and D weights."""
-    from gandist.compare import weight_diffs
+    from gandist.diff_weights import weight_diffs
 
     return max(weight_diffs(a, b).values())
 

@@ -35,19 +35,18 @@ from pathlib import Path
 import torch
 
 from gandist import config
+from gandist.backends.ddp import make_accelerator
 from gandist.bench import machine
 from gandist.bench.cluster import Cluster, Collective, efficiency_table, link_figures, link_for
 from gandist.bench.timing import PREMADE, DeviceFeed, measure
-from gandist.cli import run_command
-from gandist.config import ConfigError, label_dim
-from gandist.distributed import make_accelerator
+from gandist.cli import ConfigError, run_command
 from gandist.draws import Draws
-from gandist.step import Stepper, build_models
+from gandist.training.step import Stepper, build_models
 
 REPO = Path(__file__).resolve().parents[2]
 MIB = 2 ** 20
 FIRST_BUCKET, BUCKET_CAP = MIB, 25 * MIB  # DDP's defaults; accelerate passes no bucket_cap_mb of its own
-SCALAR_BYTES = 8  # gandist.tally reduces float64
+SCALAR_BYTES = 8  # gandist.training.tally reduces float64
 REPORTER_SUMS = ("images_per_sec", "data_skipped")  # Reporter.rates, summed with the logged means (Tally.means)
 # Tally.sync's max all-reduce: the non-finite and scaler-skipped totals, D's and G's streaks and worst streaks,
 # the stop signal (tests/unit/test_bench_comm.py checks it against a run's collectives)
@@ -207,7 +206,7 @@ def compute_ms(values: list) -> dict:
 def premade(cfg, device: torch.device) -> list:
     """Batches of images in [-1, 1] and labels of the config's shape: the data's values don't change the time."""
     g = torch.Generator().manual_seed(0)
-    b, d, ld = cfg.train.batch_size, cfg.data, label_dim(cfg)
+    b, d, ld = cfg.train.batch_size, cfg.data, cfg.label_dim
     out = []
     for _ in range(PREMADE):
         x = torch.rand(b, d.channels, d.resolution, d.resolution, generator=g) * 2 - 1

@@ -8,7 +8,7 @@ under DDP, ZeRO-1 and ZeRO-2, at 1, 2 and 4 processes.
 For each --processes N it starts N local processes (torchrun; gloo on CPU) which, for each config (and the
 same config with model.g_width and d_width x --widen), build G and D as gandist does (same seed, synchronised
 BatchNorm at N > 1, optim.* optimizers), wrap them (torch DDP as accelerate prepares them, or one DeepSpeed
-engine each: gandist.zero.make_engines) and run one D step (adversarial loss + the config's penalty, one
+engine each: gandist.backends.zero.engines.make_engines) and run one D step (adversarial loss + the config's penalty, one
 backward) and one G step (D frozen) on a batch of one sample per rank: what is counted does not depend on
 the batch.  Then it takes an inventory of the tensors each rank actually holds, each storage counted once:
   - weights: the module's parameters (under ZeRO-1/2 views of one flat buffer);
@@ -30,26 +30,26 @@ from __future__ import annotations
 import argparse
 import gc
 import json
-from importlib import metadata
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
 from collections import defaultdict
+from importlib import metadata
 from pathlib import Path
 
 import torch
 import torch.distributed as dist
 
-from gandist import config, losses, nets, regularizers
+from gandist import config, nets
+from gandist.backends.ddp import hush_buffer_flag_warning
+from gandist.backends.zero.engines import ZeroSettings, build_config, make_engines
 from gandist.bench import machine
-from gandist.cli import run_command
-from gandist.config import ConfigError
-from gandist.distributed import hush_buffer_flag_warning
+from gandist.cli import ConfigError, run_command
 from gandist.nets.layers import convert_sync_batchnorm
-from gandist.regularizers import CriticInputs
-from gandist.zero import ZeroSettings, build_config, make_engines
+from gandist.objective import losses, regularizers
+from gandist.objective.regularizers import CriticInputs
 
 REPO = Path(__file__).resolve().parents[2]
 BACKENDS = ("ddp", "zero1", "zero2")
@@ -168,7 +168,7 @@ def formula(backend: str, numel: int, world: int, moments: int, bucket: int) -> 
     if backend == "ddp":
         return {"params": 4 * P, "grads": 4 * P, "optimizer": 4 * k * P, "buckets": 4 * P}
     grads = 4 * P if backend == "zero1" else 4 * P / world
-    whole = -(-P // 1024) * 1024  # gandist.zero.engine_config's cap
+    whole = -(-P // 1024) * 1024  # gandist.backends.zero.engines.engine_config's cap
     return {"params": 4 * P, "grads": grads, "optimizer": (4 * k + 4) * P / world, "buckets": 4 * min(bucket, whole)}
 
 
@@ -239,7 +239,7 @@ def measure(cfg, backend: str, bucket: int, device: torch.device) -> dict:
     real = torch.rand(1, data.channels, data.resolution, data.resolution, device=device) * 2 - 1
     z = torch.randn(1, cfg.model.z_dim, device=device)
     # D step: under ZeRO the forwards go through the module (a penalty's autograd.grad through an engine's forward
-    # fails in DeepSpeed 0.19, see gandist.zero); DDP's forward, as gandist's step calls it
+    # fails in DeepSpeed 0.19, see gandist.backends.zero.engines); DDP's forward, as gandist's step calls it
     Dcall = D if zg is not None else Dw
     with torch.no_grad():
         fake = Gw(z, None)

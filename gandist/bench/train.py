@@ -31,16 +31,16 @@ from pathlib import Path
 import torch
 
 from gandist import config
+from gandist.backends.ddp import make_accelerator
 from gandist.bench import machine
 from gandist.bench.reference import Reference
 from gandist.bench.timing import PREMADE, DeviceFeed, measure
-from gandist.cli import run_command
-from gandist.config import ConfigError, on_gpu
+from gandist.cli import ConfigError, run_command
 from gandist.data.errors import DataError
 from gandist.data.feed import make_feed
-from gandist.distributed import gather_object, make_accelerator, share
+from gandist.distributed import gather_object, on_gpu, share
 from gandist.draws import Draws
-from gandist.step import Stepper, build_models
+from gandist.training.step import Stepper, build_models
 
 REPO = Path(__file__).resolve().parents[2]
 COMPILED = "G, and D's forward (a gradient penalty runs D uncompiled: inductor has no double backward)"

@@ -2,7 +2,7 @@
 shard reader (shards/) mean the same thing by each and import nothing of one another to raise them."""
 from __future__ import annotations
 
-from gandist.config import ConfigError
+from gandist.cli import ConfigError
 
 
 class DataError(ConfigError):

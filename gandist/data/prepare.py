@@ -36,12 +36,12 @@ import numpy as np
 import webdataset as wds
 
 from gandist.cli import run_command
-from gandist.console import progress_bar
 from gandist.data.errors import BadSample, PrepareError
 from gandist.data.shards import raw
 from gandist.data.shards.index import ENCODINGS, FORMAT, INDEX
 from gandist.data.sources import Options, Source, Split
-from gandist.files import write_json_atomic
+from gandist.utils.console import progress_bar
+from gandist.utils.files import write_json_atomic
 
 SOURCES = ("cifar10", "celeba", "mnist", "folder", "synthetic")
 _ENCODED = {"png": "encoding png (lossless PNG images)",

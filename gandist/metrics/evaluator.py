@@ -24,11 +24,11 @@ from contextlib import contextmanager
 import torch
 from rich import get_console
 
-from gandist.console import progress_bar
 from gandist.distributed import broadcast_object, gather_object, is_distributed, share
 from gandist.metrics.inception import check_weights, extract, feature_extractor
 from gandist.metrics.registry import FEATURE_LAYERS, MetricError, Options, check_metrics, compute, layers_for
 from gandist.metrics.sets import eval_conditions, eval_noise, expected_real, generated_batches, real_batches
+from gandist.utils.console import progress_bar
 
 
 def _cat_features(parts: list[dict]) -> dict:

@@ -14,7 +14,6 @@ from typing import Iterator
 
 import torch
 
-from gandist.config import label_dim
 from gandist.data.shards.eval import eval_batches_for
 from gandist.data.synthetic import SyntheticDataset
 from gandist.data.tensors import condition
@@ -59,7 +58,7 @@ def eval_noise(cfg, n: int, seed: int | None = None) -> torch.Tensor:
 def eval_conditions(cfg, n: int, real_labels: torch.Tensor | None) -> torch.Tensor | None:
     """G's condition vectors for the generated set: balanced classes (image i: class i mod num_classes),
     or the real set's attribute vectors in order (repeated), so attribute frequencies match the data."""
-    ld = label_dim(cfg)
+    ld = cfg.label_dim
     if not ld:
         return None
     if not cfg.data.attributes:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import torch.nn as nn
 
-from gandist.config import Config, label_dim
 from gandist.nets.dcgan import DCGANDiscriminator, DCGANGenerator
 from gandist.nets.layers import init_dcgan_weights
 from gandist.nets.mlp import MLPDiscriminator, MLPGenerator
@@ -29,17 +28,17 @@ def build_generator(arch: str, z_dim: int, channels: int, resolution: int, width
     return _FAMILIES[arch][0](z_dim, channels, resolution, width, norm, label_dim=label_dim)
 
 
-def generator_args(cfg: Config) -> dict:
+def generator_args(cfg) -> dict:
     """build_generator's arguments for the config's G, by name."""
     m, d = cfg.model, cfg.data
     return {"arch": m.arch, "z_dim": m.z_dim, "channels": d.channels, "resolution": d.resolution,
-            "width": m.g_width, "norm": m.g_norm, "label_dim": label_dim(cfg)}
+            "width": m.g_width, "norm": m.g_norm, "label_dim": cfg.label_dim}
 
 
-def build(cfg: Config) -> tuple[nn.Module, nn.Module]:
+def build(cfg) -> tuple[nn.Module, nn.Module]:
     m, d = cfg.model, cfg.data
     _, D_cls, init = _FAMILIES[m.arch]
-    ld = label_dim(cfg)
+    ld = cfg.label_dim
     # G, then D, then their initialisation: this order of random draws keeps a seed's weights as they were
     G = build_generator(**generator_args(cfg))
     D = D_cls(d.channels, d.resolution, m.d_width, m.d_norm, m.spectral_norm, label_dim=ld,

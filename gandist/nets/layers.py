@@ -7,7 +7,7 @@ import torch.distributed as dist
 import torch.nn as nn
 
 from gandist.distributed import is_distributed
-from gandist.precision import wide
+from gandist.utils.precision import wide
 
 
 class _AllReduceSum(torch.autograd.Function):

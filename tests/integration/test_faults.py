@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from gandist import checkpoint
+from gandist.training import checkpoint
 from tests.conftest import metrics, run_train
 from tests.integration.test_resume import Job, last_step, says, wait_until
 
@@ -102,7 +102,7 @@ def test_nonfinite_losses_are_skipped_counted_and_stop_the_run_keeping_the_last_
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step_00000002"]
     assert files_of(good) == before  # byte for byte, and it passes every check a resume makes:
     from gandist import config, nets
-    from gandist.checkpoint import identity
+    from gandist.training.checkpoint import identity
 
     cfg = config.load(out / "config.yaml", [])
     G, D = nets.build(cfg)
@@ -203,7 +203,7 @@ def test_the_payload_is_live(tmp_path):
 def test_checkpoint_checks_name_the_damaged_file(tmp_path, good_run, case):
     """In-process: the checks train.py runs on every rank before anything is loaded."""
     from gandist import config, nets
-    from gandist.checkpoint import identity
+    from gandist.training.checkpoint import identity
 
     ckpt = tmp_path / "step_00000002"
     shutil.copytree(good_run / "checkpoints" / "step_00000002", ckpt)

@@ -18,7 +18,7 @@ import gandist
 from gandist import config
 from gandist import sample as gsample
 from gandist.cli import EXIT_USAGE
-from gandist.reporting import fixed_inputs, save_grid
+from gandist.training.reporting import fixed_inputs, save_grid
 from tests.conftest import REPO, env, run_train
 
 STEPS, K = 2, 5

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from gandist import checkpoint
+from gandist.training import checkpoint
 from tests.conftest import REPO, env, free_port, max_weight_diff, metrics, run_train, train_cmd
 
 STEPS = {"dcgan": 10, "wgan_gp": 6}

@@ -13,7 +13,7 @@ from gandist.data.prepare import prepare
 from gandist.data.shards.eval import eval_batches
 from gandist.data.shards.feed import ShardFeed
 from gandist.data.shards.io import expand_urls
-from tests.unit.test_stream import N, SHARD, URLS, make_cfg, read_each_sample_once
+from tests.unit.data.test_stream import N, SHARD, URLS, make_cfg, read_each_sample_once
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,6 @@ from gandist.variants import VARIANTS
 from tests.conftest import REPO, env, metrics, train_cmd
 from tests.data_fixtures import CELEBA_ATTRIBUTES, CELEBA_SIZE, make_celeba
 
-
 STEPS = 20
 
 
@@ -25,7 +24,7 @@ STEPS = 20
 
 DRIVER = r"""
 import json, sys
-from gandist import regularizers
+from gandist.objective import regularizers
 from gandist.train import main
 
 rec = {"alpha": [], "clip_calls": 0, "clip_max": 0.0}
@@ -134,6 +133,7 @@ def test_wgan_clips_every_critic_parameter_after_every_critic_step(runs):
     assert rec["clip_calls"] == STEPS * 5
     assert rec["clip_max"] <= 0.01
     from safetensors.torch import load_file
+
     from gandist import nets
 
     D = nets.build(config.load(out / "config.yaml"))[1]

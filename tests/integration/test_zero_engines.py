@@ -1,4 +1,4 @@
-"""G and D as two DeepSpeed ZeRO engines (gandist.zero.make_engines) in 2 real CPU processes (torchrun, gloo)
+"""G and D as two DeepSpeed ZeRO engines (backends/zero/engines.py's make_engines) in 2 real CPU processes (torchrun, gloo)
 train exactly as one process does on the full batch: a WGAN-GP D step (adversarial loss + gradient penalty,
 the penalty's torch.autograd.grad(create_graph=True) taken through engine.module, one engine.backward of the
 sum), a G step with D frozen, and a second D step.
@@ -133,7 +133,7 @@ class Calls:
 
 
 def worker(stage: int, overrides: list[str], out: Path):
-    from gandist.zero import ZeroSettings, build_config, make_engines
+    from gandist.backends.zero.engines import ZeroSettings, build_config, make_engines
 
     torch.set_num_threads(1)
     dist.init_process_group("gloo")
@@ -223,7 +223,7 @@ def test_memory_bench_counts_what_the_ranks_hold(capfd):
 
 SINGLE = """
 import torch, torch.distributed as dist
-from gandist.zero import ZeroSettings, build_config, make_engines
+from gandist.backends.zero.engines import ZeroSettings, build_config, make_engines
 dist.init_process_group("gloo", init_method="tcp://127.0.0.1:{port}", rank=0, world_size=1)
 G, D = torch.nn.Linear(4, 4), torch.nn.Linear(4, 1)
 e = make_engines(G, D, torch.optim.Adam(G.parameters()), torch.optim.Adam(D.parameters()),

@@ -13,13 +13,13 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.testing._internal.distributed.fake_pg import FakeStore
 
 from gandist import config, nets
+from gandist.backends.ddp import make_accelerator
 from gandist.bench import cluster, comm
 from gandist.bench.__main__ import main
 from gandist.bench.timing import DeviceFeed
-from gandist.distributed import make_accelerator
 from gandist.draws import Draws
 from gandist.nets.layers import convert_sync_batchnorm
-from gandist.step import Models, Stepper
+from gandist.training.step import Models, Stepper
 from tests.conftest import REPO, TINY
 
 QUICKSTART = REPO / "configs" / "quickstart.yaml"

@@ -30,7 +30,7 @@ def finished_run(tmp_path, *overrides, ema=True, card=True):
     cfg = tiny_cfg(*overrides)
     torch.manual_seed(0)
     G, _ = nets.build(cfg)
-    ld = config.label_dim(cfg)
+    ld = cfg.label_dim
     G.train()(torch.randn(8, cfg.model.z_dim), torch.eye(ld)[torch.arange(8) % ld] if ld else None)
     run = tmp_path / "run"
     (run / "final").mkdir(parents=True)
@@ -55,7 +55,7 @@ def test_card_alone_rebuilds_the_generator(tmp_path, overrides):
     card = json.loads((run / "final" / "generator.json").read_text())
     assert card["format"] == CARD_FORMAT and card["variant"] == cfg.variant
     assert card["network"] == {"arch": cfg.model.arch, "z_dim": 8, "channels": cfg.data.channels, "resolution": 32,
-                               "width": 4, "norm": cfg.model.g_norm, "label_dim": config.label_dim(cfg)}
+                               "width": 4, "norm": cfg.model.g_norm, "label_dim": cfg.label_dim}
     assert card["weights"] == {"generator": "generator.safetensors", "generator_ema": "generator_ema.safetensors"}
     assert card["default"] == "generator_ema"
     (run / "config.yaml").unlink()  # the card is all there is

@@ -7,7 +7,6 @@ import logging
 
 import torch
 
-from gandist.config import on_gpu
 from gandist.data.errors import BadSample, DataError
 from gandist.data.shards.decode import Spec, decode, where_sample
 from gandist.data.shards.index import check_index, encoding_of, find_index, total_samples
@@ -15,7 +14,7 @@ from gandist.data.shards.io import expand_urls, is_local, local_path
 from gandist.data.shards.reader import Reader
 from gandist.data.shards.streams import TrainStream, loader
 from gandist.data.tensors import condition, to_images
-from gandist.distributed import share, where
+from gandist.distributed import on_gpu, share, where
 
 log = logging.getLogger("gandist.data")
 

@@ -1,0 +1,217 @@
+"""The typed config schema: the single home of every default, with its help, allowed values and range.
+
+Every key of a run's config is a field of the dataclasses here, declared with `_f`: its default (DCGAN's,
+Radford et al. 2016), its help text, and its allowed values (a tuple, or a function reading a registry --
+losses, regularisers, metrics, variants -- that may grow after import) or its range.  Nothing else holds a
+default: gandist/config/load.py builds, loads and checks a Config from these, and gandist/config/help.py prints
+their help.  `allowed` reads a field's allowed values back.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+from gandist.metrics.registry import FEATURE_LAYERS, list_metrics
+from gandist.objective.augment import POLICIES
+from gandist.objective.losses import ADVERSARIAL
+from gandist.objective.regularizers import REGULARIZERS
+from gandist.variants import VARIANTS
+
+
+def _f(default, *, choices=None, min=None, max=None, help="", factory=None):
+    """A config field.  choices: the allowed values (for a list, of each item), or a function returning
+    them when they come from a registry that may grow after this module is imported."""
+    meta = {"choices": choices, "min": min, "max": max, "help": help}
+    if factory is not None:
+        return field(default_factory=factory, metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+def allowed(f: dataclasses.Field) -> tuple | None:
+    """A field's allowed values (of each item, for a list), or None when any value of its type goes."""
+    choices = f.metadata.get("choices")
+    return tuple(choices()) if callable(choices) else choices
+
+
+@dataclass
+class ModelConfig:
+    arch: str = _f("dcgan", choices=("mlp", "dcgan", "resnet"), help="network family for G and D")
+    z_dim: int = _f(100, min=1, help="size of G's noise vector z")
+    g_width: int = _f(64, min=1, help="width unit of G: DCGAN's last hidden layer has g_width channels, "
+                                       "ResNet's blocks 2 x g_width, the MLP's widest layer 16 x g_width units")
+    d_width: int = _f(64, min=1, help="width unit of D, as g_width is G's")
+    g_norm: str = _f("batch", choices=("batch", "none"), help="normalisation in G's hidden layers")
+    d_norm: str = _f("batch", choices=("batch", "layer", "none"),
+                     help="normalisation in D's hidden layers; layer (per sample) for a gradient penalty")
+    spectral_norm: bool = _f(False, help="spectral normalisation on every D layer (SNGAN)")
+    conditioning: str = _f("none", choices=("none", "concat", "projection"),
+                           help="how labels enter G and D; projection applies to D, G uses concat")
+    sync_bn: bool | None = _f(None, help="synchronise BatchNorm across processes; null = on when world size > 1")
+
+
+@dataclass
+class LossConfig:
+    adversarial: str = _f("bce", choices=lambda: tuple(ADVERSARIAL),
+                          help="what D and G minimise: bce (non-saturating), wasserstein (a critic), hinge; "
+                               "registered in gandist/objective/losses.py")
+    regularizer: str = _f("none", choices=lambda: tuple(REGULARIZERS),
+                          help="D's regulariser: gp (WGAN-GP penalty), r1, clip (WGAN weight clipping); "
+                               "registered in gandist/objective/regularizers.py")
+    gp_weight: float = _f(10.0, min=0.0, help="lambda of the WGAN-GP gradient penalty")
+    clip: float = _f(0.01, min=0.0, help="weight-clipping bound c for wgan")
+    r1_gamma: float = _f(10.0, min=0.0, help="gamma of the R1 penalty (gamma/2 E||grad D(real)||^2)")
+    instance_noise: float = _f(0.0, min=0.0, help="std of Gaussian noise on D's inputs, annealed linearly to 0")
+    instance_noise_steps: int = _f(0, min=0, help="steps over which instance noise anneals; 0 = train.steps")
+    diffaugment: str = _f("", help=f"DiffAugment on everything D sees: a comma list of {','.join(POLICIES)}; "
+                                   f"empty = off")
+
+
+@dataclass
+class OptimConfig:
+    name: str = _f("adam", choices=("adam", "rmsprop"), help="optimizer of G and of D")
+    lr_g: float = _f(2e-4, min=0.0, help="G's learning rate")
+    lr_d: float = _f(2e-4, min=0.0, help="D's learning rate")
+    beta1: float = _f(0.5, min=0.0, max=1.0, help="Adam's beta1")
+    beta2: float = _f(0.999, min=0.0, max=1.0, help="Adam's beta2")
+    lr_decay: str = _f("none", choices=("none", "linear"),
+                       help="linear: both lrs fall linearly to 0 at train.steps (the WGAN-GP ResNet recipe)")
+    n_critic: int = _f(1, min=1, help="D steps per G step")
+    g_steps: int = _f(1, min=1, help="G steps per D round (vanilla GAN keeps D from overpowering G)")
+    ema: float = _f(0.0, min=0.0, max=1.0, help="decay of G's exponential moving average; 0 = off")
+    ema_start: int = _f(0, min=0, help="step before which the EMA just copies G")
+    ema_bn_samples: int = _f(1024, min=1, help="noise samples whose statistics become the EMA generator's "
+                                               "BatchNorm statistics before each use")
+
+
+@dataclass
+class DataConfig:
+    source: str = _f("synthetic", choices=("synthetic", "shards"),
+                     help="synthetic: the embedded dataset (no download); shards: WebDataset shards at data.urls")
+    resolution: int = _f(32, choices=(28, 32, 64, 128), help="image size in pixels (square)")
+    channels: int = _f(3, choices=(1, 3), help="1 (grey) or 3 (RGB)")
+    num_classes: int = _f(10, min=0, help="labels for conditional variants; 0 = unconditional data")
+    synthetic_size: int = _f(20000, min=1, help="images in the embedded dataset")
+    synthetic_seed: int = _f(0, help="the embedded dataset's own seed (independent of train.seed)")
+    urls: str = _f("", help="shard pattern(s): brace ranges, http(s)://, pipe:; ';' separates several")
+    label_key: str = _f("cls", choices=("cls", "attr"), help="cls for class labels, attr for CelebA attributes")
+    attributes: list = _f(None, factory=list, help="CelebA attribute names to condition on")
+    workers: int = _f(2, min=0, help="DataLoader worker processes per rank reading shards; part of the data order "
+                                     "(a worker reads its own shards), so it is set, not sized to the machine")
+    prefetch: int = _f(4, min=1, help="batches each shard-reading worker keeps ready (DataLoader prefetch_factor)")
+    cache_dir: str = _f("", help="local shard cache for remote urls; empty = no cache")
+    shuffle_buffer: int = _f(1000, min=0, help="samples each worker shuffles through")
+
+
+@dataclass
+class TrainConfig:
+    steps: int = _f(2000, min=1, help="G steps")
+    seed: int = _f(0, help="seed of the initial weights and of every random draw")
+    batch_size: int = _f(64, min=1, help="global batch: each of N processes takes batch_size/N")
+    mixed_precision: str = _f("no", choices=("no", "bf16", "fp16"), help="autocast precision (fp16 needs a GPU)")
+    fp16_init_scale: float = _f(65536.0, min=1.0, help="initial loss scale of fp16's GradScaler")
+    resume: str = _f("auto", help="auto | no | PATH to a checkpoint directory")
+    overwrite: bool = _f(False, help="with resume=no, allow a run directory that holds checkpoints")
+    max_bad_steps: int = _f(10, min=1, help="non-finite D steps, or G steps, in a row (each counted "
+                                                   "separately) before the run stops")
+    log_every: int = _f(10, min=1, help="steps between metrics.jsonl rows")
+    sample_every: int = _f(200, min=1, help="steps between sample grids")
+    timeout_s: int = _f(600, min=1, help="process-group timeout: a dead rank makes the others fail after this")
+    device: str = _f("auto", choices=("auto", "cpu", "cuda"), help="auto: the GPU when there is one")
+    fp64: bool = _f(False, help="train in float64: for numerical checks (world-size invariance), slow")
+    backend: str = _f("ddp", choices=("ddp", "deepspeed"),
+                      help="ddp: accelerate's DistributedDataParallel; deepspeed: one DeepSpeed ZeRO engine each for "
+                           "G and D (the deepspeed section; needs the deepspeed extra)")
+
+
+@dataclass
+class PerfConfig:
+    """The fast paths: each changes how fast a step runs, not what it computes (beyond rounding); the defaults
+    are chosen from `python -m gandist.bench train` measurements (README, Performance)."""
+    optimizer: str | None = _f(None, choices=("fused", "foreach", "for-loop", None),
+                               help="torch's optimizer implementation; fused also takes the non-finite guard's "
+                                    "verdict on the device, with no host sync (the others read it on the host before "
+                                    "each step); null = fused for Adam, foreach for RMSprop (torch has no fused one)")
+    channels_last: bool | None = _f(True, help="NHWC memory format for G, D and the images (faster convolutions on CPU "
+                                                "and GPU); null = on with a GPU")
+    noise_on_device: bool | None = _f(None, help="make the random draws on the training device (the same bits as "
+                                                  "on the CPU, no host-to-device copy); null = on with a GPU")
+    pin_memory: bool | None = _f(None, help="shard batches in page-locked memory, copied to the GPU without "
+                                            "blocking; null = on with a GPU")
+    reuse_fakes: bool = _f(True, help="with optim.n_critic=1 and g_steps=1, G's step reuses the D step's fakes "
+                                      "(one G forward a round, as PyTorch's DCGAN example); otherwise G draws anew")
+    compile: bool = _f(False, help="torch.compile G and D's forward; D's gradient penalty (double backward, "
+                                   "which inductor cannot do) runs D uncompiled")
+
+
+@dataclass
+class DeepSpeedConfig:
+    """Read with train.backend=deepspeed only; they build the DeepSpeed config (backends/zero/engines.py)."""
+    zero_stage: int = _f(1, choices=(0, 1, 2, 3), help="ZeRO stage: 0 plain data parallel, 1 optimizer state "
+                                                        "partitioned across ranks, 2 and gradients; 3 is refused "
+                                                        "(see the error it gives)")
+    config: str = _f("", help="PATH to your own DeepSpeed JSON (e.g. launch/deepspeed_zero2.json); replaces the "
+                              "other deepspeed keys; batch keys may be \"auto\"; empty = built from these keys")
+    gradient_clipping: float = _f(0.0, min=0.0, help="max global gradient norm of each network; 0 = no clipping "
+                                                      "(as on the ddp backend)")
+    reduce_bucket_size: int = _f(500_000_000, min=1024, help="elements per gradient-reduction bucket (capped at the "
+                                                              "network's size)")
+    allgather_bucket_size: int = _f(500_000_000, min=1024, help="elements per weight all-gather bucket after a step "
+                                                                 "(capped at the network's size)")
+    overlap_comm: bool = _f(False, help="overlap gradient reduction with the backward (more bucket memory)")
+
+
+@dataclass
+class CheckpointConfig:
+    every: int = _f(500, min=1, help="steps between checkpoints (also at the end and on a stop signal)")
+    keep: int = _f(2, min=1, help="newest checkpoints kept")
+
+
+@dataclass
+class LogConfig:
+    trackers: list = _f(None, factory=lambda: ["tensorboard"], choices=("tensorboard", "wandb"),
+                        help="where logged values and sample grids also go (accelerate's trackers): tensorboard "
+                             "writes <output.dir>/tensorboard/; wandb needs `pip install wandb`; [] = none")
+    progress: bool = _f(True, help="rich progress bar on rank 0")
+    grid_size: int = _f(64, min=1, help="images in each sample grid; a class-conditional grid has one class "
+                                        "per row, so it is rounded up to whole rows")
+
+
+@dataclass
+class EvalConfig:
+    metrics: list = _f(None, factory=list, choices=lambda: tuple(list_metrics()),
+                       help="metrics to evaluate during and at the end of training, e.g. [fid, kid]; empty = none")
+    every: int = _f(0, min=0, help="steps between evaluations; 0 = only at the end if metrics are set")
+    num_samples: int = _f(10000, min=1, help="generated images per evaluation, and at most as many real ones")
+    feature_weights: str = _f("", help="torch-fidelity Inception weights file; empty = its default download")
+    feature_layer: int = _f(2048, choices=tuple(int(n) for n in FEATURE_LAYERS),
+                            help="Inception features for FID/KID: 2048 gives published numbers; fewer suit few samples")
+
+
+@dataclass
+class OutputConfig:
+    dir: str = _f("runs/quickstart", help="the run directory: config, metrics, samples, checkpoints, final weights")
+
+
+@dataclass
+class Config:
+    variant: str = _f("dcgan", choices=lambda: tuple(VARIANTS),
+                      help="a preset of parts (gandist/variants/<name>.py) applied beneath the file and overrides")
+    model: ModelConfig = _f(None, factory=ModelConfig)
+    loss: LossConfig = _f(None, factory=LossConfig)
+    optim: OptimConfig = _f(None, factory=OptimConfig)
+    data: DataConfig = _f(None, factory=DataConfig)
+    train: TrainConfig = _f(None, factory=TrainConfig)
+    perf: PerfConfig = _f(None, factory=PerfConfig)
+    deepspeed: DeepSpeedConfig = _f(None, factory=DeepSpeedConfig)
+    checkpoint: CheckpointConfig = _f(None, factory=CheckpointConfig)
+    log: LogConfig = _f(None, factory=LogConfig)
+    eval: EvalConfig = _f(None, factory=EvalConfig)
+    output: OutputConfig = _f(None, factory=OutputConfig)
+
+    @property
+    def label_dim(self) -> int:
+        """Width of the conditioning label: class count, or the number of chosen binary attributes (derived from
+        the keys above, so it is a property: the nets and metrics read it without importing gandist.config)."""
+        if self.model.conditioning == "none":
+            return 0
+        return len(self.data.attributes) if self.data.attributes else self.data.num_classes

@@ -1,0 +1,83 @@
+"""The objective: everything D and G minimise, built once from the config's `loss` section.
+
+It owns the adversarial term (gandist.objective.losses' registry), D's regulariser (a penalty added to D's loss,
+or a constraint on D's weights after its step: gandist.objective.regularizers' registry), and what D sees of
+an image: DiffAugment (gandist.objective.augment) and annealed instance noise.  The D and G steps
+(gandist.training.step) only call it; they never branch on the config.
+
+Every random number (augmentation, noise, the penalty's alpha) comes from the step's world-size
+invariant draws (draws.Draws) by a purpose name, so the objective is the same for any number of
+processes.
+"""
+from __future__ import annotations
+
+import torch
+
+from gandist.draws import Draws
+from gandist.objective import losses, regularizers
+from gandist.objective.augment import diff_augment, parse_policy
+from gandist.objective.regularizers import CriticInputs
+
+
+class Objective:
+    def __init__(self, loss_cfg, total_steps: int, draws: Draws, scaler=None):
+        self.cfg, self.draws, self.scaler = loss_cfg, draws, scaler
+        self.adversarial = losses.lookup(loss_cfg.adversarial)
+        self.regularizer = regularizers.lookup(loss_cfg.regularizer)
+        self.policy = parse_policy(loss_cfg.diffaugment)
+        self.noise_horizon = loss_cfg.instance_noise_steps or total_steps
+        # The loss whose finiteness decides whether D's step is taken: under fp16 the penalty is computed
+        # from scaled gradients and may overflow on purpose (the scaler then skips the step itself).
+        self.d_guard = "loss_d_adv" if scaler is not None else "loss_d"
+
+    # -- what D sees ---------------------------------------------------------------------------------
+    def instance_noise(self, step: int) -> float:
+        """Std of the Gaussian noise on D's inputs at `step`: linear from loss.instance_noise to 0."""
+        s0 = self.cfg.instance_noise
+        return s0 * max(0.0, 1.0 - step / self.noise_horizon) if s0 > 0 else 0.0
+
+    def d_view(self, x: torch.Tensor, draw: int, purpose: str, step: int) -> torch.Tensor:
+        """x as D sees it: augmented, plus instance noise; `draw` indexes the random draws, `purpose`
+        keeps real, fake and G's images on independent streams."""
+        if self.policy:
+            x = diff_augment(x, self.policy, lambda n: self.draws.rand(draw, "augment_" + purpose, n))
+        sigma = self.instance_noise(step)
+        if sigma > 0:
+            x = x + sigma * self.draws.randn(draw, "noise_" + purpose, *x.shape[1:]).to(x.dtype)
+        return x
+
+    # -- what D and G minimise -----------------------------------------------------------------------
+    def d_loss(self, D, real: torch.Tensor, fake: torch.Tensor, y, j: int, step: int,
+               D_penalty=None) -> tuple[torch.Tensor, dict]:
+        """D's loss for D-step j and the (detached, this rank's) values to log.  A penalty differentiates
+        through `D_penalty` when given: the uncompiled D, when D is compiled (a compiled graph has no
+        double backward)."""
+        real_in, fake_in = self.d_view(real, j, "d_real", step), self.d_view(fake, j, "d_fake", step)
+        out_r, out_f = D(real_in, y), D(fake_in, y)
+        adv = losses.d_loss(self.adversarial.name, out_r, out_f)
+        stats = {"loss_d_adv": adv.detach(), "d_real": out_r.mean().detach(), "d_fake": out_f.mean().detach()}
+        loss = adv
+        reg = self.regularizer
+        if reg.penalty is not None:
+            value = reg.penalty(CriticInputs(D if D_penalty is None else D_penalty, real_in, fake_in, y,
+                                             lambda purpose, n: self.draws.rand(j, purpose, n),
+                                             self.scaler))
+            loss = loss + reg.weight(self.cfg) * value
+            stats[reg.name] = value.detach()
+        stats["loss_d"] = loss.detach()
+        if self.adversarial.wasserstein:
+            stats["wasserstein"] = stats["d_real"] - stats["d_fake"]
+        return loss, stats
+
+    def g_loss(self, D, fake: torch.Tensor, y, i: int, step: int) -> tuple[torch.Tensor, dict]:
+        """G's loss for G-step i (D is a fixed function here: the caller freezes it)."""
+        loss = losses.g_loss(self.adversarial.name, D(self.d_view(fake, i, "g", step), y))
+        return loss, {"loss_g": loss.detach()}
+
+    def after_d_step(self, D_raw) -> bool:
+        """A constraint on D's weights (WGAN's clipping), after every D step that was taken; True when there
+        is one (D's weights were written in place)."""
+        if self.regularizer.constraint is None:
+            return False
+        self.regularizer.constraint(D_raw, self.cfg)
+        return True

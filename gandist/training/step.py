@@ -1,0 +1,194 @@
+"""The D step, the G step and the round that schedules them; the models and optimizers they update.
+
+It reads like Algorithm 1 of the papers: what is minimised is the objective's (gandist.objective),
+and the step never mentions ranks, because every random draw is this rank's rows of a world-size
+invariant draw (draws.Draws) and DDP / synchronised BatchNorm are already inside the prepared models.
+D's gradients are averaged across ranks by DDP, so a loss that is a mean over this rank's samples
+becomes the mean over the global batch.
+
+A round never waits for the device (gandist.training.tally): the logged values are summed there, and the
+non-finite guard decides there.  The guard looks at the gradients after DDP has averaged them, so every
+rank reaches the same verdict without a collective; a fused optimizer takes the verdict as its
+`found_inf` and leaves every weight and moment untouched on a bad step, as it does for fp16's loss scaler.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+from gandist import nets
+from gandist.backends.ddp import DdpUpdate
+from gandist.backends.zero.update import zero_models
+from gandist.distributed import on_gpu
+from gandist.nets.layers import convert_sync_batchnorm
+from gandist.objective import Objective
+from gandist.training.ema import EMA
+from gandist.training.tally import Tally
+
+
+@dataclass
+class Models:
+    G: torch.nn.Module  # prepared (DDP-wrapped when distributed)
+    D: torch.nn.Module
+    G_raw: torch.nn.Module  # the same modules, unwrapped
+    D_raw: torch.nn.Module
+    opt_g: torch.optim.Optimizer
+    opt_d: torch.optim.Optimizer
+    ema: EMA | None = None
+    # What the steps call: with perf.compile, compiled forwards of G, D and the frozen D of G's step; else
+    # the modules themselves.
+    G_fwd: Callable | None = None
+    D_fwd: Callable | None = None
+    D_frozen_fwd: Callable | None = None
+    # Each network's backward and guarded optimizer step: backends/ddp.py's DdpUpdate, or backends/zero/update.py's
+    # ZeroUpdate on the deepspeed backend, so that Stepper's D and G steps are the same code on both backends.
+    update_g: "DdpUpdate | None" = None
+    update_d: "DdpUpdate | None" = None
+    engines: object = None  # gandist.backends.zero.engines.Engines on the deepspeed backend
+
+    def __post_init__(self):
+        self.G_fwd = self.G if self.G_fwd is None else self.G_fwd
+        self.D_fwd = self.D if self.D_fwd is None else self.D_fwd
+        self.D_frozen_fwd = self.D_raw if self.D_frozen_fwd is None else self.D_frozen_fwd
+
+
+def optimizer_impl(cfg) -> str:
+    """perf.optimizer, with null resolved: fused where torch has a fused kernel (Adam), else foreach."""
+    return cfg.perf.optimizer or ("fused" if cfg.optim.name == "adam" else "foreach")
+
+
+def make_optimizer(cfg, params, lr: float) -> torch.optim.Optimizer:
+    o, impl = cfg.optim, optimizer_impl(cfg)
+    flags = {"fused": True} if impl == "fused" else {"foreach": impl == "foreach"}
+    if o.name == "adam":
+        return torch.optim.Adam(params, lr=lr, betas=(o.beta1, o.beta2), **flags)
+    return torch.optim.RMSprop(params, lr=lr, **flags)
+
+
+def build_models(cfg, acc) -> Models:
+    """G and D with identical initial weights on every rank and world size, the EMA copy, synchronised
+    BatchNorm where asked, the optimizers, all prepared by accelerate (or, on the deepspeed backend, made into
+    one engine each, gandist/backends/zero/update.py's zero_models); compiled forwards with perf.compile."""
+    world = acc.num_processes
+    torch.manual_seed(cfg.train.seed)
+    G, D = nets.build(cfg)
+    # Not for ZeRO's engines: they flatten the weights into one buffer through views, which needs the default
+    # (contiguous) layout ("self.stride(-1) must be 1 to view Float as Byte"); the images stay channels_last.
+    if on_gpu(cfg.perf.channels_last, acc.device) and cfg.train.backend != "deepspeed":
+        G, D = G.to(memory_format=torch.channels_last), D.to(memory_format=torch.channels_last)
+    # The EMA copy is made before BatchNorm is synchronised: calibrating it needs no collective.
+    ema = EMA(G, cfg.optim.ema, cfg.optim.ema_start) if cfg.optim.ema > 0 else None
+    if cfg.model.sync_bn or (cfg.model.sync_bn is None and world > 1):
+        G = convert_sync_batchnorm(G, acc.device.type)
+        D = convert_sync_batchnorm(D, acc.device.type)
+    opt_g = make_optimizer(cfg, G.parameters(), cfg.optim.lr_g)
+    opt_d = make_optimizer(cfg, D.parameters(), cfg.optim.lr_d)
+    if ema is not None:
+        ema.model.to(acc.device)
+    if cfg.train.backend == "deepspeed":
+        return zero_models(cfg, acc, G.to(acc.device), D.to(acc.device), opt_g, opt_d, ema, Models)
+    G, D, opt_g, opt_d = acc.prepare(G, D, opt_g, opt_d)
+    G_raw, D_raw = acc.unwrap_model(G), acc.unwrap_model(D)
+    compiled = {}
+    if cfg.perf.compile:
+        # The penalty's double backward cannot go through an inductor graph (pytorch/pytorch#91469), so the
+        # objective is also given the uncompiled D for it (Stepper.d_step); everything else is compiled.
+        compiled = {"G_fwd": torch.compile(G), "D_fwd": torch.compile(D), "D_frozen_fwd": torch.compile(D_raw)}
+    return Models(G, D, G_raw, D_raw, opt_g, opt_d, ema, **compiled, update_g=DdpUpdate(acc, opt_g),
+                  update_d=DdpUpdate(acc, opt_d))
+
+
+class Stepper:
+    """Holds what the two steps need; `round(step)` runs n_critic D steps and g_steps G steps."""
+
+    def __init__(self, cfg, accelerator, models: Models, feed, draws):
+        self.cfg, self.acc, self.m, self.feed, self.draws = cfg, accelerator, models, feed, draws
+        if models.update_g is None:  # Models made by hand (tests, benches): the ddp backend's
+            models.update_g, models.update_d = DdpUpdate(accelerator, models.opt_g), DdpUpdate(accelerator, models.opt_d)
+        self.scaler = accelerator.scaler if cfg.train.mixed_precision == "fp16" else None
+        self.objective = Objective(cfg.loss, cfg.train.steps, draws, self.scaler)
+        self.tally = Tally(accelerator.device, cfg.train.max_bad_steps)
+        self.channels_last = on_gpu(cfg.perf.channels_last, accelerator.device)
+        # PyTorch's DCGAN example: with one D step and one G step a round, G's step scores the fakes D was
+        # just trained on, so G runs forward once a round; the fakes keep their graph through G until then.
+        self.reuse_fakes = cfg.perf.reuse_fakes and cfg.optim.n_critic == 1 and cfg.optim.g_steps == 1
+
+    @property
+    def counters(self):
+        return self.tally.counters
+
+    def d_step(self, j: int, step: int) -> tuple[dict, torch.Tensor, torch.Tensor | None]:
+        """D-step j: its logged values (this rank's, on the device), its fakes (with G's graph when they are
+        to be reused) and the labels of its batch."""
+        m = self.m
+        real, y = self.feed.batch(j)
+        if self.channels_last:
+            real = real.contiguous(memory_format=torch.channels_last)
+        with self.acc.autocast():
+            z = self.draws.randn(j, "z_d", self.cfg.model.z_dim)
+            with torch.set_grad_enabled(self.reuse_fakes):
+                fake = m.G_fwd(z, y)
+            loss, stats = self.objective.d_loss(m.D_fwd, real, fake.detach(), y, j, step, D_penalty=m.D)
+        m.update_d.backward(loss)
+        self._step(m.update_d, "loss_d", stats[self.objective.d_guard])
+        if self.objective.after_d_step(m.D_raw):  # a constraint: a no-op on weights a skipped step left as they were
+            m.update_d.weights_changed()
+        self.tally.add(stats)
+        return stats, fake, y
+
+    def g_step(self, i: int, step: int, y: torch.Tensor | None, fake: torch.Tensor | None = None) -> dict:
+        """G-step i, for the labels y (those of the round's last D batch, as the data gives them), on `fake`
+        if given (the D step's, still attached to G's graph), else on fakes of its own draw."""
+        m = self.m
+        # D is a fixed function here: its parameters need no gradient, and calling it unwrapped
+        # keeps DDP's reducer from waiting for D gradients that never come.
+        m.D_raw.requires_grad_(False)
+        try:
+            with self.acc.autocast():
+                if fake is None:
+                    fake = m.G_fwd(self.draws.randn(i, "z_g", self.cfg.model.z_dim), y)
+                loss, stats = self.objective.g_loss(m.D_frozen_fwd, fake, y, i, step)
+            m.update_g.backward(loss)
+        finally:
+            m.D_raw.requires_grad_(True)
+        self._step(m.update_g, "loss_g", stats["loss_g"])
+        self.tally.add(stats)
+        return stats
+
+    def _step(self, update, name: str, guard_loss: torch.Tensor) -> None:
+        """Step one network unless its gradients (averaged over the ranks, so the same everywhere) hold a
+        non-finite value (update.step decides); count the verdict.  Under fp16 (ddp backend only) the loss
+        scaler owns the skipping (an overflow is its business) and a non-finite loss is what counts as bad."""
+        if self.scaler is not None:
+            opt = update.opt
+            scale = self.scaler._get_scale_async().clone()
+            opt.step()
+            # the scaler halves its scale exactly when it skipped the step: known without a host read
+            skipped = (self.scaler._get_scale_async() < scale).to(torch.float64).squeeze()
+            self.tally.count(name, (~torch.isfinite(guard_loss)).to(torch.float64), skipped)
+            opt.zero_grad(set_to_none=True)
+        else:
+            self.tally.count(name, update.step().to(torch.float64))
+
+    def set_lr(self, step: int):
+        """The lrs for `step`: a function of the step alone, so a resumed run needs no scheduler state."""
+        o = self.cfg.optim
+        f = max(0.0, 1.0 - step / self.cfg.train.steps) if o.lr_decay == "linear" else 1.0
+        for update, lr in ((self.m.update_g, o.lr_g), (self.m.update_d, o.lr_d)):
+            for group in update.param_groups:
+                group["lr"] = lr * f
+
+    def round(self, step: int) -> None:
+        """One training step: n_critic D steps, then g_steps G steps on the last D batch's labels, then
+        the EMA."""
+        o = self.cfg.optim
+        self.set_lr(step)
+        fake, y = None, None
+        for k in range(o.n_critic):
+            _, fake, y = self.d_step(step * o.n_critic + k, step)
+        for k in range(o.g_steps):
+            self.g_step(step * o.g_steps + k, step, y, fake if self.reuse_fakes else None)
+        if self.m.ema is not None:
+            self.m.ema.update(self.m.G_raw, step)
