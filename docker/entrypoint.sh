@@ -14,7 +14,7 @@
 # (the launcher's own report of a worker that exited 75 is left out; other failures show it as ever).
 # Give them time: docker stop -t 120.  A rerun with the same output.dir resumes from that checkpoint.
 
-# shellcheck disable=SC2317  # forward runs from traps
+# shellcheck disable=SC2317,SC2329  # forward runs from traps (SC2329 is shellcheck 0.10+'s name for it)
 set -uo pipefail
 
 GANDIST_HOME=${GANDIST_HOME:-/opt/gandist}

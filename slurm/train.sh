@@ -44,7 +44,7 @@
 ##SBATCH --gpus-per-node=8
 ##SBATCH --partition=gpu
 
-# shellcheck disable=SC2317  # the node_* functions and the handlers run via srun and traps
+# shellcheck disable=SC2317,SC2329  # the node_* functions and the handlers run via srun and traps
 set -uo pipefail
 
 say() { printf '%s gandist job %s: %s\n' "$(date '+%F %T')" "${SLURM_JOB_ID:-?}" "$*"; }
