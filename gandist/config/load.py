@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
+import math
 import types
 import typing
 from pathlib import Path
@@ -71,6 +72,14 @@ def _coerce(value: Any, tp: Any, key: str, where: str):
     raise ConfigError(f"{key}: expected {name}, got {value!r} ({type(value).__name__}) in {where}")
 
 
+def _check_finite(value: Any, key: str, where: str):
+    """Refuse a NaN or an infinity in a float value, or in a list's float items: NaN passes every min/max
+    comparison (all are False), and neither means anything as a learning rate, weight or bound."""
+    for v in value if isinstance(value, list) else [value]:
+        if isinstance(v, float) and not math.isfinite(v):
+            raise ConfigError(f"{key}: {v!r} is not a finite number (NaN and infinities are refused) in {where}")
+
+
 def _parse_cli_value(text: str):
     # YAML's scalar rules, so `train.steps=10` is an int and `model.sync_bn=true` a bool.
     try:
@@ -100,7 +109,9 @@ def _set(cfg: Any, dotted: str, value: Any, where: str):
                 for k, v in value.items():
                     _set(cfg, f"{dotted}.{k}", v, where)
                 return
-            setattr(obj, part, _coerce(value, hints[part], dotted, where))
+            value = _coerce(value, hints[part], dotted, where)
+            _check_finite(value, dotted, where)
+            setattr(obj, part, value)
             return
         obj = getattr(obj, part)
         if not dataclasses.is_dataclass(obj):
@@ -125,6 +136,7 @@ def _check_ranges(obj: Any, prefix: str, where: str):
         if dataclasses.is_dataclass(value):
             _check_ranges(value, key + ".", where)
             continue
+        _check_finite(value, key, where)  # (each is checked where it is set; this for any other way in)
         m = f.metadata
         choices = allowed(f)
         bad = [v for v in (value if isinstance(value, list) else [value]) if choices and v not in choices]
@@ -142,6 +154,10 @@ def load(path: str | Path | None, overrides: list[str] | tuple[str, ...] = ()) -
     file_values: dict = {}
     if path is not None:
         p = Path(path)
+        if p.is_dir():
+            found = sorted(str(f) for f in p.iterdir() if f.suffix in (".yaml", ".yml") and f.is_file())
+            raise ConfigError(f"config file {p} is a folder, not a config file; give one YAML file"
+                              + (f", e.g. {', '.join(found[:4])}{', ...' if len(found) > 4 else ''}" if found else ""))
         if not p.is_file():
             raise ConfigError(f"config file {p} does not exist")
         try:

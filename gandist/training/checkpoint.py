@@ -40,6 +40,7 @@ from safetensors.torch import load_file, save_file
 
 from gandist.backends.zero import checkpoint as zero_checkpoint
 from gandist.distributed import sum_over_ranks
+from gandist.training import resume_checks
 from gandist.training.ema import generator_for_use
 from gandist.utils.files import follow_umask, fsync, write_json_atomic
 
@@ -341,7 +342,7 @@ def save_training(acc, cfg, step: int, models, counters, feed) -> Path | None:
     if sum_over_ranks(float(not weights_finite(models)), acc.device) > 0:
         return None
     state = {"identity": identity(cfg), "counters": vars(counters), "data": feed.state_dict(),
-             "world_size": acc.num_processes}
+             "world_size": acc.num_processes, "schedule": resume_checks.schedule(cfg)}  # what the counters count in
     if acc.is_main_process:  # the one rank that stores the EMA generator, with statistics for its weights
         generator_for_use(cfg, models, step, acc.device)
     write = None
@@ -352,7 +353,8 @@ def save_training(acc, cfg, step: int, models, counters, feed) -> Path | None:
 
 
 def restore(cfg, acc, path: Path, models, counters, feed) -> tuple[int, str]:
-    """Collective: load checkpoint `path` into the run; returns its step and a note for the start line."""
+    """Collective: load checkpoint `path` into the run; returns its step and a note for the start line, which
+    also says what a changed train.batch_size / optim.n_critic / optim.g_steps changes (resume_checks)."""
     run_dir = Path(cfg.output.dir)
     # Hyperparameters and implementation flags are this run's, not the checkpoint's (loading replaces a param
     # group's): the lrs are set every step (Stepper.set_lr), the rest is put back here.
@@ -376,9 +378,9 @@ def restore(cfg, acc, path: Path, models, counters, feed) -> tuple[int, str]:
                         opt.state[p]["step"] = opt.state[p]["step"].to(p.device, torch.float32)
     for k, v in state.get("counters", {}).items():
         setattr(counters, k, v)
-    feed.load_state_dict(state.get("data", {}))
+    feed.load_state_dict(resume_checks.data_state(state, cfg, feed))
     note = f", resumed from {path}"
     if state.get("world_size", acc.num_processes) != acc.num_processes:
         note += f" (written by {state['world_size']} processes)"
-    return state["step"], note
+    return state["step"], note + "".join(f"; warning: {w}" for w in resume_checks.changes(state, cfg, path))
 

@@ -1,6 +1,8 @@
 """The typed config: layering, overrides, and the errors that stop a run before any work."""
 from __future__ import annotations
 
+import re
+
 import pytest
 import yaml
 
@@ -71,6 +73,75 @@ def test_errors_in_the_file_name_the_file(tmp_path):
     bad.write_text("train:\n  batch_size: 1.5\n")
     with pytest.raises(ConfigError, match=r"train.batch_size: expected int, got 1.5 .* in .*bad.yaml"):
         config.load(bad, [])
+
+
+# -- NaN and infinities (issue 19): NaN passes every min/max comparison, so it is refused explicitly ---------
+
+def _float_keys(obj=None, prefix="") -> list[str]:
+    """Every float key of the schema, found from its dataclasses (no hand list)."""
+    import dataclasses
+    import typing
+
+    obj = config.Config() if obj is None else obj
+    hints, keys = typing.get_type_hints(type(obj)), []
+    for f in dataclasses.fields(obj):
+        tp = hints[f.name]
+        if dataclasses.is_dataclass(tp):
+            keys += _float_keys(getattr(obj, f.name), f"{prefix}{f.name}.")
+        elif tp is float or float in typing.get_args(tp):
+            keys.append(f"{prefix}{f.name}")
+    return keys
+
+
+@pytest.mark.parametrize("override", ["optim.lr_g=nan", "optim.lr_d=inf", "optim.beta1=-inf", "loss.gp_weight=NaN",
+                                      "train.fp16_init_scale=1e999", "deepspeed.gradient_clipping=.inf",
+                                      "optim.ema=-.inf", "loss.clip=.nan"])
+def test_nan_and_inf_on_the_command_line_are_refused_naming_the_key(override):
+    key, value = override.split("=")
+    with pytest.raises(ConfigError) as e:
+        config.load(QUICK, [override])
+    assert str(e.value).startswith(f"{key}: ") and "not a finite number" in str(e.value)
+    assert "in the command line" in str(e.value)
+
+
+@pytest.mark.parametrize("section, key, value", [("optim", "lr_g", ".nan"), ("optim", "lr_d", "nan"),
+                                                 ("loss", "gp_weight", ".inf"), ("loss", "r1_gamma", "-.inf"),
+                                                 ("optim", "beta2", "-inf"), ("train", "fp16_init_scale", ".NaN")])
+def test_nan_and_inf_in_a_yaml_file_are_refused_naming_the_key_and_file(tmp_path, section, key, value):
+    f = tmp_path / "c.yaml"
+    f.write_text(f"{section}:\n  {key}: {value}\n")
+    with pytest.raises(ConfigError, match=rf"^{section}\.{key}: .* is not a finite number .* in {re.escape(str(f))}$"):
+        config.load(f, [])
+
+
+def test_every_float_key_refuses_nan_and_inf():
+    keys = _float_keys()
+    assert {"optim.lr_g", "optim.beta1", "loss.gp_weight", "train.fp16_init_scale"} <= set(keys)
+    for key in keys:
+        for bad in ("nan", "inf", "-inf"):
+            with pytest.raises(ConfigError, match=rf"^{key}: .*not a finite number"):
+                config.load(QUICK, [f"{key}={bad}"])
+    # finite values are still fine, and checked against their range as before
+    assert config.load(QUICK, ["optim.lr_g=1e-3"]).optim.lr_g == 1e-3
+    with pytest.raises(ConfigError, match="optim.beta1: 2.0 is above its maximum"):
+        config.load(QUICK, ["optim.beta1=2"])
+
+
+def test_a_nan_inside_a_list_value_is_refused(tmp_path):
+    f = tmp_path / "c.yaml"
+    f.write_text("data:\n  attributes: [Smiling, .nan]\n")
+    with pytest.raises(ConfigError, match=rf"^data\.attributes: nan is not a finite number .* in {re.escape(str(f))}$"):
+        config.load(f, [])
+
+
+def test_a_folder_as_config_says_it_is_a_folder(tmp_path):
+    with pytest.raises(ConfigError) as e:
+        config.load(REPO / "configs", [])
+    assert "is a folder, not a config file" in str(e.value) and "does not exist" not in str(e.value)
+    assert "give one YAML file, e.g. " in str(e.value) and str(REPO / "configs" / "cgan_celeba.yaml") in str(e.value)
+    with pytest.raises(ConfigError, match=rf"^config file {re.escape(str(tmp_path))} is a folder, not a config file; "
+                                          rf"give one YAML file$"):
+        config.load(tmp_path, [])
 
 
 def test_batch_size_must_divide_by_world_size():
