@@ -190,6 +190,8 @@ class EvalConfig:
 @dataclass
 class OutputConfig:
     dir: str = _f("runs/quickstart", help="the run directory: config, metrics, samples, checkpoints, final weights")
+    lock_stale_s: float = _f(300.0, min=2.0, help="a run holds <dir>/lock.json, refreshed every few seconds; a lock "
+                             "not refreshed for this long is taken over (its holder on another host is taken for lost)")
 
 
 @dataclass

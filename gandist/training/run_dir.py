@@ -1,8 +1,8 @@
 """The run directory's lifecycle: where a run starts from, what a fresh start or a resume clears, the
 files that describe the run (config.yaml, run.json), and the mark a preempted run leaves.
 
-Rank 0 is the one writer; every decision here is made before any training work, and a refusal
-(ConfigError) comes before any file is touched.
+Rank 0 is the one writer, and the lock it holds (`locked`) keeps any other run out; every decision here
+is made before any training work, and a refusal (ConfigError) comes before any file is touched.
 """
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import shutil
 import socket
 import subprocess
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import accelerate
@@ -20,12 +21,32 @@ import torch
 
 from gandist import __version__, config
 from gandist.cli import ConfigError
-from gandist.distributed import gather_object
-from gandist.training import checkpoint
+from gandist.distributed import broadcast_object, gather_object
+from gandist.training import checkpoint, lock
 from gandist.utils.files import atomic_path, write_json_atomic, write_text_atomic
 
 PREEMPTED = "preempted.json"  # left by a run stopped by a signal, for launchers that drop exit statuses
 METRICS = "metrics.jsonl"
+
+
+@contextmanager
+def locked(cfg, acc):
+    """Collective: rank 0 holds the run directory's lock for the block (training/lock.py) and yields it (the
+    other ranks: None).  A refusal is raised on every rank alike, before any file of the run is touched."""
+    held, refusal = None, None
+    if acc.is_main_process:
+        try:
+            held = lock.acquire(Path(cfg.output.dir), cfg.output.lock_stale_s, say=lambda m: print(f"gandist: {m}"))
+        except lock.RunDirBusy as e:
+            refusal = str(e)
+    refusal = broadcast_object(refusal)
+    if refusal:
+        raise lock.RunDirBusy(refusal)
+    try:
+        yield held
+    finally:
+        if held is not None:
+            held.release()
 
 
 def decide_resume(cfg, run_dir: Path) -> Path | None:
