@@ -126,13 +126,14 @@ def abandon(status: int) -> NoReturn:
 
 
 class StopFlag:
-    """SIGTERM / SIGUSR1 (SLURM preemption, time limit, docker stop) set `signum`; the ranks agree on it
-    at log and checkpoint steps (tally.Tally.sync), so all of them checkpoint and stop at the same step."""
+    """SIGTERM / SIGUSR1 (SLURM preemption, time limit, docker stop) and a first SIGINT (Ctrl-C) set
+    `signum`; the ranks agree on it at log and checkpoint steps (tally.Tally.sync), so all of them
+    checkpoint and stop at the same step.  A second SIGINT ends the process at once, with one line."""
 
-    SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
+    SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT)
 
     def __init__(self):
-        self.signum = 0
+        self.signum, self.interrupts = 0, 0
         for s in self.SIGNALS:
             signal.signal(s, self._set)
         # unregister first: one hook however many runs a process makes (tests run several in-process)
@@ -140,7 +141,17 @@ class StopFlag:
         atexit.register(StopFlag.ignore_from_now_on)
 
     def _set(self, signum, frame):
-        self.signum = signum
+        if signum == signal.SIGINT:
+            self.interrupts += 1
+            if self.interrupts > 1:
+                print(f"gandist ({where()}): Ctrl-C again: stopped at once, without a checkpoint", file=sys.stderr,
+                      flush=True)
+                os._exit(130)
+            if int(os.environ.get("RANK", 0)) == 0:
+                print("gandist: Ctrl-C: stopping with a checkpoint at the next log or checkpoint step "
+                      "(Ctrl-C again stops at once, without one)", file=sys.stderr, flush=True)
+        # a preemption signal wins over Ctrl-C: its exit status asks the scheduler for a requeue
+        self.signum = signum if self.signum in (0, signal.SIGINT) else self.signum
 
     @staticmethod
     def ignore_from_now_on():

@@ -24,17 +24,21 @@ from gandist.draws import Draws
 from gandist.metrics.evaluator import Evaluator
 from gandist.metrics.registry import MetricError
 from gandist.training import checkpoint, run_dir
+from gandist.training.disk import DiskFull, Room, writing
 from gandist.training.ema import generator_for_use
+from gandist.training.lock import RunDirBusy
 from gandist.training.reporting import Reporter, startup_rows
 from gandist.training.step import Stepper, build_models
 from gandist.training.tally import NonFiniteLoss
 
-# Exit statuses: 0 done; EXIT_ERROR (1) an error or a lost peer; cli.EXIT_USAGE (2) a bad config, checkpoint
-# or data; EXIT_DIVERGED; EXIT_REQUEUE after a signal-triggered checkpoint (the SLURM script requeues
-# the job on it; rank 0 also leaves run_dir.PREEMPTED, for launchers such as torchrun that do not pass
-# their workers' exit status on).
+# Exit statuses: 0 done; EXIT_ERROR (1) an error, a lost peer or a full disk; cli.EXIT_USAGE (2) a bad config,
+# checkpoint or data, or a run directory in use; EXIT_DIVERGED; EXIT_INTERRUPTED after Ctrl-C's checkpoint;
+# EXIT_REQUEUE after a checkpoint asked for by SIGTERM or SIGUSR1 (the SLURM script requeues the job on it;
+# rank 0 also leaves run_dir.PREEMPTED, for launchers such as torchrun that do not pass their workers' exit
+# status on).
 EXIT_DIVERGED = 3  # train.max_bad_steps non-finite steps in a row
 EXIT_REQUEUE = 75
+EXIT_INTERRUPTED = 130  # Ctrl-C, after the checkpoint it asked for (the shell's status for a SIGINT)
 
 
 def run(cfg) -> int:
@@ -43,60 +47,74 @@ def run(cfg) -> int:
     world, rank, out = acc.num_processes, acc.process_index, Path(cfg.output.dir)
     config.check_world_size(cfg, world)
     feed = make_feed(cfg, rank, world, acc.device)  # checks the data against the config: before any file is touched
-    resume_from = run_dir.open_run(cfg, acc)
-    if cfg.train.fp64:
-        torch.set_default_dtype(torch.float64)
-    models = build_models(cfg, acc)
-    on_device = on_gpu(cfg.perf.noise_on_device, acc.device)
-    stepper = Stepper(cfg, acc, models, feed, Draws(cfg.train.seed, cfg.train.batch_size, rank, world, acc.device, on_device))
-    start, note = checkpoint.restore(cfg, acc, resume_from, models, stepper.counters, feed) if resume_from else (0, "")
-    ranks = run_dir.start(cfg, acc, out, start)
-    # a with block: however the loop ends, rank 0's progress bar stops (it hides the terminal's cursor while it runs)
-    with Reporter(cfg, acc, out, start) as report:
-        report.print(f"gandist {__version__}: {cfg.variant} on {world} process(es), {acc.device.type}")
-        report.panel(f"gandist: {cfg.variant}", startup_rows(cfg, acc, models, feed, ranks, start, note, out))
-        # Built before the first step so a missing Inception weights file stops the run at once.
-        evaluator = Evaluator(cfg, acc.device, rank, world).prepare() if cfg.eval.metrics else None
-        last, stopping = cfg.train.steps, 0
-        for step in range(start, last):
-            stepper.round(step)
-            done = step + 1
-            logging = done % cfg.train.log_every == 0 or done == last
-            saving = done % cfg.checkpoint.every == 0 or done == last
-            if logging or saving:
-                # The one place a round's device-side tallies reach the host (gandist.training.tally); all ranks, same answers.
-                signum = stepper.tally.sync(stop.signum)
-                stopping = signum if done < last else 0
-            if logging:
-                report.log_round(done, stepper.tally.means(report.rates(done, feed)), stepper.counters)
-            report.advance(done)
-            if acc.is_main_process and (done % cfg.train.sample_every == 0 or done == last):
-                report.grid(done, generator_for_use(cfg, models, done, acc.device))
-            if evaluator and ((cfg.eval.every and done % cfg.eval.every == 0) or done == last):
-                # every rank takes part; the same scores everywhere
-                report.scores(done, evaluator(generator_for_use(cfg, models, done, acc.device)))
-            if saving or stopping:
-                path = checkpoint.save_training(acc, cfg, done, models, stepper.counters, feed)
-                report.print(f"checkpoint {path}" if path else f"[yellow]step {done}: the weights are not finite; no "
-                             f"checkpoint saved (the last good one is {checkpoint.latest(out)})")
-            if stopping:
-                saved = (f"checkpoint {path} saved at step {done}" if path
-                         else f"last checkpoint {checkpoint.latest(out)}")
-                report.print(f"{signal.Signals(stopping).name} received: {saved}; exiting with {EXIT_REQUEUE} so the "
-                             f"job can be requeued")
-                if acc.is_main_process:
-                    run_dir.mark_preempted(out, done, stopping, path)
-                break
+    # One writer: rank 0 holds <output.dir>/lock.json until the run ends; a second run stops here, touching nothing.
+    with run_dir.locked(cfg, acc) as lock:
+        resume_from = run_dir.open_run(cfg, acc)
+        if cfg.train.fp64:
+            torch.set_default_dtype(torch.float64)
+        models = build_models(cfg, acc)
+        on_device = on_gpu(cfg.perf.noise_on_device, acc.device)
+        draws = Draws(cfg.train.seed, cfg.train.batch_size, rank, world, acc.device, on_device)
+        stepper = Stepper(cfg, acc, models, feed, draws)
+        start, note = (checkpoint.restore(cfg, acc, resume_from, models, stepper.counters, feed) if resume_from
+                       else (0, ""))
+        ranks = run_dir.start(cfg, acc, out, start)
+        # a with block: however the loop ends, rank 0's progress bar stops (it hides the terminal's cursor)
+        with Reporter(cfg, acc, out, start) as report:
+            report.print(f"gandist {__version__}: {cfg.variant} on {world} process(es), {acc.device.type}")
+            report.panel(f"gandist: {cfg.variant}", startup_rows(cfg, acc, models, feed, ranks, start, note, out))
+            room = Room(out, models, cfg.checkpoint.keep, report.print, acc.is_main_process)  # warns when disk is low
+            # Built before the first step so a missing Inception weights file stops the run at once.
+            evaluator = Evaluator(cfg, acc.device, rank, world).prepare() if cfg.eval.metrics else None
+            last, stopping = cfg.train.steps, 0
+            for step in range(start, last):
+                stepper.round(step)
+                done = step + 1
+                logging = done % cfg.train.log_every == 0 or done == last
+                saving = done % cfg.checkpoint.every == 0 or done == last
+                if logging or saving:
+                    # The one place a round's device-side tallies reach the host (training/tally.py); all ranks agree.
+                    signum = stepper.tally.sync(stop.signum)
+                    stopping = signum if done < last else 0
+                    if lock is not None and lock.lost:  # we were taken for dead and another run took over
+                        raise RunDirBusy(f"output.dir {out}: {lock.lost}; this run stops without writing more")
+                if logging:
+                    report.log_round(done, stepper.tally.means(report.rates(done, feed)), stepper.counters)
+                report.advance(done)
+                if acc.is_main_process and (done % cfg.train.sample_every == 0 or done == last):
+                    report.grid(done, generator_for_use(cfg, models, done, acc.device))
+                if evaluator and ((cfg.eval.every and done % cfg.eval.every == 0) or done == last):
+                    # every rank takes part; the same scores everywhere
+                    report.scores(done, evaluator(generator_for_use(cfg, models, done, acc.device)))
+                if saving or stopping:
+                    path, took = room.save(done, lambda: checkpoint.save_training(acc, cfg, done, models,
+                                                                                  stepper.counters, feed))
+                    report.print(f"checkpoint {path} ({took})" if path else f"[yellow]step {done}: the weights are "
+                                 f"not finite; no checkpoint saved (the last good one is {checkpoint.latest(out)})")
+                if stopping:
+                    report.print(stop_line(stopping, done, path, out))
+                    if acc.is_main_process and stopping != signal.SIGINT:
+                        run_dir.mark_preempted(out, done, stopping, path)
+                    break
 
-        finished = not stopping
-        if finished and acc.is_main_process:
-            generator_for_use(cfg, models, last, acc.device)  # the EMA's statistics, for its final weights
-            trained.export_final(cfg, models)
-            report.refresh()
-            report.summary(last, [("final weights", f"{out / 'final'}"), ("sample grids", f"{out / 'samples'} "
-                                  f"(progress.gif: the fixed noise over training)"), ("plots", f"{out / 'plots'}")])
+            finished = not stopping
+            if finished and acc.is_main_process:
+                generator_for_use(cfg, models, last, acc.device)  # the EMA's statistics, for its final weights
+                with writing("the final weights", out / "final", room.needed, cfg.checkpoint.keep, out):
+                    trained.export_final(cfg, models)
+                report.refresh()
+                report.summary(last, [("final weights", f"{out / 'final'}"), ("sample grids", f"{out / 'samples'} "
+                                      f"(progress.gif: the fixed noise over training)"), ("plots", f"{out / 'plots'}")])
     acc.end_training()
-    return 0 if finished else EXIT_REQUEUE
+    return 0 if finished else EXIT_INTERRUPTED if stopping == signal.SIGINT else EXIT_REQUEUE
+
+
+def stop_line(signum: int, done: int, path: Path | None, out: Path) -> str:
+    """What a stopped run says last: where its work is, and how it goes on."""
+    saved = f"checkpoint {path} saved at step {done}" if path else f"last checkpoint {checkpoint.latest(out)}"
+    if signum == signal.SIGINT:
+        return f"Ctrl-C: {saved}; to continue, run the same command with train.resume=auto"
+    return f"{signal.Signals(signum).name} received: {saved}; exiting with {EXIT_REQUEUE} so the job can be requeued"
 
 
 def lost_peer(e: BaseException) -> bool:
@@ -118,6 +136,11 @@ def train(cfg) -> int:
               f"{checkpoint.latest(cfg.output.dir)} (try a lower learning rate from there, e.g. with "
               f"train.resume=PATH)", file=sys.stderr)
         return EXIT_DIVERGED
+    except DiskFull as e:
+        print(f"gandist: error ({where()}): {e}", file=sys.stderr)
+        if torch.distributed.is_initialized() and torch.distributed.get_world_size() > 1:
+            abandon(EXIT_ERROR)  # the other ranks wait in a collective this rank will not join
+        return EXIT_ERROR
     except Exception as e:
         if not lost_peer(e):
             raise
@@ -146,6 +169,9 @@ def main(argv=None) -> int:
     try:
         return run_command("gandist", lambda: train(config.load(args.config, args.overrides)),
                            (ConfigError, checkpoint.CheckpointError, MetricError))
+    except KeyboardInterrupt:  # Ctrl-C before training listens for it (while starting): nothing to save yet
+        print(f"gandist ({where()}): Ctrl-C while starting: stopped; nothing was trained", file=sys.stderr)
+        return EXIT_INTERRUPTED
     finally:
         shutdown()
 

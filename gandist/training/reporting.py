@@ -25,6 +25,7 @@ from gandist import config
 from gandist.distributed import generator, on_gpu
 from gandist.metrics.inception import quantise
 from gandist.training import plots
+from gandist.training.disk import writing
 from gandist.training.run_dir import METRICS
 from gandist.training.step import optimizer_impl
 from gandist.utils.console import progress_bar
@@ -32,6 +33,7 @@ from gandist.utils.files import atomic_path
 from gandist.variants import VARIANTS
 
 TENSORBOARD = "tensorboard"  # <output.dir>/tensorboard/<run name>/: `tensorboard --logdir runs` finds every run
+PLOTS_BYTES = 2 << 20  # about what plots/ and progress.gif take when redrawn: the room a redraw needs
 
 
 class Reporter:
@@ -131,7 +133,9 @@ class Reporter:
         G.eval()
         images = torch.cat([G(z[i:i + 256], None if y is None else y[i:i + 256]) for i in range(0, len(z), 256)])
         G.train(was)
-        grid = save_grid(images, self.run_dir / "samples" / f"step_{step:06d}.png", self.nrow)
+        path = self.run_dir / "samples" / f"step_{step:06d}.png"
+        with writing("the sample grid", path, images.numel(), self.cfg.checkpoint.keep, self.run_dir):
+            grid = save_grid(images, path, self.nrow)
         if self.cfg.log.trackers:
             for tracker in self.acc.trackers:
                 if hasattr(tracker, "log_images"):
@@ -140,7 +144,8 @@ class Reporter:
 
     def refresh(self):
         """Rank 0: redraw the plots and the progress GIF from what is on disk now."""
-        plots.refresh(self.run_dir, f"{self.cfg.variant}: {self.run_dir.name}")
+        with writing("the plots", self.run_dir / "plots", PLOTS_BYTES, self.cfg.checkpoint.keep, self.run_dir):
+            plots.refresh(self.run_dir, f"{self.cfg.variant}: {self.run_dir.name}")
 
     def summary(self, done: int, rows: list[tuple[str, str]]):
         """Rank 0, at the end: time, mean throughput, the last losses and scores, and where things are."""

@@ -53,18 +53,18 @@ class Job:
     process per rank started directly with RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT)."""
 
     def __init__(self, out: Path, *overrides: str, nproc: int = 1, launcher: str = "python",
-                 torchrun_args: tuple = ()):
+                 torchrun_args: tuple = (), extra_env: dict | None = None):
         self.out, self.procs, self.logs, self.launcher = Path(out), [], [], launcher
         if launcher == "ranks":
             port = free_port()
             cmds = [(train_cmd(out, *overrides), env(RANK=r, WORLD_SIZE=nproc, LOCAL_RANK=r, LOCAL_WORLD_SIZE=nproc,
-                                                     MASTER_ADDR="127.0.0.1", MASTER_PORT=port))
+                                                     MASTER_ADDR="127.0.0.1", MASTER_PORT=port, **(extra_env or {})))
                     for r in range(nproc)]
         else:
             cmd = train_cmd(out, *overrides, nproc=nproc, launcher=launcher)
             if torchrun_args:
                 cmd[1:1] = list(torchrun_args)
-            cmds = [(cmd, env())]
+            cmds = [(cmd, env(**(extra_env or {})))]
         for cmd, e in cmds:
             log = self.out.parent / f"{self.out.name}.{next(_logs)}.log"
             self.logs.append(log)

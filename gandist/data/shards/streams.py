@@ -86,9 +86,10 @@ class EvalStream(IterableDataset):
 
 
 def _ignore_stop_signals(worker_id: int):
-    # SLURM signals every process of a step; the training process decides when to stop (at a step
-    # boundary, after a checkpoint), so its loader workers must not die of SIGTERM / SIGUSR1 first.
-    for s in (signal.SIGTERM, signal.SIGUSR1):
+    # SLURM signals every process of a step, and a terminal's Ctrl-C every process in its foreground group;
+    # the training process decides when to stop (at a step boundary, after a checkpoint), so its loader
+    # workers must not die of SIGTERM / SIGUSR1 / SIGINT first.
+    for s in (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT):
         signal.signal(s, signal.SIG_IGN)
 
 
