@@ -14,6 +14,9 @@ import os
 import signal
 import socket
 import sys
+import threading
+import time
+import uuid
 import zlib
 from typing import NoReturn
 
@@ -62,6 +65,17 @@ def generator(seed: int, step: int, purpose: str) -> torch.Generator:
 def share(n: int, rank: int, world: int) -> range:
     """This rank's contiguous rows of n (sizes differ by at most one; equal when world divides n)."""
     return range(rank * n // world, (rank + 1) * n // world)
+
+
+def elastic_world_sizes() -> list[int]:
+    """Every world size this job may take: GANDIST_ELASTIC_NODES=MIN:MAX (set by launch/elastic.sh and
+    slurm/elastic.sh) times this node's processes; none when the job is not elastic."""
+    nodes = os.environ.get("GANDIST_ELASTIC_NODES", "")
+    lo, _, hi = nodes.partition(":")
+    if not (lo.isdigit() and (hi or lo).isdigit()):
+        return []
+    per_node = int(os.environ.get("LOCAL_WORLD_SIZE", 1))
+    return [n * per_node for n in range(int(lo), int(hi or lo) + 1)]
 
 
 def world_size() -> int:
@@ -163,3 +177,66 @@ class StopFlag:
         and main also runs inside other programs (the tests)."""
         for s in StopFlag.SIGNALS:
             signal.signal(s, signal.SIG_IGN)
+
+
+class PeerWatch:
+    """Finds a hung peer in about train.hang_timeout_s, whatever the collectives are doing.
+
+    A lost node shows itself at once (its connections close), but a hung one (a GPU fault, a stalled
+    filesystem) only when a collective times out, and that timeout (train.timeout_s) must stay long enough
+    for saves and evaluation.  So each rank's thread bumps a counter of its own in the process group's store
+    every hang_timeout_s / 10 seconds and reads the others'; a counter that has not moved for hang_timeout_s
+    (on this rank's own clock: no clock is compared across hosts) names the silent rank and its host, and this
+    rank ends with status 1, so that an elastic agent restarts the group without the silent node."""
+
+    def __init__(self, hang_timeout_s: float, rank: int, world: int):
+        self.timeout_s, self.rank, self.world = hang_timeout_s, rank, world
+        self._stop = threading.Event()
+        self._thread = None
+        if world < 2 or not dist.is_initialized():
+            return
+        self.store = dist.distributed_c10d._get_default_store()
+        # a prefix of this start's own: keys of an earlier start of the group (an elastic restart) are not read
+        self.prefix = f"gandist/alive/{broadcast_object(uuid.uuid4().hex)}/"
+        self.store.set(f"{self.prefix}host/{rank}", where(rank))
+        self.store.set(f"{self.prefix}{rank}", "0")
+        self._thread = threading.Thread(target=self._watch, name="gandist-peer-watch", daemon=True)
+        self._thread.start()
+
+    def _watch(self):
+        every = min(max(self.timeout_s / 10, 0.2), 5.0)
+        last: dict[int, tuple[str, float]] = {}  # rank -> (its counter, when it last moved)
+        beats = 0
+        while not self._stop.wait(every):
+            beats += 1
+            try:
+                self.store.set(f"{self.prefix}{self.rank}", str(beats))
+                for r in range(self.world):
+                    key = f"{self.prefix}{r}"
+                    if r == self.rank or not self.store.check([key]):
+                        continue
+                    value, now = self.store.get(key).decode(), time.monotonic()
+                    if value == "done":
+                        continue
+                    if r not in last or last[r][0] != value:
+                        last[r] = (value, now)
+                    elif now - last[r][1] > self.timeout_s:
+                        host = self.store.get(f"{self.prefix}host/{r}").decode()
+                        print(f"gandist: error ({where()}): {host} has been silent for {now - last[r][1]:.0f} s "
+                              f"(train.hang_timeout_s={self.timeout_s:g}): it hung or its node is lost; this rank "
+                              f"stops so that the run can go on without it (an elastic launcher restarts it)",
+                              file=sys.stderr)
+                        abandon(1)
+            except Exception:  # the store's host is gone: the collectives will say so
+                continue
+
+    def close(self):
+        """This rank is done: the others stop watching it."""
+        if self._thread is None:
+            return
+        self._stop.set()
+        self._thread.join()
+        try:
+            self.store.set(f"{self.prefix}{self.rank}", "done")
+        except Exception:
+            pass

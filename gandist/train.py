@@ -19,15 +19,17 @@ from gandist.backends.ddp import make_accelerator
 from gandist.cli import EXIT_ERROR, ConfigError, first_line, run_command
 from gandist.config.help import print_help
 from gandist.data.feed import make_feed
-from gandist.distributed import StopFlag, abandon, on_gpu, shutdown, where
+from gandist.distributed import PeerWatch, StopFlag, abandon, elastic_world_sizes, on_gpu, shutdown, where
 from gandist.draws import Draws
 from gandist.metrics.evaluator import Evaluator
 from gandist.metrics.registry import MetricError
 from gandist.training import checkpoint, run_dir
-from gandist.training.disk import DiskFull, Room, writing
+from gandist.training.disk import DiskFull, writing
 from gandist.training.ema import generator_for_use
+from gandist.training.history import History, last_logged
 from gandist.training.lock import RunDirBusy
 from gandist.training.reporting import Reporter, startup_rows
+from gandist.training.saves import Saves
 from gandist.training.step import Stepper, build_models
 from gandist.training.tally import NonFiniteLoss
 
@@ -45,7 +47,8 @@ def run(cfg) -> int:
     stop = StopFlag()
     acc = make_accelerator(cfg)
     world, rank, out = acc.num_processes, acc.process_index, Path(cfg.output.dir)
-    config.check_world_size(cfg, world)
+    config.check_world_size(cfg, world, elastic_world_sizes())
+    watch = PeerWatch(cfg.train.hang_timeout_s, rank, world)  # a hung peer is found in hang_timeout_s
     feed = make_feed(cfg, rank, world, acc.device)  # checks the data against the config: before any file is touched
     # One writer: rank 0 holds <output.dir>/lock.json until the run ends; a second run stops here, touching nothing.
     with run_dir.locked(cfg, acc) as lock:
@@ -58,12 +61,15 @@ def run(cfg) -> int:
         stepper = Stepper(cfg, acc, models, feed, draws)
         start, note = (checkpoint.restore(cfg, acc, resume_from, models, stepper.counters, feed) if resume_from
                        else (0, ""))
+        before = last_logged(out)  # the last step logged before this start: read before the start trims metrics.jsonl
         ranks = run_dir.start(cfg, acc, out, start)
+        history = History(out, start, world, ranks, resume_from, before, acc.is_main_process)
         # a with block: however the loop ends, rank 0's progress bar stops (it hides the terminal's cursor)
         with Reporter(cfg, acc, out, start) as report:
             report.print(f"gandist {__version__}: {cfg.variant} on {world} process(es), {acc.device.type}")
-            report.panel(f"gandist: {cfg.variant}", startup_rows(cfg, acc, models, feed, ranks, start, note, out))
-            room = Room(out, models, cfg.checkpoint.keep, report.print, acc.is_main_process)  # warns when disk is low
+            saves = Saves(out, models, cfg, report.print, acc.is_main_process)  # warns when the disk is low
+            report.panel(f"gandist: {cfg.variant}", startup_rows(cfg, acc, models, feed, ranks, start, note, out)
+                         + [("a failure costs", saves.at_most_lost(cfg.checkpoint.every))])
             # Built before the first step so a missing Inception weights file stops the run at once.
             evaluator = Evaluator(cfg, acc.device, rank, world).prepare() if cfg.eval.metrics else None
             last, stopping = cfg.train.steps, 0
@@ -74,20 +80,21 @@ def run(cfg) -> int:
                 saving = done % cfg.checkpoint.every == 0 or done == last
                 if logging or saving:
                     # The one place a round's device-side tallies reach the host (training/tally.py); all ranks agree.
-                    signum = stepper.tally.sync(stop.signum)
-                    stopping = signum if done < last else 0
+                    signum = stepper.tally.sync(stop.signum, saves.due())
+                    stopping, saving = (signum if done < last else 0), saving or stepper.tally.save_due
                     if lock is not None and lock.lost:  # we were taken for dead and another run took over
                         raise RunDirBusy(f"output.dir {out}: {lock.lost}; this run stops without writing more")
                 if logging:
                     report.log_round(done, stepper.tally.means(report.rates(done, feed)), stepper.counters)
                 report.advance(done)
+                history.first_step()
                 if acc.is_main_process and (done % cfg.train.sample_every == 0 or done == last):
                     report.grid(done, generator_for_use(cfg, models, done, acc.device))
                 if evaluator and ((cfg.eval.every and done % cfg.eval.every == 0) or done == last):
                     # every rank takes part; the same scores everywhere
                     report.scores(done, evaluator(generator_for_use(cfg, models, done, acc.device)))
                 if saving or stopping:
-                    path, took = room.save(done, lambda: checkpoint.save_training(acc, cfg, done, models,
+                    path, took = saves.save(done, lambda: checkpoint.save_training(acc, cfg, done, models,
                                                                                   stepper.counters, feed))
                     report.print(f"checkpoint {path} ({took})" if path else f"[yellow]step {done}: the weights are "
                                  f"not finite; no checkpoint saved (the last good one is {checkpoint.latest(out)})")
@@ -100,11 +107,14 @@ def run(cfg) -> int:
             finished = not stopping
             if finished and acc.is_main_process:
                 generator_for_use(cfg, models, last, acc.device)  # the EMA's statistics, for its final weights
-                with writing("the final weights", out / "final", room.needed, cfg.checkpoint.keep, out):
+                with writing("the final weights", out / "final", saves.needed, cfg.checkpoint.keep, out):
                     trained.export_final(cfg, models)
                 report.refresh()
-                report.summary(last, [("final weights", f"{out / 'final'}"), ("sample grids", f"{out / 'samples'} "
-                                      f"(progress.gif: the fixed noise over training)"), ("plots", f"{out / 'plots'}")])
+                report.summary(last, history.summary() + [
+                    ("final weights", f"{out / 'final'}"),
+                    ("sample grids", f"{out / 'samples'} (progress.gif: the fixed noise over training)"),
+                    ("plots", f"{out / 'plots'}")])
+    watch.close()
     acc.end_training()
     return 0 if finished else EXIT_INTERRUPTED if stopping == signal.SIGINT else EXIT_REQUEUE
 

@@ -49,8 +49,9 @@ FIRST_BUCKET, BUCKET_CAP = MIB, 25 * MIB  # DDP's defaults; accelerate passes no
 SCALAR_BYTES = 8  # gandist.training.tally reduces float64
 REPORTER_SUMS = ("images_per_sec", "data_skipped")  # Reporter.rates, summed with the logged means (Tally.means)
 # Tally.sync's max all-reduce: the non-finite and scaler-skipped totals, D's and G's streaks and worst streaks,
-# the stop signal (tests/unit/test_bench_comm.py checks it against a run's collectives)
-COUNTERS = 7
+# whether a time-based checkpoint is due, the stop signal (tests/unit/test_bench_comm.py checks it against a
+# run's collectives)
+COUNTERS = 8
 
 
 # -- counting one round -------------------------------------------------------------------------------

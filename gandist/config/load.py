@@ -246,10 +246,16 @@ def _check_deepspeed(cfg: Config, where: str):
                           f"deepspeed extra: {EXTRA} ({where})")
 
 
-def check_world_size(cfg: Config, world_size: int):
+def check_world_size(cfg: Config, world_size: int, elastic: list[int] = ()):
+    """The global batch splits evenly over this world size and over every other one an elastic job may take."""
     if cfg.train.batch_size % world_size:
         raise ConfigError(f"train.batch_size: {cfg.train.batch_size} is not divisible by the world size "
                           f"{world_size}; the global batch is split evenly across processes")
+    bad = [w for w in elastic if cfg.train.batch_size % w]
+    if bad:
+        raise ConfigError(f"train.batch_size: {cfg.train.batch_size} does not split over world size(s) "
+                          f"{', '.join(map(str, bad))}, which this elastic job may take (GANDIST_ELASTIC_NODES x "
+                          f"processes per node); choose one that every world size of {elastic} divides")
 
 
 def to_dict(cfg: Config) -> dict:

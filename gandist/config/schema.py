@@ -115,7 +115,11 @@ class TrainConfig:
                                                    "separately) before the run stops")
     log_every: int = _f(10, min=1, help="steps between metrics.jsonl rows")
     sample_every: int = _f(200, min=1, help="steps between sample grids")
-    timeout_s: int = _f(600, min=1, help="process-group timeout: a dead rank makes the others fail after this")
+    timeout_s: int = _f(600, min=1, help="process-group timeout: a collective that waits longer fails (keep it "
+                                         "above the longest save or evaluation)")
+    hang_timeout_s: float = _f(90.0, min=1.0, help="a rank whose heartbeat (a thread, beside the collectives) is "
+                               "silent this long is taken for hung: the others stop, naming it, so that an elastic "
+                               "launcher restarts without it")
     device: str = _f("auto", choices=("auto", "cpu", "cuda"), help="auto: the GPU when there is one")
     fp64: bool = _f(False, help="train in float64: for numerical checks (world-size invariance), slow")
     backend: str = _f("ddp", choices=("ddp", "deepspeed"),
@@ -164,6 +168,9 @@ class DeepSpeedConfig:
 class CheckpointConfig:
     every: int = _f(500, min=1, help="steps between checkpoints (also at the end and on a stop signal)")
     keep: int = _f(2, min=1, help="newest checkpoints kept")
+    every_minutes: float = _f(0.0, min=0.0, help="also checkpoint when this many minutes have passed since the "
+                              "last save (agreed at a log step); 0 = by steps only. Rule: about sqrt(2 x save time "
+                              "x mean time between failures)")
 
 
 @dataclass

@@ -12,7 +12,6 @@ from __future__ import annotations
 import errno
 import os
 import shutil
-import time
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -98,31 +97,3 @@ def warn_if_low(path: str | Path, needed: int, saves: int, say) -> bool:
         f"(free space, or lower checkpoint.keep)")
     return True
 
-
-class Room:
-    """The run's checkpoints against the space left: a warning at start when fewer than two fit, and before a
-    save when the next may not fit; each save timed and measured, and its failure for lack of space made
-    a DiskFull with its partial directory removed."""
-
-    def __init__(self, run_dir: Path, models, keep: int, say, main: bool):
-        newest = checkpoint.latest(run_dir)
-        self.run_dir, self.keep, self.say, self.main = run_dir, keep, say, main
-        self.needed = size(newest) if newest else estimate_checkpoint(models)
-        if main:
-            warn_if_low(run_dir, self.needed, 2, say)
-
-    def save(self, step: int, save) -> tuple[Path | None, str]:
-        """`save()` (collective) for the checkpoint of `step`; its path (None: not saved) and 'size, seconds'."""
-        # where checkpoint.save writes before the rename that completes it
-        tmp = checkpoint.checkpoints_dir(self.run_dir) / f"{checkpoint.SCRATCH[0]}step_{step:08d}"
-        if self.main:
-            warn_if_low(self.run_dir, self.needed, 1, self.say)
-        t0 = time.perf_counter()
-        with writing("checkpoint", tmp, self.needed, self.keep, self.run_dir,
-                     cleanup=lambda: shutil.rmtree(tmp, ignore_errors=True)):
-            path = save()
-        took = time.perf_counter() - t0
-        if path is None:
-            return None, ""
-        self.needed = size(path)
-        return path, f"{human(self.needed)}, {took:.1f} s"

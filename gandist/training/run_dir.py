@@ -27,6 +27,7 @@ from gandist.utils.files import atomic_path, write_json_atomic, write_text_atomi
 
 PREEMPTED = "preempted.json"  # left by a run stopped by a signal, for launchers that drop exit statuses
 METRICS = "metrics.jsonl"
+HISTORY = "history.jsonl"  # the run's starts (training/history.py)
 
 
 @contextmanager
@@ -86,6 +87,7 @@ def prepare(cfg, run_dir: Path, resume_from: Path | None):
     if cfg.train.resume == "no" and cfg.train.overwrite:
         shutil.rmtree(checkpoint.checkpoints_dir(run_dir), ignore_errors=True)
         (run_dir / METRICS).unlink(missing_ok=True)
+        (run_dir / HISTORY).unlink(missing_ok=True)
     if resume_from is not None and cfg.train.overwrite:
         checkpoint.remove_after(run_dir, checkpoint.read_trainer_state(resume_from)["step"])
     (run_dir / PREEMPTED).unlink(missing_ok=True)

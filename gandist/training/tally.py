@@ -43,6 +43,7 @@ class Tally:
         self._counts = None  # made from `counters` at the first count, so a restored run starts from its checkpoint's
         self._sums: dict[tuple, torch.Tensor] = {}  # for each set of logged keys: their values summed over steps
         self._n: dict[tuple, int] = {}
+        self.save_due = False  # agreed at the last sync: checkpoint.every_minutes have passed
 
     # -- in a round: device work only ------------------------------------------------------------------
     def add(self, stats: dict[str, torch.Tensor]) -> None:
@@ -72,12 +73,15 @@ class Tally:
         return self._counts
 
     # -- at log and checkpoint steps: the host reads ---------------------------------------------------
-    def sync(self, signum: int) -> int:
+    def sync(self, signum: int, save_due: bool = False) -> int:
         """Collective: bring the counters to the host (the same on every rank) and agree on a stop signal
-        (the highest any rank received, else 0).  Raises NonFiniteLoss if a guarded step was non-finite
-        train.max_bad_steps times in a row since the last sync."""
+        (the highest any rank received, else 0) and on whether a time-based checkpoint is due (any rank's
+        clock says so: `self.save_due`), in the same all-reduce.  Raises NonFiniteLoss if a guarded step was
+        non-finite train.max_bad_steps times in a row since the last sync."""
         c = self._device_counts()
-        values = reduce_max(torch.cat([c, torch.tensor([float(signum)], dtype=torch.float64, device=c.device)]))
+        host = torch.tensor([float(save_due), float(signum)], dtype=torch.float64, device=c.device)
+        values = reduce_max(torch.cat([c, host]))
+        self.save_due = bool(values[-2])
         n = len(GUARDED)
         streaks, worst = values[STREAK:STREAK + n], values[WORST:WORST + n]
         self.counters.bad_total, self.counters.skipped_by_scaler = int(values[BAD]), int(values[SKIPPED])

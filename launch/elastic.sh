@@ -1,0 +1,91 @@
+#!/usr/bin/env bash
+# Elastic gandist training, one node: torchrun with --nnodes=MIN:MAX, joining the run's c10d rendezvous at a
+# standalone store.  Start it on every node.  A lost node costs the others one restart each: they continue
+# from the newest checkpoint at the smaller world size (at a fixed global batch the weights do not depend on
+# the world size).  A node started again later joins: the others checkpoint (torchrun's SIGTERM on a
+# membership change), and all continue at the larger size.  A hung node is found within train.hang_timeout_s.
+#
+#   python launch/store.py --port 29400 &          # once, on a host that is not a training node
+#   GANDIST_RDZV_ENDPOINT=submit-host:29400 GANDIST_RDZV_ID=celeba-gp GANDIST_ELASTIC_NODES=2:4 \
+#       launch/elastic.sh --config configs/wgan_gp_celeba.yaml train.steps=200000      # on each node
+#
+# Settings from the environment:
+#   GANDIST_RDZV_ENDPOINT     HOST:PORT of the rendezvous store (required; launch/store.py)
+#   GANDIST_RDZV_ID           the run's id: the same on every node of this run, another for another run (required)
+#   GANDIST_ELASTIC_NODES     MIN:MAX nodes (default 1:2); training runs while at least MIN are up
+#   GANDIST_PROCS_PER_NODE    processes per node (default: the GPUs, else 1)
+#   GANDIST_MAX_RESTARTS      restarts of this node's workers before it gives up (default 10): every membership
+#                             change, a loss or a rejoin, costs one on every node; running out ends the job
+#   GANDIST_SHUTDOWN_TIMEOUT  seconds a worker is given to stop after torchrun's signal before SIGKILL
+#                             (default 300): it must reach the next log step and save a checkpoint
+#   GANDIST_RDZV_CONF         more rendezvous settings, e.g. last_call_timeout=10 (default last_call_timeout=5)
+# Exit status: 0 done; 75 stopped by SIGTERM/SIGUSR1 with a checkpoint (requeue); 1 failed (the newest
+# checkpoint is named; run it again to continue).
+set -uo pipefail
+
+die() { echo "launch/elastic.sh: error: $*" >&2; exit 2; }
+
+[ -n "${GANDIST_RDZV_ENDPOINT:-}" ] || die "set GANDIST_RDZV_ENDPOINT=HOST:PORT, the rendezvous store started with" \
+    "'python launch/store.py --port PORT' on a host that is not a training node"
+[ -n "${GANDIST_RDZV_ID:-}" ] || die "set GANDIST_RDZV_ID: one id per run, the same on each of its nodes"
+NODES=${GANDIST_ELASTIC_NODES:-1:2}
+[[ "$NODES" =~ ^[1-9][0-9]*:[1-9][0-9]*$ ]] || die "GANDIST_ELASTIC_NODES=$NODES: expected MIN:MAX, e.g. 1:2"
+export GANDIST_ELASTIC_NODES=$NODES  # gandist.train checks train.batch_size against every world size in range
+if [ -n "${GANDIST_PROCS_PER_NODE:-}" ]; then
+    PROCS=$GANDIST_PROCS_PER_NODE
+elif command -v nvidia-smi >/dev/null 2>&1 && [ "$(nvidia-smi -L 2>/dev/null | grep -c '^GPU')" -gt 0 ]; then
+    PROCS=$(nvidia-smi -L | grep -c '^GPU')
+else
+    PROCS=1
+fi
+PY=${GANDIST_PYTHON:-python3}
+HERE=$(cd "$(dirname "$0")/.." && pwd)
+[ -x "$HERE/.venv/bin/torchrun" ] && export PATH="$HERE/.venv/bin:$PATH" && PY=python
+
+# The run directory (and a bad config refused here, before torchrun starts anything)
+RUN_DIR=$("$PY" - "$@" <<'PY'
+import argparse, sys
+from gandist import config
+p = argparse.ArgumentParser()
+p.add_argument("--config")
+p.add_argument("overrides", nargs="*")
+a = p.parse_args(sys.argv[1:])
+try:
+    print(config.load(a.config, a.overrides).output.dir)
+except config.ConfigError as e:
+    sys.exit(f"launch/elastic.sh: error: {e}")
+PY
+) || exit 2
+newest() { local f n=""; for f in "$RUN_DIR"/checkpoints/step_*/trainer.json; do [ -e "$f" ] && n=${f%/trainer.json}; done; echo "${n:-none}"; }
+
+RESTARTS=${GANDIST_MAX_RESTARTS:-10}
+# torch shares one TCP store per rendezvous, hosted by group rank 0, but a node that was rank 0 in an earlier
+# round keeps pointing at its own old one when another node becomes rank 0 (a rejoin): both then wait 60 s
+# for each other and the round fails.  Without the sharing each round's store is found afresh.
+export TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1
+torchrun --nnodes="$NODES" --nproc-per-node="$PROCS" --rdzv-backend=c10d --rdzv-endpoint="$GANDIST_RDZV_ENDPOINT" \
+    --rdzv-id="$GANDIST_RDZV_ID" --rdzv-conf="is_host=false,${GANDIST_RDZV_CONF:-last_call_timeout=5}" \
+    --max-restarts="$RESTARTS" --signals-to-handle=SIGTERM,SIGINT,SIGHUP,SIGQUIT,SIGUSR1 \
+    --shutdown-timeout="${GANDIST_SHUTDOWN_TIMEOUT:-300}" -m gandist.train "$@" &
+LAUNCHER=$!
+forward() { kill -s "$1" "$LAUNCHER" 2>/dev/null; }  # torchrun passes it on to the workers and stops
+trap 'forward TERM' TERM
+trap 'forward USR1' USR1
+trap 'forward INT' INT
+while :; do
+    wait "$LAUNCHER"
+    RC=$?
+    if [ "$RC" -gt 128 ] && kill -0 "$LAUNCHER" 2>/dev/null; then continue; fi  # a trapped signal, not its end
+    break
+done
+if [ "$RC" -eq 0 ]; then
+    exit 0
+fi
+if [ -f "$RUN_DIR/preempted.json" ]; then  # rank 0 left it after a stop signal's checkpoint
+    echo "launch/elastic.sh: training stopped on a signal and saved $(newest): exit 75"
+    exit 75
+fi
+echo "launch/elastic.sh: error: training ended (torchrun exit $RC): a failure this node could not restart from," \
+     "or its $RESTARTS restarts (GANDIST_MAX_RESTARTS) were used up; the newest checkpoint is $(newest);" \
+     "start the nodes again to continue from it" >&2
+exit 1
