@@ -31,6 +31,16 @@
 #                             "--container-image=/shared/gandist.sqsh --container-workdir=/opt/gandist"
 #   GANDIST_TASK_PREFIX       command that wraps each node's task, e.g. "apptainer exec --nv gandist.sif"
 #
+# Elastic mode (README "Elastic training"): GANDIST_ELASTIC_NODES=MIN:MAX runs each node's task through
+# launch/elastic.sh (torchrun --nnodes=MIN:MAX): a lost node costs the others a restart from the newest
+# checkpoint, not the job, which goes on while MIN nodes remain.  Submit with --no-kill (SLURM keeps the job
+# when a node fails); the node tasks run with --kill-on-bad-exit=0.  SLURM never grows a running job: a
+# one-node job with the same GANDIST_RDZV_ID joins it (sbatch --nodes=1 --no-kill, GANDIST_RDZV_ID=<job id>).
+#   GANDIST_RDZV_ENDPOINT     HOST:PORT of the rendezvous store, on a host that is not a training node:
+#                             python launch/store.py --port PORT on the submit host (required in this mode)
+#   GANDIST_RDZV_ID           the run's rendezvous id (default: this job's id; a joining job gives the first's)
+#   GANDIST_MAX_RESTARTS, GANDIST_SHUTDOWN_TIMEOUT, GANDIST_RDZV_CONF: see launch/elastic.sh
+#
 #SBATCH --job-name=gandist
 #SBATCH --nodes=2                 # N: machines
 #SBATCH --ntasks-per-node=1       # keep at 1: the task runs accelerate launch, which starts a process per GPU
@@ -143,7 +153,13 @@ PY
     # mid-checkpoint); SLURM's own SIGKILL after KillWait still ends everything.  (PET_: torchrun's
     # --signals-to-handle, torch >= 2.8; TORCHELASTIC_: the same for older releases.)
     export PET_SIGNALS_TO_HANDLE=SIGINT,SIGHUP,SIGQUIT TORCHELASTIC_SIGNALS_TO_HANDLE=SIGINT,SIGHUP,SIGQUIT
-    ( trap '' USR1 TERM; exec accelerate launch --machine_rank "$SLURM_NODEID" "$@" ) &
+    if [ -n "${GANDIST_ELASTIC_NODES:-}" ]; then
+        # launch/elastic.sh's torchrun is the training processes' parent: the signals go to it, and it stops
+        # the workers itself (an elastic agent restarts workers that stop on their own)
+        ( trap '' USR1 TERM; exec bash launch/elastic.sh "${train_args[@]}" ) &
+    else
+        ( trap '' USR1 TERM; exec accelerate launch --machine_rank "$SLURM_NODEID" "$@" ) &
+    fi
     NODE_LAUNCHER=$!
     # This shell passes the signals on itself as well, to the launcher's children only: with
     # proctrack/pgid (or a signal to this task alone) they would not reach training otherwise.
@@ -269,8 +285,18 @@ read -r -a TASK_PREFIX <<<"${GANDIST_TASK_PREFIX:-}"
 NODE_LOG="$LOG_DIR/${SLURM_JOB_NAME:-gandist}-$SLURM_JOB_ID-run$((RESTART + 1))-node%n.log"
 MAX_REQUEUES=${GANDIST_MAX_REQUEUES:-100}
 
-say "run $((RESTART + 1)): $NNODES node(s) [$SLURM_JOB_NODELIST] x $PROCS process(es), rank 0 on $HEAD_NODE" \
-    "at $MAIN_ADDR:$MAIN_PORT ($RDZV rendezvous), config $CONFIG ${OVERRIDES[*]:-}"
+if [ -n "${GANDIST_ELASTIC_NODES:-}" ]; then
+    [ -n "${GANDIST_RDZV_ENDPOINT:-}" ] || die "GANDIST_ELASTIC_NODES needs GANDIST_RDZV_ENDPOINT=HOST:PORT: start" \
+        "'python launch/store.py --port PORT' on the submit host (not on a node the job may lose)"
+    export GANDIST_RDZV_ID=${GANDIST_RDZV_ID:-$SLURM_JOB_ID} GANDIST_PROCS_PER_NODE=$PROCS
+    KILL_ON_BAD_EXIT=0  # a lost node's task must not take the others down
+    say "run $((RESTART + 1)): elastic, $NNODES node(s) [$SLURM_JOB_NODELIST] x $PROCS process(es) joining" \
+        "rendezvous $GANDIST_RDZV_ID at $GANDIST_RDZV_ENDPOINT (nodes $GANDIST_ELASTIC_NODES), config $CONFIG ${OVERRIDES[*]:-}"
+else
+    KILL_ON_BAD_EXIT=1
+    say "run $((RESTART + 1)): $NNODES node(s) [$SLURM_JOB_NODELIST] x $PROCS process(es), rank 0 on $HEAD_NODE" \
+        "at $MAIN_ADDR:$MAIN_PORT ($RDZV rendezvous), config $CONFIG ${OVERRIDES[*]:-}"
+fi
 say "run directory $RUN_DIR; node logs ${NODE_LOG//%n/<N>}"
 
 
@@ -294,6 +320,8 @@ requeue() {  # REASON
     return 0
 }
 
+NODE_LOG_DIR_MARK="$LOG_DIR/.started-$SLURM_JOB_ID"  # final/ written after it: this run finished training
+touch "$NODE_LOG_DIR_MARK"
 if [ -n "$SIGNALLED" ]; then  # the warning came before training started: nothing to save
     requeue "signalled before training started"
     exit 75
@@ -301,7 +329,7 @@ fi
 
 srun --nodes="$NNODES" --ntasks="$NNODES" --ntasks-per-node=1 \
      --cpus-per-task="${SLURM_CPUS_PER_TASK:-${SLURM_CPUS_ON_NODE:-1}}" \
-     --kill-on-bad-exit=1 --output="$NODE_LOG" "${SRUN_EXTRA[@]}" \
+     --kill-on-bad-exit="$KILL_ON_BAD_EXIT" --output="$NODE_LOG" "${SRUN_EXTRA[@]}" \
      "${TASK_PREFIX[@]}" bash -c "$(declare -f signal_children wait_for newest_checkpoint node_signal node_resend node_task)"'; node_task "$@"' gandist-node \
      "${LAUNCH_ARGS[@]}" &
 SRUN_PID=$!
@@ -310,6 +338,10 @@ RC=$?
 
 if [ "$RC" -eq 0 ]; then
     say "training finished (run directory $RUN_DIR)"
+    exit 0
+fi
+if [ -n "${GANDIST_ELASTIC_NODES:-}" ] && [ "$RUN_DIR/final/generator.json" -nt "$NODE_LOG_DIR_MARK" ]; then
+    say "training finished (run directory $RUN_DIR); a node's task ended with an error on the way (srun exit $RC)"
     exit 0
 fi
 for f in "${NODE_LOG//%n/}"*; do

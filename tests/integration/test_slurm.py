@@ -10,6 +10,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -286,3 +287,62 @@ def test_prepare_job_passes_its_arguments_and_status(slurm, tmp_path):
     text = report(tmp_path, job)
     assert info["JobState"] == "FAILED" and info["ExitCode"] != "0:0", f"{info}\n{text}"
     assert "missing" in text and "gandist-prepare failed" in text, text
+
+
+# -- elastic mode (issue 20) ---------------------------------------------------------------------------
+
+def test_elastic_job_grows_with_a_join_job_and_outlives_the_loss_of_that_node(slurm, tmp_path):
+    """GANDIST_ELASTIC_NODES=1:2: a one-node job trains; a one-node join job (same GANDIST_RDZV_ID) brings it to
+    world 2; that node's task is killed: the job goes on at world 1 from the newest checkpoint; SLURM's time-limit
+    warning still checkpoints and requeues it, and the requeued run completes.  (The test cluster has two one-CPU
+    nodes: a lost node of a two-node job could not be joined back.)"""
+    from gandist.training.history import read
+    from tests.integration.test_elastic import store
+
+    srv, endpoint = store()
+    out = tmp_path / "run"
+    settings = dict(COLUMNS=1000, GANDIST_ELASTIC_NODES="1:2", GANDIST_RDZV_ENDPOINT=endpoint,
+                    GANDIST_RDZV_CONF="last_call_timeout=1,keep_alive_interval=1,keep_alive_max_attempt=3",
+                    GANDIST_SHUTDOWN_TIMEOUT=60)
+    args = train_args(out, "train.steps=1500", "checkpoint.every=20", "train.fp64=true")
+    main = join = None
+    try:
+        main = slurm.sbatch(f"--output={tmp_path}/batch-%j.out", "--nodes=1", "--no-kill", *args, cwd=REPO,
+                            env=env(**settings))
+
+        def sizes():
+            return [s["world_size"] for s in read(out)]
+
+        def until(cond, what, timeout=240):
+            end = time.monotonic() + timeout
+            while not cond():
+                assert time.monotonic() < end, f"no {what}:\n{report(tmp_path, main, out)}"
+                time.sleep(0.5)
+
+        until(lambda: sizes() == [1] and metrics(out) and metrics(out)[-1]["step"] >= 10, "world 1 at step 10")
+        join = slurm.sbatch(f"--output={tmp_path}/batch-%j.out", "--nodes=1", "--no-kill", *args, cwd=REPO,
+                            env=env(GANDIST_RDZV_ID=str(main), **settings))
+        until(lambda: sizes()[-1:] == [2], "the join job's node in the run (world 2)")
+        steps_at_2 = metrics(out)[-1]["step"]
+        until(lambda: metrics(out)[-1]["step"] >= steps_at_2 + 20, "steps at world 2")
+        # the joined node is lost: every process of its job killed
+        for pid in os.listdir("/proc"):
+            try:
+                if f"SLURM_JOB_ID={join}\0".encode() in Path(f"/proc/{pid}/environ").read_bytes():
+                    os.kill(int(pid), signal.SIGKILL)
+            except (OSError, ValueError):
+                pass
+        until(lambda: sizes()[-1:] == [1] and len(sizes()) >= 3, "world 1 again after the loss")
+        assert read(out)[-1]["resumed_from"]
+        slurm.cmd("scancel", "--signal=USR1", "--batch", str(main))  # the time limit's warning: save and requeue
+        info = slurm.wait(main, timeout=400)
+        text = report(tmp_path, main, out)
+        assert info["JobState"] == "COMPLETED" and info["ExitCode"] == "0:0", f"{info}\n{text}"
+        assert info["Restarts"] == "1" and "requeueing job" in text, f"{info}\n{text}"
+        assert [r["step"] for r in metrics(out) if "loss_d" in r] == list(range(1, 1501))
+        assert [s["world_size"] for s in read(out)][:4] == [1, 2, 1, 1], read(out)
+    finally:
+        for job in (main, join):
+            if job:
+                slurm.cmd("scancel", str(job), check=False)
+        srv.kill()
