@@ -58,7 +58,8 @@ class History:
         if not self.main or self.written:
             return
         self.written = True
-        self.row["time_lost_s"] = round(time.time() - self.before[1], 1) if self.before else 0.0
+        self.row["first_step"] = time.time()
+        self.row["time_lost_s"] = round(self.row["first_step"] - self.before[1], 1) if self.before else 0.0
         with open(self.run_dir / HISTORY, "a") as f:
             f.write(json.dumps(self.row) + "\n")
 
