@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.gandist-installed
 
-.PHONY: install demo test test-unit bench bench-train clean
+.PHONY: install demo test test-unit bench bench-train gpu-check clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -39,6 +39,11 @@ bench: install
 BENCH_ARGS ?= --variant dcgan --resolution 32 --batch-size 64 --steps 20 --warmup 3
 bench-train: install
 	$(PY) -m gandist.bench train $(BENCH_ARGS)
+
+# Every check that needs a GPU, in one command (.ci/gpu-check: gandist-check on the GPU, the bench-train runs, the
+# tests that skip without CUDA); without a GPU it runs what it can and says what it skipped and why.
+gpu-check: install
+	PY=$(PY) bash .ci/gpu-check
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
