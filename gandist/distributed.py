@@ -18,6 +18,7 @@ import threading
 import time
 import uuid
 import zlib
+from datetime import timedelta
 from typing import NoReturn
 
 import numpy as np
@@ -184,51 +185,67 @@ class PeerWatch:
 
     A lost node shows itself at once (its connections close), but a hung one (a GPU fault, a stalled
     filesystem) only when a collective times out, and that timeout (train.timeout_s) must stay long enough
-    for saves and evaluation.  So each rank's thread bumps a counter of its own in the process group's store
-    every hang_timeout_s / 10 seconds and reads the others'; a counter that has not moved for hang_timeout_s
-    (on this rank's own clock: no clock is compared across hosts) names the silent rank and its host, and this
-    rank ends with status 1, so that an elastic agent restarts the group without the silent node."""
+    for saves and evaluation.  So each rank's thread bumps a counter of its own in the group's store every
+    hang_timeout_s / 10 seconds and reads the others'; a counter that has not moved for hang_timeout_s (on
+    this rank's own clock: no clock is compared across hosts) names the silent rank and its host, and this
+    rank ends with status 1, so that an elastic agent restarts the group without the silent node.  The
+    store lives with rank 0 (in its process, or its node's torchrun agent): a store that has not answered
+    for hang_timeout_s names rank 0.  The threads have a store client of their own, so that a frozen store
+    holds up neither the watching nor the training's own store calls."""
 
     def __init__(self, hang_timeout_s: float, rank: int, world: int):
         self.timeout_s, self.rank, self.world = hang_timeout_s, rank, world
+        self.every = min(max(hang_timeout_s / 10, 0.2), 5.0)
         self._stop = threading.Event()
         self._thread = None
-        if world < 2 or not dist.is_initialized():
+        addr, port = os.environ.get("MASTER_ADDR"), os.environ.get("MASTER_PORT")
+        if world < 2 or not dist.is_initialized() or not (addr and port):
             return
-        self.store = dist.distributed_c10d._get_default_store()
+        self.store = dist.TCPStore(addr, int(port), is_master=False, wait_for_workers=False,
+                                   timeout=timedelta(seconds=60))
+        self.names = gather_object(where(rank))  # also a barrier: every rank's client is connected
         # a prefix of this start's own: keys of an earlier start of the group (an elastic restart) are not read
         self.prefix = f"gandist/alive/{broadcast_object(uuid.uuid4().hex)}/"
-        self.store.set(f"{self.prefix}host/{rank}", where(rank))
         self.store.set(f"{self.prefix}{rank}", "0")
         self._thread = threading.Thread(target=self._watch, name="gandist-peer-watch", daemon=True)
         self._thread.start()
 
-    def _watch(self):
-        every = min(max(self.timeout_s / 10, 0.2), 5.0)
-        last: dict[int, tuple[str, float]] = {}  # rank -> (its counter, when it last moved)
+    def _silent(self, who: int, seconds: float, what: str = ""):
+        print(f"gandist: error ({where()}): {self.names[who]}{what} has been silent for {seconds:.0f} s "
+              f"(train.hang_timeout_s={self.timeout_s:g}): it hung or its node is lost; this rank stops so that "
+              f"the run can go on without it (an elastic launcher restarts it)", file=sys.stderr)
+        abandon(1)
+
+    def _exchange(self):
+        """Bump this rank's counter and read the others', every beat.  A call to a store whose host is frozen
+        never returns (its timeout covers waiting for a key, not a silent socket): so this runs in a thread of
+        its own, and _watch judges from how long ago it last got an answer."""
         beats = 0
-        while not self._stop.wait(every):
+        while not self._stop.wait(self.every):
             beats += 1
             try:
                 self.store.set(f"{self.prefix}{self.rank}", str(beats))
-                for r in range(self.world):
-                    key = f"{self.prefix}{r}"
-                    if r == self.rank or not self.store.check([key]):
-                        continue
-                    value, now = self.store.get(key).decode(), time.monotonic()
-                    if value == "done":
-                        continue
-                    if r not in last or last[r][0] != value:
-                        last[r] = (value, now)
-                    elif now - last[r][1] > self.timeout_s:
-                        host = self.store.get(f"{self.prefix}host/{r}").decode()
-                        print(f"gandist: error ({where()}): {host} has been silent for {now - last[r][1]:.0f} s "
-                              f"(train.hang_timeout_s={self.timeout_s:g}): it hung or its node is lost; this rank "
-                              f"stops so that the run can go on without it (an elastic launcher restarts it)",
-                              file=sys.stderr)
-                        abandon(1)
-            except Exception:  # the store's host is gone: the collectives will say so
+                keys = {r: f"{self.prefix}{r}" for r in range(self.world) if r != self.rank}
+                self.values = {r: self.store.get(k).decode() for r, k in keys.items() if self.store.check([k])}
+                self.answered = time.monotonic()
+            except Exception:  # the store is gone (its node lost): the collectives will say so first
                 continue
+
+    def _watch(self):
+        self.values, self.answered = {}, time.monotonic()
+        threading.Thread(target=self._exchange, name="gandist-peer-beat", daemon=True).start()
+        last: dict[int, tuple[str, float]] = {}  # rank -> (its counter, when it last moved)
+        while not self._stop.wait(self.every):
+            now = time.monotonic()
+            if now - self.answered > self.timeout_s and self.rank != 0 and self.values.get(0) != "done":
+                self._silent(0, now - self.answered, " (and the group's store it holds)")
+            for r, value in self.values.items():
+                if value == "done":
+                    continue
+                if r not in last or last[r][0] != value:
+                    last[r] = (value, now)
+                elif now - last[r][1] > self.timeout_s:
+                    self._silent(r, now - last[r][1])
 
     def close(self):
         """This rank is done: the others stop watching it."""

@@ -5,9 +5,10 @@ rendezvous store a process of its own (launch/store.py), gloo on 127.0.0.1, fp64
   node started again rejoins (world 2); the final weights equal, bit for bit, those of the run that was
   never interrupted (fp64: the weights do not depend on the world size, so a membership change loses only
   the steps since the checkpoint and changes nothing else);
-- a node frozen (SIGSTOP: a hung node): the other names it and stops within train.hang_timeout_s plus a few
-  seconds, and its agent continues without it at world 1; then, its restarts used up, one more failure ends
-  the job with a clear error, leaving no process behind.
+- a node frozen (SIGSTOP: a hung node), that of rank 0 (whose agent also holds the group's store) or the
+  other: the other names it and stops within train.hang_timeout_s plus a few seconds, and its agent
+  continues without it at world 1; then, its restarts used up, one more failure ends the job with a clear
+  error, leaving no process behind.
 """
 from __future__ import annotations
 
@@ -18,12 +19,15 @@ import signal
 import subprocess
 import sys
 import time
+import socket
 from pathlib import Path
 
+import pytest
 from gandist.training.history import read
 from tests.conftest import PY, REPO, TINY, env, free_port
 from tests.integration.test_resume import _children, says
 
+HOST = socket.gethostname()
 ARGS = ["train.fp64=true", "train.steps=600", "checkpoint.every=50", "checkpoint.keep=2", "optim.ema=0.9"]
 
 
@@ -133,22 +137,28 @@ def test_a_lost_node_costs_a_restart_and_a_rejoin_brings_it_back_exactly(tmp_pat
     assert sorted({r["step"] for r in rows if "loss_d" in r}) == list(range(1, 601))
 
 
-def test_a_hung_node_is_named_and_left_behind_then_used_up_restarts_end_the_job_cleanly(tmp_path):
+@pytest.mark.parametrize("frozen", [0, 1])
+def test_a_hung_node_is_named_and_left_behind_then_used_up_restarts_end_the_job_cleanly(tmp_path, frozen):
     srv, endpoint = store()
     out = tmp_path / "run"
     hang = 8
     a = Node(out, endpoint, "hung", "a", f"train.hang_timeout_s={hang}", "train.steps=100000",
              GANDIST_MAX_RESTARTS=1)
-    b = Node(out, endpoint, "hung", "b", f"train.hang_timeout_s={hang}", "train.steps=100000")
+    b = Node(out, endpoint, "hung", "b", f"train.hang_timeout_s={hang}", "train.steps=100000",
+             GANDIST_MAX_RESTARTS=1)
     try:
         until(lambda: starts(out) == [2] and last_step(out) >= 20, 240, "world 2 at step 20", a, b)
+        if ("process(es)" in a.text()) == (frozen == 0):  # rank 0 prints: b becomes the node of rank `frozen`
+            a, b = b, a
         b.signal(signal.SIGSTOP)  # the node hangs: nothing of it runs, nothing of it closes
         t = time.monotonic()
         until(lambda: "has been silent" in a.text(), hang + 30, "the silent rank named", a)
         took = time.monotonic() - t
         print(f"hung node named after {took:.1f} s (train.hang_timeout_s={hang})")
         assert took < hang + 15
-        assert says(a.text(), "rank 1 on", "has been silent for", f"train.hang_timeout_s={hang}"), a.text()[-3000:]
+        named = "rank 0 on vm (and the group's store it holds)" if frozen == 0 else "rank 1 on vm"
+        assert says(a.text(), f"{named.replace('vm', HOST)} has been silent for", f"train.hang_timeout_s={hang}"), \
+            a.text()[-3000:]
         until(lambda: starts(out)[-1:] == [1] and last_step(out) > 20, 120, "training on at world 1", a)
         # the agent's one restart is used: a failure of its own worker now ends the job
         worker = [p for p in descendants(a.proc.pid) if b"gandist.train" in Path(f"/proc/{p}/cmdline").read_bytes()
