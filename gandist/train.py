@@ -61,7 +61,7 @@ def run(cfg) -> int:
         stepper = Stepper(cfg, acc, models, feed, draws)
         start, note = (checkpoint.restore(cfg, acc, resume_from, models, stepper.counters, feed) if resume_from
                        else (0, ""))
-        before = last_logged(out)  # the last step logged before this start: read before the start trims metrics.jsonl
+        before = last_logged(out)  # the last step logged before this start: read before start() trims it
         ranks = run_dir.start(cfg, acc, out, start)
         history = History(out, start, world, ranks, resume_from, before, acc.is_main_process)
         # a with block: however the loop ends, rank 0's progress bar stops (it hides the terminal's cursor)
@@ -142,9 +142,11 @@ def train(cfg) -> int:
     try:
         return run(cfg)
     except NonFiniteLoss as e:
+        last_good = checkpoint.latest(cfg.output.dir)
         print(f"gandist: error ({where()}): training diverged: {e}. Stopped; the last good checkpoint is "
-              f"{checkpoint.latest(cfg.output.dir)} (try a lower learning rate from there, e.g. with "
-              f"train.resume=PATH)", file=sys.stderr)
+              f"{last_good} (try a lower learning rate from there, e.g. with train.resume=PATH)", file=sys.stderr)
+        if not torch.distributed.is_initialized() or torch.distributed.get_rank() == 0:
+            run_dir.mark_diverged(Path(cfg.output.dir), str(e), last_good)
         return EXIT_DIVERGED
     except DiskFull as e:
         print(f"gandist: error ({where()}): {e}", file=sys.stderr)

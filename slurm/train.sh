@@ -213,6 +213,17 @@ cd "$GANDIST_HOME" || die "GANDIST_HOME=$GANDIST_HOME: no such directory"
 VENV=${GANDIST_VENV:-$PWD/.venv}
 [ -x "$VENV/bin/accelerate" ] && export PATH="$VENV/bin:$PATH"
 
+# A sweep's array task (gandist-sweep --slurm submits `slurm/train.sh --sweep SWEEP/sweep.json`): task i runs
+# member i, whose config and overrides the manifest holds (read with plain json: gandist may be in a container)
+if [ "${1:-}" = --sweep ]; then
+    [ $# -eq 2 ] && [ -n "${SLURM_ARRAY_TASK_ID:-}" ] || die "--sweep MANIFEST is for the array tasks of gandist-sweep --slurm"
+    mapfile -d '' -t MEMBER < <(python3 -c 'import json, sys
+sys.stdout.write("".join(a + "\0" for a in json.load(open(sys.argv[1]))["members"][int(sys.argv[2])]["args"]))' "$2" "$SLURM_ARRAY_TASK_ID")
+    [ "${#MEMBER[@]}" -gt 0 ] || die "no member $SLURM_ARRAY_TASK_ID in the sweep manifest $2"
+    say "sweep $2: member $SLURM_ARRAY_TASK_ID"
+    set -- "${MEMBER[@]}"
+fi
+
 CONFIG=configs/quickstart.yaml
 if [ $# -gt 0 ] && [[ "$1" != *=* ]]; then
     CONFIG=$1

@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import warnings
 from datetime import timedelta
-from pathlib import Path
 
 import torch
 from accelerate import Accelerator
@@ -51,10 +50,10 @@ def make_accelerator(cfg) -> Accelerator:
         mixed_precision=cfg.train.mixed_precision,
         cpu=cpu,
         kwargs_handlers=[ddp, pg, GradScalerKwargs(init_scale=cfg.train.fp16_init_scale)],
-        log_with=cfg.log.trackers or None,
-        # trackers write under <output.dir>/tensorboard/<run name>/ (see reporting.Reporter)
-        project_config=ProjectConfiguration(project_dir=cfg.output.dir,
-                                            logging_dir=str(Path(cfg.output.dir) / "tensorboard")),
+        # the trackers other than TensorBoard (wandb): reporting.Reporter writes TensorBoard itself, into the run
+        # directory, with the hyperparameters in the same run
+        log_with=[t for t in cfg.log.trackers if t != "tensorboard"] or None,
+        project_config=ProjectConfiguration(project_dir=cfg.output.dir),
     )
     if cfg.train.mixed_precision == "fp16" and acc.scaler is None:
         # accelerate quietly runs "fp16" without autocast or loss scaling where it has no fp16 AMP (CPU)

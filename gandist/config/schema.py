@@ -176,8 +176,9 @@ class CheckpointConfig:
 @dataclass
 class LogConfig:
     trackers: list = _f(None, factory=lambda: ["tensorboard"], choices=("tensorboard", "wandb"),
-                        help="where logged values and sample grids also go (accelerate's trackers): tensorboard "
-                             "writes <output.dir>/tensorboard/; wandb needs `pip install wandb`; [] = none")
+                        help="where logged values and sample grids also go: tensorboard writes event files into "
+                             "<output.dir>/ itself (one run per run directory, with its hyperparameters); wandb "
+                             "(accelerate's tracker) needs `pip install wandb`; [] = none")
     progress: bool = _f(True, help="rich progress bar on rank 0")
     grid_size: int = _f(64, min=1, help="images in each sample grid; a class-conditional grid has one class "
                                         "per row, so it is rounded up to whole rows")

@@ -1,7 +1,8 @@
 """What a run shows and writes, on rank 0 only: the start-up panel, the progress bar and messages,
-metrics.jsonl with throughput and counters, the trackers (TensorBoard by default: every logged value
-and each sample grid), sample grids with the plots and the progress GIF refreshed beside them, and
-the closing summary.
+metrics.jsonl with throughput and counters, TensorBoard (by default: every logged value, grouped as in
+`TB_GROUPS`, each sample grid and the run's hyperparameters, in event files in the run directory itself)
+and the other trackers (accelerate's, e.g. wandb), sample grids with the plots and the progress GIF
+refreshed beside them, and the closing summary.
 
 Every rank calls `rates`, `log_round` and `log` at log steps (their values are already cross-rank:
 tally.Tally.means sums the rates); only rank 0 writes.
@@ -19,6 +20,8 @@ from PIL import Image
 from rich import get_console
 from rich.panel import Panel
 from rich.table import Table
+from tensorboard.plugins.hparams.summary_v2 import hparams_pb
+from torch.utils.tensorboard import SummaryWriter
 from torchvision.utils import make_grid
 
 from gandist import config
@@ -32,7 +35,19 @@ from gandist.utils.console import progress_bar
 from gandist.utils.files import atomic_path
 from gandist.variants import VARIANTS
 
-TENSORBOARD = "tensorboard"  # <output.dir>/tensorboard/<run name>/: `tensorboard --logdir runs` finds every run
+TENSORBOARD = "tensorboard"
+# TensorBoard names a run by the folder of its event files, relative to --logdir: they go in the run directory
+# itself, so `tensorboard --logdir runs` shows each run once, as its directory's name (a sweep's members as
+# <sweep>/<member>), with its hyperparameters in the same run (the HParams tab then compares the runs).
+# Its Scalars and Time Series tabs group tags by what comes before the first "/", in this order (the
+# digit makes TensorBoard's alphabetical order the reading order); metrics.jsonl keeps the bare keys.
+TB_GROUPS = {**dict.fromkeys(("loss_d", "loss_g", "loss_d_adv"), "1 losses"),
+             **dict.fromkeys(("d_real", "d_fake"), "2 D outputs"),
+             **dict.fromkeys(("wasserstein", "gp", "r1"), "3 Wasserstein and penalty"),
+             **dict.fromkeys(("images_per_sec", "world_size"), "4 throughput"),
+             **dict.fromkeys(("bad_steps", "skipped_steps", "data_skipped"), "5 health"),
+             **dict.fromkeys(("fid", "kid", "kid_std", "isc", "isc_std"), "6 scores")}
+TB_OTHER = "7 other"  # a value no group names (a registered penalty's, say)
 PLOTS_BYTES = 2 << 20  # about what plots/ and progress.gif take when redrawn: the room a redraw needs
 
 
@@ -50,11 +65,21 @@ class Reporter:
         self.interval = 0.0  # seconds since the log step before the last
         self.info = ""  # the progress bar's figures: the last log step's
         self.z_fixed, self.y_fixed, self.nrow = fixed_inputs(cfg, accelerator.device)
-        if cfg.log.trackers:
-            # purge_step: a resumed run's TensorBoard drops what the lost tail of the interrupted run logged
-            accelerator.init_trackers(run_dir.name, config=flat_config(cfg),
-                                      init_kwargs={TENSORBOARD: {"purge_step": start_step}} if start_step else {})
+        self.tb = None
+        self.others = [t for t in cfg.log.trackers if t != TENSORBOARD]  # accelerate's (backends.ddp passes them)
+        if self.others:
+            accelerator.init_trackers(run_dir.name, config=flat_config(cfg))
         if self.main:
+            if TENSORBOARD in cfg.log.trackers:
+                # Not accelerate's tracker: that one writes under <output.dir>/tensorboard/<name>/ and puts the
+                # hyperparameters in a second, timestamped run.  purge_step: a resumed run drops what the lost
+                # tail of the interrupted run logged.
+                self.tb = SummaryWriter(str(run_dir), purge_step=start_step or None)
+                # The HParams tab's trial id: the run by name (a sweep's member under its sweep's).  output.*
+                # left out: it is where the run is, not how it trains, and differs in every run.
+                hparams = {k: v for k, v in flat_config(cfg).items() if not k.startswith("output.")}
+                self.tb.file_writer.add_summary(hparams_pb(hparams, trial_id=f"{run_dir.parent.name}/{run_dir.name}"))
+                self.tb.flush()
             (run_dir / "samples").mkdir(parents=True, exist_ok=True)
             self.metrics_file = open(run_dir / METRICS, "a", buffering=1)
             if cfg.log.progress:
@@ -85,6 +110,7 @@ class Reporter:
         self.timed[0] += stats["images_per_sec"] * self.interval
         self.timed[1] += self.interval
         stats["bad_steps"] = counters.bad_total
+        stats["world_size"] = self.acc.num_processes  # an elastic run changes it; a row says what it trained at
         if self.cfg.train.mixed_precision == "fp16":
             stats["skipped_steps"] = counters.skipped_by_scaler
         self.log(done, stats)
@@ -115,10 +141,15 @@ class Reporter:
     def log(self, step: int, stats: dict):
         """stats are already cross-rank values (identical on every rank)."""
         (self.last_scores if "loss_d" not in stats else self.last_stats).update(stats)
-        row = {"step": step, **{k: float(v) for k, v in stats.items()}, "time": time.time()}
+        values = {k: v if isinstance(v, int) else float(v) for k, v in stats.items()}  # counts stay whole numbers
+        row = {"step": step, **values, "time": time.time()}
         if self.main:
             self.metrics_file.write(json.dumps(row) + "\n")
-        if self.cfg.log.trackers:
+        if self.tb is not None:
+            for k, v in stats.items():
+                self.tb.add_scalar(f"{TB_GROUPS.get(k, TB_OTHER)}/{k}", float(v), step)
+            self.tb.flush()
+        if self.others:
             self.acc.log({k: v for k, v in row.items() if k not in ("step", "time")}, step=step)
 
     def scores(self, step: int, scores: dict):
@@ -136,10 +167,12 @@ class Reporter:
         path = self.run_dir / "samples" / f"step_{step:06d}.png"
         with writing("the sample grid", path, images.numel(), self.cfg.checkpoint.keep, self.run_dir):
             grid = save_grid(images, path, self.nrow)
-        if self.cfg.log.trackers:
-            for tracker in self.acc.trackers:
-                if hasattr(tracker, "log_images"):
-                    tracker.log_images({"samples": grid[None]}, step=step, dataformats="NHWC")
+        if self.tb is not None:
+            self.tb.add_image("samples", grid, step, dataformats="HWC")
+            self.tb.flush()
+        for tracker in self.acc.trackers:
+            if hasattr(tracker, "log_images"):
+                tracker.log_images({"samples": grid[None]}, step=step, dataformats="NHWC")
         self.refresh()
 
     def refresh(self):
@@ -171,6 +204,8 @@ class Reporter:
             self.progress.stop()
         if self.main:
             self.metrics_file.close()
+        if self.tb is not None:
+            self.tb.close()
 
 
 def fixed_inputs(cfg, device):
@@ -251,5 +286,5 @@ def startup_rows(cfg, acc, models, feed, ranks: list[dict], start: int, note: st
             ("steps", f"{start}->{cfg.train.steps}" + (note.replace(", resumed", " (resumed") + ")" if note else "")),
             ("run dir", str(run_dir))]
     if TENSORBOARD in cfg.log.trackers:
-        rows.append(("tensorboard", f"{run_dir / TENSORBOARD}   (tensorboard --logdir {run_dir.parent})"))
+        rows.append(("tensorboard", f"{run_dir}   (tensorboard --logdir {run_dir.parent})"))
     return rows

@@ -26,6 +26,7 @@ from gandist.training import checkpoint, lock
 from gandist.utils.files import atomic_path, write_json_atomic, write_text_atomic
 
 PREEMPTED = "preempted.json"  # left by a run stopped by a signal, for launchers that drop exit statuses
+DIVERGED = "diverged.json"  # left by a run the non-finite guard stopped (exit 3): gandist-compare reads it
 METRICS = "metrics.jsonl"
 HISTORY = "history.jsonl"  # the run's starts (training/history.py)
 
@@ -91,6 +92,7 @@ def prepare(cfg, run_dir: Path, resume_from: Path | None):
     if resume_from is not None and cfg.train.overwrite:
         checkpoint.remove_after(run_dir, checkpoint.read_trainer_state(resume_from)["step"])
     (run_dir / PREEMPTED).unlink(missing_ok=True)
+    (run_dir / DIVERGED).unlink(missing_ok=True)
 
 
 def open_run(cfg, acc) -> Path | None:
@@ -157,6 +159,10 @@ def start(cfg, acc, run_dir: Path, start_step: int) -> list[dict]:
     if acc.is_main_process:
         truncate_metrics(run_dir, start_step)
     return write_run_files(cfg, acc, run_dir)
+
+
+def mark_diverged(run_dir: Path, reason: str, last_good: Path | None):
+    write_json_atomic(run_dir / DIVERGED, {"reason": reason, "checkpoint": str(last_good) if last_good else None})
 
 
 def mark_preempted(run_dir: Path, step: int, signum: int, path: Path | None):

@@ -14,6 +14,7 @@ from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from gandist import config, nets
+from gandist.training.reporting import TB_GROUPS
 from tests.conftest import REPO, env, metrics, run_train, train_cmd
 from tests import metrics_fixtures
 
@@ -39,22 +40,26 @@ def test_start_up_panel_and_summary_say_what_runs_and_where(run):
     for words in ["wgan_gp Gulrajani et al. 2017", f"G {sum(p.numel() for p in G.parameters()):,} parameters",
                   f"D {sum(p.numel() for p in D.parameters()):,}", "1 on 1 node(s)", "precision fp32",
                   "8 global, 8 per rank", "embedded shapes dataset 256 images, 32 px, 3 channel(s)", "steps 0->6",
-                  f"run dir {out}", f"tensorboard {out / 'tensorboard'}", "gandist done", "last losses loss_d",
-                  "last scores kid", "throughput", "images/s", f"final weights {out / 'final'}", f"plots {out / 'plots'}"]:
+                  f"run dir {out}", f"tensorboard {out} (tensorboard --logdir {out.parent})", "gandist done",
+                  "last losses loss_d", "last scores kid", "throughput", "images/s", f"final weights {out / 'final'}", f"plots {out / 'plots'}"]:
         assert words in text, words
 
 
 def test_tensorboard_holds_every_logged_scalar_the_scores_and_each_grid(run):
     out, _ = run
-    (logdir,) = [p for p in (out / "tensorboard").iterdir() if p.is_dir()]
-    ea = EventAccumulator(str(logdir), size_guidance={"images": 0, "scalars": 0})
+    # in the run directory itself, so `tensorboard --logdir runs` shows the run once, under its own name
+    assert not (out / "tensorboard").exists() and len(list(out.glob("events.out.tfevents.*"))) == 1
+    ea = EventAccumulator(str(out), size_guidance={"images": 0, "scalars": 0})
     ea.Reload()
-    scalars = set(ea.Tags()["scalars"])
+    tags = {t.split("/", 1)[1]: t for t in ea.Tags()["scalars"]}  # grouped: "1 losses/loss_d", ...
+    assert {t.split("/", 1)[0] for t in tags.values()} <= set(TB_GROUPS.values())
     rows = metrics(out)
     logged = {k for r in rows for k in r if k not in ("step", "time")}
-    assert logged <= scalars and {"loss_d", "loss_g", "wasserstein", "gp", "kid", "images_per_sec"} <= scalars
-    assert [e.step for e in ea.Scalars("loss_d")] == [1, 2, 3, 4, 5, 6]
-    assert [e.value for e in ea.Scalars("kid")] == pytest.approx([r["kid"] for r in rows if "kid" in r])
+    assert logged <= set(tags) and {"loss_d", "loss_g", "wasserstein", "gp", "kid", "images_per_sec"} <= set(tags)
+    assert tags["loss_d"] == "1 losses/loss_d" and tags["gp"] == "3 Wasserstein and penalty/gp"
+    assert [e.step for e in ea.Scalars(tags["loss_d"])] == [1, 2, 3, 4, 5, 6]
+    assert [e.value for e in ea.Scalars(tags["kid"])] == pytest.approx([r["kid"] for r in rows if "kid" in r])
+    assert "_hparams_/session_start_info" in ea.Tags()["tensors"]  # the hyperparameters, in the same run
     images = ea.Images("samples")
     assert [e.step for e in images] == [2, 4, 6]
     png = Image.open(out / "samples" / "step_000006.png")
@@ -87,7 +92,7 @@ def test_weights_and_checkpoints_follow_the_umask(run):
 
 def test_no_trackers_writes_no_tensorboard(tmp_path):
     run_train(tmp_path / "run", "train.steps=2", "log.trackers=[]")
-    assert not (tmp_path / "run" / "tensorboard").exists()
+    assert not list((tmp_path / "run").glob("events.out.tfevents.*"))
 
 
 def test_plots_are_refreshed_while_the_run_goes(tmp_path):

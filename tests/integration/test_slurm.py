@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from gandist import __version__
-from tests.conftest import REPO, TINY, env, metrics, tool
+from tests.conftest import PY, REPO, TINY, env, metrics, tool
 from tests.slurm_cluster import Cluster, ClusterError, why_unavailable
 
 TRAIN = "slurm/train.sh"
@@ -346,3 +346,57 @@ def test_elastic_job_grows_with_a_join_job_and_outlives_the_loss_of_that_node(sl
             if job:
                 slurm.cmd("scancel", str(job), check=False)
         srv.kill()
+
+
+# -- a sweep as one job array (issue 22) ----------------------------------------------------------------
+
+def sweep_report(out: Path) -> str:
+    """The array tasks' batch logs and every member's node logs, for assertion messages."""
+    files = sorted((out / "logs").glob("*.out")) + sorted(out.glob("*/slurm/*.log"))
+    return "\n".join(f"--- {f.relative_to(out)}\n{f.read_text()[-3000:]}" for f in files)
+
+
+def test_a_sweep_is_one_job_array_and_a_preempted_member_is_requeued_and_finished(slurm, tmp_path):
+    """gandist-sweep --slurm submits one array job, a task per member through slurm/train.sh.  Member 0 gets the
+    time-limit warning as soon as it starts: it saves, requeues its own task (same job id) and resumes to the
+    end, while member 1 runs beside it undisturbed.  Re-running the sweep then submits nothing."""
+    out, steps = tmp_path / "seeds", 400
+    spec = tmp_path / "seeds.yaml"
+    # JSON is YAML; TINY's values are JSON numbers and booleans
+    spec.write_text(json.dumps({"config": "configs/quickstart.yaml",
+                                "set": {**{k: json.loads(v) for k, v in (t.split("=", 1) for t in TINY)},
+                                        "train.steps": steps},
+                                "grid": {"train.seed": [1, 2]}, "out": str(out), "sbatch": ["--nodes=1"]}))
+    sweep = [PY, "-m", "gandist.sweep", str(spec), "--slurm", "--parallel", "2"]
+    p = subprocess.run(sweep, cwd=REPO, env=slurm.env(env(COLUMNS=1000)), capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stdout + p.stderr
+    array = int(re.search(r"submitted job array (\d+) \(2 member\(s\)\)", p.stdout).group(1))
+
+    member = out / "seed=1"
+    deadline = time.monotonic() + 120
+    while not ((member / "slurm").is_dir() and any("machine rank" in f.read_text()
+                                                   for f in (member / "slurm").glob("*-run1-node0.log"))):
+        assert time.monotonic() < deadline, f"member 0 did not start\n{sweep_report(out)}"
+        time.sleep(0.1)
+    slurm.cmd("scancel", "--batch", "--signal=USR1", f"{array}_0")  # = what --signal=B:USR1@N sends
+
+    first, second = (slurm.wait(f"{array}_{i}", timeout=300) for i in range(2))  # an array task by its index
+    text = sweep_report(out)
+    for task in (first, second):
+        assert task["JobState"] == "COMPLETED" and task["ExitCode"] == "0:0", f"{task}\n{text}"
+    assert (first["Restarts"], second["Restarts"]) == ("1", "0"), f"{first}\n{second}\n{text}"
+    assert f"requeueing job {first['JobId']}" in text, text
+    run1, run2 = (sorted((member / "slurm").glob(f"*-{first['JobId']}-run{r}-node0.log"))[0] for r in (1, 2))
+    assert re.search(r"training saved \S+ after SIGUSR1 and stopped: exit 75", run1.read_text()), text
+    assert 1 <= resumed_step(run2, steps, member, text) < steps
+    for name in ("seed=1", "seed=2"):
+        assert [r["step"] for r in metrics(out / name)] == list(range(1, steps + 1))  # nothing lost, nothing twice
+        assert (out / name / "final" / "generator.safetensors").is_file()
+
+    table = subprocess.run([PY, "-m", "gandist.compare", str(out), "--format", "csv", "--no-plots"], cwd=REPO,
+                           env=env(), capture_output=True, text=True, timeout=120)
+    assert [line.split(",")[:4] for line in table.stdout.splitlines()[1:]] == [["seed=1", "1", "done", str(steps)],
+                                                                               ["seed=2", "2", "done", str(steps)]]
+    again = subprocess.run(sweep, cwd=REPO, env=slurm.env(env()), capture_output=True, text=True, timeout=120)
+    assert again.returncode == 0 and "nothing to do" in again.stdout and "submitted" not in again.stdout, again.stdout
+    assert len(json.loads((out / "sweep.json").read_text())["jobs"]) == 1

@@ -1,0 +1,5 @@
+import sys
+
+from gandist.compare.cli import main
+
+sys.exit(main())
