@@ -7,10 +7,13 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
 import torch
+
+from tests.slurm_cluster import Cluster, ClusterError, why_unavailable
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
@@ -106,3 +109,27 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="session")
+def slurm():
+    """The SLURM cluster started on this machine for the session (tests/slurm_cluster.py), shared by every
+    module that submits jobs.  Without slurm-wlm/munge (or root) its tests skip with the reason; under
+    CI=true, where they must run, they fail with it."""
+    why = why_unavailable()
+    if why and os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"THE SLURM TESTS CANNOT RUN HERE (CI=true requires them): {why}", pytrace=False)
+    if why:
+        pytest.skip(f"no SLURM cluster can start here: {why}")
+    root = Path(tempfile.mkdtemp(prefix="gandist-slurm-"))
+    cluster = Cluster(root)
+    try:
+        cluster.start()
+    except ClusterError as e:
+        pytest.fail(f"THE TEST SLURM CLUSTER DID NOT START: {e}", pytrace=False)
+    yield cluster
+    cluster.stop()
+    if os.environ.get("GANDIST_KEEP_SLURM"):
+        print(f"slurm cluster state kept in {root}")
+    else:
+        shutil.rmtree(root, ignore_errors=True)

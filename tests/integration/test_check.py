@@ -18,7 +18,6 @@ import pytest
 
 from gandist.data.prepare import prepare
 from tests.conftest import BIN, PY, REPO, TINY, env, free_port, tool
-from tests.slurm_cluster import Cluster, ClusterError, why_unavailable
 
 QUICKSTART = str(REPO / "configs" / "quickstart.yaml")
 HOST = socket.gethostname()
@@ -179,24 +178,6 @@ def test_the_scripts_parse_pass_shellcheck_and_check_sh_refuses_to_run_outside_a
     e = {k: v for k, v in env().items() if not k.startswith("SLURM_")}
     p = subprocess.run(["bash", str(CHECK_SH)], cwd=REPO, env=e, capture_output=True, text=True)
     assert p.returncode == 2 and "sbatch slurm/check.sh" in p.stderr, p.stderr
-
-
-@pytest.fixture(scope="module")
-def slurm():
-    why = why_unavailable()
-    if why and os.environ.get("CI", "").lower() == "true":
-        pytest.fail(f"THE SLURM TEST CANNOT RUN HERE (CI=true requires it): {why}", pytrace=False)
-    if why:
-        pytest.skip(f"no SLURM cluster can start here: {why}")
-    root = Path(tempfile.mkdtemp(prefix="gandist-check-slurm-"))
-    cluster = Cluster(root)
-    try:
-        cluster.start()
-    except ClusterError as e:
-        pytest.fail(f"THE TEST SLURM CLUSTER DID NOT START: {e}", pytrace=False)
-    yield cluster
-    cluster.stop()
-    shutil.rmtree(root, ignore_errors=True)
 
 
 def test_check_sh_checks_a_two_node_job(slurm, tmp_path):

@@ -9,42 +9,17 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import signal
 import subprocess
-import tempfile
 import time
 from pathlib import Path
 
-import pytest
-
 from gandist import __version__
 from tests.conftest import PY, REPO, TINY, env, metrics, tool
-from tests.slurm_cluster import Cluster, ClusterError, why_unavailable
+from tests.slurm_cluster import Cluster
 
 TRAIN = "slurm/train.sh"
 PREPARE = "slurm/prepare.sh"
-
-
-@pytest.fixture(scope="session")
-def slurm():
-    why = why_unavailable()
-    if why and os.environ.get("CI", "").lower() == "true":
-        pytest.fail(f"THE SLURM TESTS CANNOT RUN HERE (CI=true requires them): {why}", pytrace=False)
-    if why:
-        pytest.skip(f"no SLURM cluster can start here: {why}")
-    root = Path(tempfile.mkdtemp(prefix="gandist-slurm-"))
-    cluster = Cluster(root)
-    try:
-        cluster.start()
-    except ClusterError as e:
-        pytest.fail(f"THE TEST SLURM CLUSTER DID NOT START: {e}", pytrace=False)
-    yield cluster
-    cluster.stop()
-    if os.environ.get("GANDIST_KEEP_SLURM"):
-        print(f"slurm cluster state kept in {root}")
-    else:
-        shutil.rmtree(root, ignore_errors=True)
 
 
 def submit(slurm: Cluster, tmp: Path, *args: str) -> int:
