@@ -69,8 +69,8 @@ def share(n: int, rank: int, world: int) -> range:
 
 
 def elastic_world_sizes() -> list[int]:
-    """Every world size this job may take: GANDIST_ELASTIC_NODES=MIN:MAX (set by launch/elastic.sh and
-    slurm/elastic.sh) times this node's processes; none when the job is not elastic."""
+    """Every world size this job may take: GANDIST_ELASTIC_NODES=MIN:MAX (set for launch/elastic.sh, also by
+    slurm/train.sh's elastic mode) times this node's processes; none when the job is not elastic."""
     nodes = os.environ.get("GANDIST_ELASTIC_NODES", "")
     lo, _, hi = nodes.partition(":")
     if not (lo.isdigit() and (hi or lo).isdigit()):

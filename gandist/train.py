@@ -19,7 +19,7 @@ from gandist.backends.ddp import make_accelerator
 from gandist.cli import EXIT_ERROR, ConfigError, first_line, run_command
 from gandist.config.help import print_help
 from gandist.data.feed import make_feed
-from gandist.distributed import PeerWatch, StopFlag, abandon, elastic_world_sizes, on_gpu, shutdown, where
+from gandist.distributed import PeerWatch, StopFlag, abandon, elastic_world_sizes, on_gpu, shutdown, where, world_size
 from gandist.draws import Draws
 from gandist.metrics.evaluator import Evaluator
 from gandist.metrics.registry import MetricError
@@ -150,7 +150,7 @@ def train(cfg) -> int:
         return EXIT_DIVERGED
     except DiskFull as e:
         print(f"gandist: error ({where()}): {e}", file=sys.stderr)
-        if torch.distributed.is_initialized() and torch.distributed.get_world_size() > 1:
+        if world_size() > 1:
             abandon(EXIT_ERROR)  # the other ranks wait in a collective this rank will not join
         return EXIT_ERROR
     except Exception as e:

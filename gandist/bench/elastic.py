@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 from gandist.bench import machine
-from gandist.training.history import read
+from gandist.training.history import last_logged, read
 
 REPO = Path(__file__).resolve().parents[2]
 TINY = ["model.z_dim=16", "model.g_width=8", "model.d_width=8", "data.synthetic_size=256", "train.batch_size=8",
@@ -86,7 +86,8 @@ def run(args) -> int:
 
     try:
         start("a"), start("b")
-        _wait(lambda: sizes() == [2] and _last_step(out) >= args.kill_at, 600, f"step {args.kill_at} at world 2")
+        _wait(lambda: sizes() == [2] and (last_logged(out) or (0,))[0] >= args.kill_at, 600,
+              f"step {args.kill_at} at world 2")
         _kill(node["b"])
         killed = time.time()
         _wait(lambda: len(sizes()) >= 2, 600, "a start at world 1")
@@ -108,11 +109,3 @@ def run(args) -> int:
           f"start; {rejoin['steps_replayed']} steps trained again")
     print(json.dumps({"lost": lost, "rejoin": rejoin}))
     return 0
-
-
-def _last_step(out: Path) -> int:
-    try:
-        rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if line.strip()]
-    except (OSError, ValueError):
-        return 0
-    return max([r["step"] for r in rows if "loss_d" in r], default=0)

@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import math
 import signal
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -51,17 +50,11 @@ def read_config(run_dir: Path) -> dict:
 
 def _lock(run_dir: Path, stale_s: float) -> tuple[dict | None, float | None, bool]:
     """(record, heartbeat age in s, fresh) of the run's lock.json; age None: there is none."""
-    f = run_dir / lock.LOCK
-    try:
-        age = time.time() - f.stat().st_mtime
-    except FileNotFoundError:
+    held, age = lock.read(run_dir / lock.LOCK)
+    if age is None:
         return None, None, False
-    try:
-        held = json.loads(f.read_text())
-    except (OSError, ValueError):
-        held = None
     # a live holder refreshes it every beat; three missed beats is what a restart of the same job waits for
-    return (held if isinstance(held, dict) else None), age, age <= 3 * lock.beat(stale_s)
+    return held, age, age <= 3 * lock.beat(stale_s)
 
 
 def diverged(run_dir: Path, train_rows: list[dict]) -> str | None:

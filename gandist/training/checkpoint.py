@@ -120,13 +120,17 @@ def _plain_keys(accelerator):
 
 # -- saving -----------------------------------------------------------------------------------------
 
+def scratch(run_dir: str | Path, step: int) -> Path:
+    """Where the checkpoint of `step` is written before the rename that completes it."""
+    return checkpoints_dir(run_dir) / f"{SCRATCH[0]}step_{step:08d}"
+
+
 def save(accelerator, run_dir: str | Path, step: int, trainer_state: dict, ema=None, keep: int = 2,
          write=None) -> Path:
     """Collective: every rank calls it.  Returns the checkpoint's final path.  `write(dir)` (collective) writes
     the networks' and optimizers' files; default: accelerate's save_state (the ddp backend)."""
     root = checkpoints_dir(run_dir)
-    final = root / f"step_{step:08d}"
-    tmp = root / f".tmp-{final.name}"
+    final, tmp = root / f"step_{step:08d}", scratch(run_dir, step)
     if accelerator.is_main_process:
         root.mkdir(parents=True, exist_ok=True)
         for p in root.iterdir():

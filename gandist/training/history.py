@@ -13,23 +13,14 @@ import os
 import time
 from pathlib import Path
 
+from gandist.training.plots import read_metrics
 from gandist.training.run_dir import HISTORY, METRICS
 
 
 def last_logged(run_dir: Path) -> tuple[int, float] | None:
     """The step and wall time of the last training row in metrics.jsonl (read before a resume trims it)."""
-    try:
-        lines = (run_dir / METRICS).read_text().splitlines()
-    except OSError:
-        return None
-    for line in reversed(lines):
-        try:
-            row = json.loads(line)
-            if "loss_d" in row:
-                return int(row["step"]), float(row["time"])
-        except (ValueError, KeyError, TypeError):
-            continue  # a row torn by a kill
-    return None
+    rows, _ = read_metrics(run_dir / METRICS)
+    return (int(rows[-1]["step"]), float(rows[-1]["time"])) if rows else None
 
 
 def read(run_dir: Path) -> list[dict]:

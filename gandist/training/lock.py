@@ -63,12 +63,12 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def _read(path: Path) -> tuple[dict | None, float]:
-    """The lock's record (None when torn or unreadable) and the age of its heartbeat in seconds."""
+def read(path: Path) -> tuple[dict | None, float | None]:
+    """The lock's record (None when torn or unreadable) and the age of its heartbeat in seconds (None: no lock)."""
     try:
         age = time.time() - path.stat().st_mtime
     except FileNotFoundError:
-        return None, 0.0
+        return None, None
     try:
         held = json.loads(path.read_text())
         return (held if isinstance(held, dict) else None), age
@@ -76,11 +76,17 @@ def _read(path: Path) -> tuple[dict | None, float]:
         return None, age
 
 
-def _write_new(path: Path, record: dict) -> bool:
-    """Create `path` holding `record` unless it exists; True when this call created it."""
+def _staged(path: Path, record: dict) -> Path:
+    """`record` written and flushed to a file of its own beside `path`, to be linked or renamed there."""
     tmp = path.with_name(f".{LOCK}.{record['token']}")
     tmp.write_text(json.dumps(record) + "\n")
     fsync(tmp)
+    return tmp
+
+
+def _write_new(path: Path, record: dict) -> bool:
+    """Create `path` holding `record` unless it exists; True when this call created it."""
+    tmp = _staged(path, record)
     try:
         os.link(tmp, path)
         return True
@@ -104,10 +110,7 @@ def _write_new(path: Path, record: dict) -> bool:
 
 
 def _replace(path: Path, record: dict):
-    tmp = path.with_name(f".{LOCK}.{record['token']}")
-    tmp.write_text(json.dumps(record) + "\n")
-    fsync(tmp)
-    os.replace(tmp, path)
+    os.replace(_staged(path, record), path)
 
 
 def stale_because(held: dict | None, age: float, me: dict, stale_s: float) -> str | None:
@@ -145,7 +148,10 @@ class RunLock:
 
     def _beat(self):
         while not self._stop.wait(beat(self.stale_s)):
-            held, age = _read(self.path)
+            held, age = read(self.path)
+            if age is None:
+                self.lost = f"the run directory's lock {self.path} was deleted"
+                return
             if held is None or held.get("token") != self.record["token"]:
                 self.lost = f"the run directory's lock was taken over by {describe(held, age)}"
                 return
@@ -157,7 +163,7 @@ class RunLock:
     def release(self):
         self._stop.set()
         self._thread.join()
-        held, _ = _read(self.path)
+        held, _ = read(self.path)
         if held is not None and held.get("token") == self.record["token"]:
             self.path.unlink(missing_ok=True)
 
@@ -169,14 +175,20 @@ def acquire(run_dir: Path, stale_s: float, say=print) -> RunLock:
     for _ in range(3):
         if _write_new(path, me):
             return RunLock(path, me, stale_s)
-        held, age = _read(path)
+        held, age = read(path)
+        if age is None:
+            continue  # released since: try to create it again
         why = stale_because(held, age, me, stale_s)
         deadline = time.monotonic() + stale_s
         while (why is None and held is not None and held.get("job") == me["job"] and me["job"]
                and time.monotonic() < deadline):
             time.sleep(1)  # an earlier start of this job: wait for it to stop beating
-            held, age = _read(path)
-            why = stale_because(held, age, me, stale_s) if held is not None else "it was released"
+            held, age = read(path)
+            if age is None:
+                break  # released: try to create it again
+            why = stale_because(held, age, me, stale_s)
+        if age is None:
+            continue
         if why is None:
             raise RunDirBusy(
                 f"output.dir {run_dir} is in use by another run ({describe(held, age)}); nothing was touched. "
@@ -185,7 +197,7 @@ def acquire(run_dir: Path, stale_s: float, say=print) -> RunLock:
         say(f"taking over the run directory's lock from {describe(held, age)}: {why}")
         _replace(path, me)
         time.sleep(0.05)  # two runs taking over at once: the later rename wins, and the loser sees it
-        held, _ = _read(path)
+        held, _ = read(path)
         if held is not None and held.get("token") == me["token"]:
             return RunLock(path, me, stale_s)
     raise RunDirBusy(f"output.dir {run_dir}: another run keeps taking its lock ({path}); nothing was touched")

@@ -31,8 +31,7 @@ class Saves:
 
     def save(self, step: int, save) -> tuple[Path | None, str]:
         """`save()` (collective) for the checkpoint of `step`; its path (None: not saved) and 'size, seconds'."""
-        # where checkpoint.save writes before the rename that completes it
-        tmp = checkpoint.checkpoints_dir(self.run_dir) / f"{checkpoint.SCRATCH[0]}step_{step:08d}"
+        tmp = checkpoint.scratch(self.run_dir, step)
         if self.main:
             warn_if_low(self.run_dir, self.needed, 1, self.say)
         t0 = time.perf_counter()
