@@ -39,7 +39,7 @@ from gandist.cli import run_command
 from gandist.data.errors import BadSample, PrepareError
 from gandist.data.shards import raw
 from gandist.data.shards.index import ENCODINGS, FORMAT, INDEX
-from gandist.data.sources import Options, Source, Split
+from gandist.data.sources import Options, Source, Split, resplit
 from gandist.utils.console import progress_bar
 from gandist.utils.files import write_json_atomic
 
@@ -187,11 +187,13 @@ def prepare(source: str, src: str | Path | None, out: str | Path, *, splits: lis
             shard_size: int = 2000, workers: int | None = None, resolution: int | None = None,
             channels: int | None = None, crop: int | None = None, skip_bad: bool = False, download: bool = False,
             size: int = 20000, seed: int = 0, shuffle_seed: int | None = 0, force: bool = False,
-            progress: bool = True, encoding: str = "png", log=print) -> dict:
+            progress: bool = True, encoding: str = "png", resplit_sizes: dict[str, int] | None = None,
+            log=print) -> dict:
     """Write `source` as shards into `out`; returns the index (also written to out/index.json).
     `workers` writer processes encode the samples (None: the CPU cores, at most 8); 0 or 1 encode them
     in this process.  The shards' bytes do not depend on it.  `encoding`: 'png' or 'raw' (see the
-    module docstring); a split written with the other one is rewritten."""
+    module docstring); a split written with the other one is rewritten.  `resplit_sizes` ({"train": 8000,
+    "test": 2000}) pools the splits read and cuts them anew (sources.resplit), seeded by `shuffle_seed`."""
     if encoding not in ENCODINGS:
         raise PrepareError(f"--encoding must be {' or '.join(ENCODINGS)}, not {encoding!r}")
     if shard_size < 1:
@@ -205,13 +207,15 @@ def prepare(source: str, src: str | Path | None, out: str | Path, *, splits: lis
         unknown = [x for x in splits if x not in s.splits]
         if unknown:
             raise PrepareError(f"{source}: no split {', '.join(unknown)} here; it has {', '.join(s.splits) or 'none'}")
+    if resplit_sizes:
+        s = resplit(s, resplit_sizes, shuffle_seed or 0)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     synthetic = source == "synthetic"
     params = {"source": source, "src": None if synthetic else str(s.root.resolve()), "resolution": s.resolution,
               "channels": s.channels, "crop": crop, "size": size if synthetic else None,
               "seed": seed if synthetic else None, "shard_size": shard_size, "shuffle_seed": shuffle_seed,
-              "skip_bad": skip_bad, "encoding": encoding}
+              "skip_bad": skip_bad, "encoding": encoding, "resplit": resplit_sizes or None}
     fp = fingerprint(s.inputs)
     old = _read_index(out)
     old_splits = old.get("splits", {}) if old else {}
@@ -280,6 +284,18 @@ def _remove_stale(out: Path, index: dict, log):
         log(f"removed {len(stale)} stale shard file(s) from {out}")
 
 
+def parse_resplit(text: str) -> dict[str, int]:
+    """--resplit's 'train=8000,test=2000' -> {'train': 8000, 'test': 2000}."""
+    sizes = {}
+    for part in text.split(","):
+        name, _, n = part.partition("=")
+        if not re.fullmatch(r"[A-Za-z0-9_]+", name) or not n.isdigit() or int(n) < 1 or name in sizes:
+            raise argparse.ArgumentTypeError(f"{part!r} in {text!r}: each part is NAME=N, a split name (letters, "
+                                             f"digits, _) used once and a positive count, e.g. train=8000,test=2000")
+        sizes[name] = int(n)
+    return sizes
+
+
 def parse_args(argv):
     p = argparse.ArgumentParser(prog="gandist-prepare", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -305,6 +321,9 @@ def parse_args(argv):
     p.add_argument("--encoding", choices=ENCODINGS, default="png",
                    help="how images are stored: png (default: lossless, smallest shards) or raw (uint8 arrays "
                         "as .npy: the same pixels, no decoding when read, so less CPU per image; larger shards)")
+    p.add_argument("--resplit", type=parse_resplit, metavar="NAME=N,...",
+                   help="pool the splits read and write new ones of these sizes in a seeded random order "
+                        "(--shuffle-seed), e.g. train=8000,test=2000: a held-out set from one split")
     p.add_argument("--force", action="store_true", help="rewrite splits even when they are up to date")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p.parse_args(argv)
@@ -321,7 +340,8 @@ def _command(args) -> int:
                         shard_size=args.shard_size, workers=args.workers, resolution=args.resolution,
                         channels=args.channels, crop=args.crop, skip_bad=args.skip_bad, download=args.download,
                         size=args.size, seed=args.seed, shuffle_seed=None if args.no_shuffle else args.shuffle_seed,
-                        force=args.force, progress=not args.no_progress, encoding=args.encoding)
+                        force=args.force, progress=not args.no_progress, encoding=args.encoding,
+                        resplit_sizes=args.resplit)
     except KeyboardInterrupt:  # not an error: what is written stays, a re-run finishes it
         print("gandist-prepare: interrupted; re-run the same command to finish", file=sys.stderr)
         return 130

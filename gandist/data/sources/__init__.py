@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import io
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -156,3 +156,29 @@ def image_file_sample(item) -> dict:
 def safe_key(text: str) -> str:
     """A WebDataset key: no dots (they separate the key from the extension) and no odd characters."""
     return "".join(c if c.isalnum() or c in "-_" else "_" for c in text)
+
+
+def _pooled(job) -> dict:
+    """Split.process of a resplit source: job is (the original split's process, its work item)."""
+    process, item = job
+    return process(item)
+
+
+def resplit(source: Source, sizes: dict[str, int], seed: int) -> Source:
+    """The samples of every split read, pooled in a seeded random order and cut into new splits of these sizes
+    (taken in the order given): a labelled held-out set from a dataset that comes as one split, such as the
+    MNIST test set alone.  Each sample keeps its key, which names the split it came from."""
+    pool = [(sp, i) for sp in source.splits.values() for i in range(sp.count)]
+    need = sum(sizes.values())
+    if need > len(pool):
+        read = ", ".join(f"{sp.name} ({sp.count})" for sp in source.splits.values()) or "none"
+        raise PrepareError(f"--resplit asks for {need} samples in all; the split(s) read hold {len(pool)}: {read}")
+    order = np.random.default_rng(seed).permutation(len(pool))
+    splits, at = {}, 0
+    for name, n in sizes.items():
+        chosen = [pool[k] for k in order[at:at + n]]
+        at += n
+        splits[name] = Split(name, n, lambda i, c=chosen: (c[i][0].process, c[i][0].item(c[i][1])), _pooled)
+    listed = [m for ms in source.skipped.values() for m in ms]
+    return replace(source, splits=splits, skipped={next(iter(sizes)): listed} if listed else {})
+

@@ -241,6 +241,33 @@ def test_mnist_real_sample(shared_data, tmp_path):
     assert index["splits"]["test"]["total"] == 10000
 
 
+def test_resplit_cuts_a_held_out_set_from_one_split(tmp_path):
+    """--resplit: the test set alone becomes disjoint train and test splits that together hold every sample
+    once, with its exact pixels and label; the cut depends on --shuffle-seed only, and asking too much names it."""
+    make_mnist(tmp_path / "src" / "raw", {"t10k": 30}, gz=True)
+    kw = dict(splits=["test"], progress=False, workers=0, shard_size=8)
+    index = prepare("mnist", tmp_path / "src", tmp_path / "out", resplit_sizes={"train": 20, "test": 7}, **kw)
+    assert (index["splits"]["train"]["total"], index["splits"]["test"]["total"]) == (20, 7)
+    prepare("mnist", tmp_path / "src", tmp_path / "whole", **kw)
+    whole = read_split(tmp_path / "whole", "test")
+    train, test = read_split(tmp_path / "out", "train"), read_split(tmp_path / "out", "test")
+    assert not set(train) & set(test) and set(train) | set(test) <= set(whole)
+    for key, (img, lab) in {**train, **test}.items():
+        np.testing.assert_array_equal(img, whole[key][0])
+        assert lab == whole[key][1]
+    again = prepare("mnist", tmp_path / "src", tmp_path / "again", resplit_sizes={"train": 20, "test": 7}, **kw)
+    assert set(read_split(tmp_path / "again", "test")) == set(test) and again["splits"]["test"]["total"] == 7
+    other = prepare("mnist", tmp_path / "src", tmp_path / "other", resplit_sizes={"train": 20, "test": 7},
+                    shuffle_seed=1, **kw)
+    assert set(read_split(tmp_path / "other", "test")) != set(test) and other
+    with pytest.raises(PrepareError, match="asks for 31 samples in all; the split.s. read hold 30: test .30."):
+        prepare("mnist", tmp_path / "src", tmp_path / "bad", resplit_sizes={"train": 30, "test": 1}, **kw)
+    assert parse_args(["mnist", "--out", "o", "--resplit", "train=8000,test=2000"]).resplit == \
+        {"train": 8000, "test": 2000}
+    with pytest.raises(SystemExit):
+        parse_args(["mnist", "--out", "o", "--resplit", "train=8000,train=2"])
+
+
 def test_mnist_uncompressed_and_truncated(tmp_path):
     rng = np.random.default_rng(1)
     imgs, labs = rng.integers(0, 256, (7, 28, 28), dtype=np.uint8), rng.integers(0, 10, 7).astype(np.uint8)
