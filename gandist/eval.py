@@ -1,13 +1,18 @@
-"""gandist-eval: FID / IS / KID of a trained run's generator, written to RUN_DIR/eval.json.
+"""gandist-eval: FID / IS / KID, and the judge's metrics, of a trained run's generator, written to RUN_DIR/eval.json.
 
     gandist-eval runs/quickstart                                  # eval.metrics of the run, or all three
     gandist-eval runs/quickstart --metrics fid,kid --num-samples 10000
     gandist-eval runs/quickstart --feature-weights weights-inception-2015-12-05-6726825d.pth
     gandist-eval runs/cifar --metrics fid data.urls='data/shards/cifar10/test-{000000..000004}.tar'
+    gandist-eval runs/cgan_mnist --metrics judge_fd,judge_acc,prdc --judge judges/mnist.safetensors \
+        --num-samples 2000 eval.real_urls='data/shards/mnist-sample/test-{000000..000000}.tar'
 
 The generator is RUN_DIR/final/generator_ema.safetensors when the run kept an EMA, else
 final/generator.safetensors (--checkpoint picks one).  key=value overrides apply on top of the run's
-config.yaml (e.g. data.urls to compare with another split).  Real images and metric details: see
+config.yaml (e.g. eval.real_urls to compare with a held-out split).  The judge's metrics are also given
+as the judge's own figures on real images: judge_fd_ratio = judge_fd / the real-vs-real floor that
+gandist-judge measured (about 1 = as close as real images are; compare at the floor's image count), and
+the judge's accuracy on held-out real images beside judge_acc.  Real images and metric details: see
 gandist/metrics/.  Runs in one process (the GPU if there is one).
 """
 from __future__ import annotations
@@ -26,7 +31,7 @@ from gandist import __version__
 from gandist.cli import ConfigError, UsageError, run_command
 from gandist.metrics.evaluator import Evaluator
 from gandist.metrics.inception import check_weights
-from gandist.metrics.registry import FEATURE_LAYERS, MetricError, check_metrics, list_metrics
+from gandist.metrics.registry import FEATURE_LAYERS, MetricError, check_metrics, list_metrics, uses_judge
 from gandist.trained import add_run_arguments, config_generator, generator_path, load_config, pick_device
 from gandist.utils.files import write_json_atomic
 
@@ -35,14 +40,15 @@ def parse_args(argv):
     p = argparse.ArgumentParser(prog="gandist-eval", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     add_run_arguments(p)
-    p.add_argument("--metrics", help=f"comma list of {', '.join(list_metrics())} "
-                                     f"(default: eval.metrics of the run, or all)")
+    p.add_argument("--metrics", help=f"comma list of {', '.join(list_metrics())} (default: eval.metrics of the "
+                                     f"run, or all: the judge's where there is a judge, judge_acc if conditional)")
     p.add_argument("--num-samples", type=int, help="generated images, and at most this many real ones "
                                                    "(default: eval.num_samples)")
     p.add_argument("--feature-weights", help="torch-fidelity InceptionV3 weights file (default: eval.feature_weights; "
                                              "empty = torch-fidelity's download)")
     p.add_argument("--feature-layer", default=None, choices=FEATURE_LAYERS,
                    help="Inception features for FID/KID; 2048 gives published numbers, fewer dims suit few samples")
+    p.add_argument("--judge", help="the judge file of judge_fd, judge_acc, prdc (default: eval.judge)")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--seed", type=int, help="noise of the generated set (default: train.seed)")
     p.add_argument("--no-progress", action="store_true")
@@ -62,10 +68,16 @@ def print_table(scores: dict, caption: str):
     get_console().print(t)
 
 
+def default_metrics(cfg, args) -> list[str]:
+    """Without --metrics or eval.metrics: Inception's three, and the judge's where there is a judge."""
+    with_judge = bool(cfg.eval.judge if args.judge is None else args.judge)
+    return [m for m in list_metrics() if not uses_judge([m]) or (with_judge and (m != "judge_acc" or cfg.label_dim))]
+
+
 def run(args) -> int:
     run_dir = Path(args.run_dir)
     cfg = load_config(run_dir, args.overrides)
-    names = check_metrics(args.metrics if args.metrics is not None else (cfg.eval.metrics or list_metrics()))
+    names = check_metrics(args.metrics if args.metrics is not None else (cfg.eval.metrics or default_metrics(cfg, args)))
     if args.num_samples is not None and args.num_samples < 1:
         raise UsageError(f"--num-samples: must be at least 1, got {args.num_samples}")
     if args.batch_size < 1:
@@ -77,9 +89,15 @@ def run(args) -> int:
     G = config_generator(cfg, gpath, device)
 
     ev = Evaluator(cfg, device, 0, 1, metrics=names, num_samples=args.num_samples, feature_weights=weights,
-                   feature_layer=args.feature_layer, batch_size=args.batch_size, seed=args.seed,
-                   progress=not args.no_progress)
-    if ev.real_layers and ev.opts.feature_layer == "2048" and ev.num_samples < 2048:
+                   feature_layer=args.feature_layer, judge_file=args.judge,
+                   judge_setting="eval.judge" if args.judge is None else "--judge", batch_size=args.batch_size,
+                   seed=args.seed, progress=not args.no_progress)
+    floor_n = ev.judge_meta.get("floor_n")
+    if floor_n and ev.num_samples != floor_n:
+        print(f"gandist-eval: note: the judge's floor was measured on {floor_n} images and this evaluation uses "
+              f"{ev.num_samples}; a Frechet distance depends on the count (use --num-samples {floor_n})",
+              file=sys.stderr)
+    if {"fid", "kid"} & set(names) and ev.opts.feature_layer == "2048" and ev.num_samples < 2048:
         print(f"gandist-eval: note: FID/KID on 2048 Inception features from {ev.num_samples} < 2048 images are "
               f"strongly biased; compare only numbers computed with the same number of images", file=sys.stderr)
     t0 = time.perf_counter()
@@ -91,8 +109,10 @@ def run(args) -> int:
         "generator": str(gpath.relative_to(run_dir)),
         "num_samples": ev.num_samples,
         "real_samples": ev.real_count,
-        "real_data": cfg.data.source if cfg.data.source == "synthetic" else cfg.data.urls,
+        "real_data": cfg.eval.real_urls or (cfg.data.source if cfg.data.source == "synthetic" else cfg.data.urls),
         "feature_layer": ev.opts.feature_layer,
+        **({"judge": {"file": str(Path(ev.judge).resolve()), "floor_fd": ev.judge_meta["floor_fd"],
+                      "floor_n": floor_n, "real_accuracy": ev.judge_meta["test_accuracy"]}} if ev.judge else {}),
         "feature_weights": str(Path(weights).resolve()) if weights else "torch-fidelity default download",
         "seed": ev.seed,
         "device": str(device),
@@ -102,8 +122,12 @@ def run(args) -> int:
     }
     out = run_dir / "eval.json"
     write_json_atomic(out, record)
-    print_table(scores, f"{record['generator']}, {ev.num_samples} generated / {ev.real_count} real images, "
-                        f"Inception {ev.opts.feature_layer}")
+    shown = dict(scores)
+    if ev.judge:  # the judge's own figures on real images, to read the run's against
+        shown["judge floor (real vs real FD)"] = ev.judge_meta["floor_fd"]
+        shown["judge accuracy on real images"] = ev.judge_meta["test_accuracy"]
+    print_table(shown, f"{record['generator']}, {ev.num_samples} generated / {ev.real_count} real images"
+                       + (f", Inception {ev.opts.feature_layer}" if any(m in names for m in ("fid", "kid")) else ""))
     print(f"wrote {out}")
     return 0
 

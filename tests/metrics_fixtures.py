@@ -69,3 +69,14 @@ def tiny_cfg(*overrides):
 
     return config.load(None, ["model.z_dim=8", "model.g_width=4", "model.d_width=4", "data.synthetic_size=64",
                               "eval.metrics=[fid,kid]", "eval.num_samples=6", "log.progress=false", *overrides])
+
+
+def make_random_judge(path: Path, resolution: int = 32, channels: int = 3, classes: int = 10, seed: int = 0) -> Path:
+    """A judge file with random weights (as gandist-judge writes one), for the plumbing: its floor is 1."""
+    from gandist.metrics import judge
+
+    torch.manual_seed(seed)
+    info = {"labels": "cls", "classes": [str(c) for c in range(classes)], "attributes": [], "resolution": resolution,
+            "channels": channels, "width": 4, "features": 16, "test_accuracy": 0.5, "floor_fd": 1.0, "floor_n": 12}
+    judge.save(judge.build(info).eval(), info, Path(path))
+    return Path(path)

@@ -193,6 +193,9 @@ class EvalConfig:
     feature_weights: str = _f("", help="torch-fidelity Inception weights file; empty = its default download")
     feature_layer: int = _f(2048, choices=tuple(int(n) for n in FEATURE_LAYERS),
                             help="Inception features for FID/KID: 2048 gives published numbers; fewer suit few samples")
+    judge: str = _f("", help="the judge file (gandist-judge) that judge_fd, judge_acc and prdc read; needed by them")
+    real_urls: str = _f("", help="shard pattern(s) of the real images metrics compare with, e.g. a held-out split "
+                                 "the GAN never trains on; empty = data.urls")
 
 
 @dataclass

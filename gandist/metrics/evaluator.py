@@ -1,4 +1,5 @@
-"""The Evaluator: FID / IS / KID of a generator against the run's real data, computed with torch-fidelity.
+"""The Evaluator: FID / IS / KID, and the judge's metrics, of a generator against the run's real data,
+computed with torch-fidelity's feature extractors (Inception, and the judge registered as one).
 
     evaluator = Evaluator(cfg, device, rank, world)   # once: checks settings, reads nothing yet
     scores = evaluator(G_ema)                          # e.g. {"fid": 31.2, "kid": 0.021, "kid_std": 0.001}
@@ -25,9 +26,14 @@ import torch
 from rich import get_console
 
 from gandist.distributed import broadcast_object, gather_object, is_distributed, share
+from gandist.metrics import judge
 from gandist.metrics.inception import check_weights, extract, feature_extractor
-from gandist.metrics.registry import FEATURE_LAYERS, MetricError, Options, check_metrics, compute, layers_for
-from gandist.metrics.sets import eval_conditions, eval_noise, expected_real, generated_batches, real_batches
+from gandist.metrics.registry import (FEATURE_LAYERS, JUDGE_FEATURES, JUDGE_LOGITS, LABELS, MetricError, Options,
+                                      check_metrics, compute, layers_for, uses_judge)
+from gandist.metrics.sets import (asked_labels, eval_conditions, eval_noise, expected_real, generated_batches,
+                                  real_batches)
+
+JUDGE_LAYERS = (JUDGE_FEATURES, JUDGE_LOGITS)
 from gandist.utils.console import progress_bar
 
 
@@ -44,11 +50,13 @@ class Evaluator:
 
     cfg: the run Config.  metrics/num_samples/feature_weights/feature_layer default to cfg.eval.*; feature_layer is
     the Inception layer for FID and KID ("2048" = published numbers; 64/192/768 for small sample counts,
-    as pytorch-fid's --dims); seed defaults to train.seed; progress (rich, rank 0) defaults to
-    cfg.log.progress."""
+    as pytorch-fid's --dims); judge (the judge file of judge_fd, judge_acc, prdc) defaults to cfg.eval.judge, and
+    `judge_setting` names where it came from in errors; seed defaults to train.seed; progress (rich, rank 0)
+    defaults to cfg.log.progress."""
 
     def __init__(self, cfg, device, rank: int = 0, world: int = 1, *, metrics=None, num_samples: int | None = None,
                  feature_weights: str | None = None, feature_layer: str | int | None = None,
+                 judge_file: str | None = None, judge_setting: str = "eval.judge",
                  batch_size: int = 32, seed: int | None = None, progress: bool | None = None):
         self.cfg, self.device, self.rank, self.world = cfg, torch.device(device), rank, world
         self.metrics = check_metrics(cfg.eval.metrics if metrics is None else metrics)
@@ -61,7 +69,10 @@ class Evaluator:
         if str(feature_layer) not in FEATURE_LAYERS:
             raise MetricError(f"feature layer {feature_layer!r}: choose from {', '.join(FEATURE_LAYERS)}")
         self.seed = cfg.train.seed if seed is None else seed
-        self.opts = Options(feature_layer=str(feature_layer), seed=self.seed)
+        self.judge, self.judge_meta = self._check_judge(cfg.eval.judge if judge_file is None else judge_file,
+                                                        judge_setting)
+        self.opts = Options(feature_layer=str(feature_layer), seed=self.seed,
+                            judge_floor=self.judge_meta.get("floor_fd"), judge_columns=self._judge_columns)
         self.batch_size = batch_size
         self.progress = cfg.log.progress if progress is None else progress
         self.fake_layers, self.real_layers = layers_for(self.metrics, self.opts)
@@ -71,18 +82,46 @@ class Evaluator:
         self._real_read = False
         self.real_count = 0
 
+    def _check_judge(self, path: str, setting: str) -> tuple[str, dict]:
+        """(the judge file, its metadata) where a metric reads the judge: there, and trained on images like
+        the run's (checked now, before any work); ("", {}) where none does."""
+        self._judge_columns = None
+        if not uses_judge(self.metrics):
+            return "", {}
+        if not path:
+            raise MetricError(f"{setting}: {', '.join(m for m in self.metrics if m.startswith(('judge', 'prdc')))} "
+                              f"read the judge: train one with gandist-judge and name its file in {setting}")
+        accuracy = "judge_acc" in self.metrics
+        if accuracy and not self.cfg.label_dim:
+            raise MetricError("judge_acc: the judge's accuracy against the class asked for needs a conditional "
+                              "run (model.conditioning is none)")
+        meta = judge.read_meta(path, setting)
+        self._judge_columns = judge.check_fits(meta, self.cfg, path, setting, accuracy=accuracy)
+        return path, meta
+
     def prepare(self) -> "Evaluator":
         """Load Inception and embed the real set now (a training run calls this before its first step, so
         a missing download or unreadable data stops it at once); otherwise the first call does it."""
         self._read_real()
-        self._net(self.fake_layers)
+        self._nets_for(self.fake_layers)
         return self
 
     @property
     def main(self) -> bool:
         return self.rank == 0
 
+    def _nets_for(self, layers: tuple) -> list[torch.nn.Module]:
+        """The feature extractors giving `layers`: Inception for its own, the judge for the judge's."""
+        mine = tuple(l for l in layers if l in JUDGE_LAYERS)
+        nets = [self._net(rest)] if (rest := tuple(l for l in layers if l not in JUDGE_LAYERS)) else []
+        if mine:
+            if mine not in self._nets:
+                self._nets[mine] = judge.judge_extractor(mine, self.judge, self.device)
+            nets.append(self._nets[mine])
+        return nets
+
     def _net(self, layers: tuple) -> torch.nn.Module:
+        """Inception with these output layers."""
         if layers not in self._nets:
             if is_distributed() and not self.weights:  # one download, then the other ranks read the cache
                 problem = None
@@ -120,7 +159,7 @@ class Evaluator:
         if not self.real_layers and not need_labels:
             self._real_read = True
             return
-        net = self._net(self.real_layers) if self.real_layers else None
+        nets = self._nets_for(self.real_layers) if self.real_layers else None
         labels: list[torch.Tensor] = []
 
         def batches(on_batch=None):
@@ -132,13 +171,13 @@ class Evaluator:
                 yield images
 
         total = expected_real(self.cfg, self.num_samples)
-        with self._counter("real images (Inception)" if net else "real labels", total) as step:
-            if net is not None:
-                feats = extract(net, batches(), step)
+        with self._counter("real images (features)" if nets else "real labels", total) as step:
+            if nets:
+                feats = extract(nets, batches(), step)
             else:
                 for _ in batches(step):
                     pass
-        self._real = _cat_features(gather_object(feats)) if net is not None else None
+        self._real = _cat_features(gather_object(feats)) if nets else None
         mine = torch.cat(labels) if labels else None
         got = [t for t in gather_object(mine) if t is not None]
         self._real_labels = torch.cat(got) if got else None
@@ -146,7 +185,8 @@ class Evaluator:
             len(self._real_labels) if self._real_labels is not None else 0)
         if self.real_layers and self.real_count < 2:
             raise MetricError(f"found {self.real_count} real image(s) to compare with (data.source="
-                              f"{self.cfg.data.source}); FID and KID need at least 2")
+                              f"{self.cfg.data.source}, eval.real_urls={self.cfg.eval.real_urls!r}); "
+                              f"{', '.join(self.metrics)} need at least 2")
         self._real_read = True
 
     @torch.no_grad()
@@ -157,18 +197,20 @@ class Evaluator:
         z = eval_noise(self.cfg, n, self.seed)[rows.start:rows.stop]
         y = eval_conditions(self.cfg, n, self._real_labels)
         y = y[rows.start:rows.stop] if y is not None else None
-        net = self._net(self.fake_layers)
+        nets = self._nets_for(self.fake_layers)
         was = G.training
         G.eval()
         try:
-            with self._counter("generated images (Inception)", n) as step:
-                feats = extract(net, generated_batches(G, z, y, self.batch_size), step)
+            with self._counter("generated images (features)", n) as step:
+                feats = extract(nets, generated_batches(G, z, y, self.batch_size), step)
         finally:
             G.train(was)
+        if y is not None:  # what each image was asked for, gathered with its features (judge_acc)
+            feats[LABELS] = asked_labels(self.cfg, n, self._real_labels)[rows.start:rows.stop]
         return _cat_features(gather_object(feats))
 
     def __call__(self, G: torch.nn.Module) -> dict[str, float]:
-        """Scores {fid, isc, isc_std, kid, kid_std (those requested)}, the same on every rank.  G: the
+        """Scores (those of the metrics requested: registry.score_keys), the same on every rank.  G: the
         generator itself (not a DDP wrapper): its eval-mode output is used and its mode restored."""
         self._read_real()
         fake = self._generate(G)

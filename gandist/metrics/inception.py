@@ -76,16 +76,18 @@ def to_uint8_rgb(x: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def extract(net: torch.nn.Module, batches: Iterable[torch.Tensor], on_batch: Callable[[int], None] | None = None
+def extract(nets, batches: Iterable[torch.Tensor], on_batch: Callable[[int], None] | None = None
             ) -> dict[str, torch.Tensor]:
-    """Features {layer: (N, D) float32 CPU tensor} of image batches (any of to_uint8_rgb's inputs)."""
-    device = next(net.parameters()).device
-    layers = list(net.get_requested_features_list())
-    parts: dict[str, list] = {k: [] for k in layers}
+    """Features {layer: (N, D) float32 CPU tensor} of image batches (any of to_uint8_rgb's inputs) from one
+    torch-fidelity feature extractor or several (Inception and the judge: one pass over the images)."""
+    nets = [nets] if isinstance(nets, torch.nn.Module) else list(nets)
+    device = next(nets[0].parameters()).device
+    parts: dict[str, list] = {k: [] for net in nets for k in net.get_requested_features_list()}
     for x in batches:
         x = to_uint8_rgb(x).to(device)
-        for k, v in net.convert_features_tuple_to_dict(net(x)).items():
-            parts[k].append(v.float().cpu())
+        for net in nets:
+            for k, v in net.convert_features_tuple_to_dict(net(x)).items():
+                parts[k].append(v.float().cpu())
         if on_batch is not None:
             on_batch(len(x))
     return {k: torch.cat(v) if v else torch.zeros(0, 0) for k, v in parts.items()}

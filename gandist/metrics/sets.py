@@ -6,7 +6,8 @@ labels (image i has class i mod data.num_classes) for class-conditional models, 
 attribute vectors (in order, repeated if needed) for attribute-conditional ones.
 
 The real set: the first `num_samples` images of the embedded dataset (all of them if it is smaller), or,
-for shards, up to `num_samples` images read in shard order by `gandist.data.shards.eval.eval_batches_for`.
+for shards, up to `num_samples` images read in shard order by `gandist.data.shards.eval.eval_batches_for`
+from eval.real_urls (a held-out split) or else data.urls.
 """
 from __future__ import annotations
 
@@ -24,15 +25,20 @@ from gandist.metrics.registry import MetricError
 def expected_real(cfg, limit: int) -> int:
     """How many real images all ranks together read at most: `limit`, or fewer for a smaller embedded
     dataset (a shard set's size is known only once read)."""
-    return min(limit, cfg.data.synthetic_size) if cfg.data.source == "synthetic" else limit
+    return min(limit, cfg.data.synthetic_size) if reads_synthetic(cfg) else limit
+
+
+def reads_synthetic(cfg) -> bool:
+    """Whether the real set is the embedded dataset (not shards)."""
+    return cfg.data.source == "synthetic" and not cfg.eval.real_urls
 
 
 def real_batches(cfg, limit: int, rank: int = 0, world: int = 1, batch_size: int = 32
                  ) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
     """(uint8 images, labels) of this rank's share of the real set: the first `limit` images of the
-    embedded dataset, or up to `limit` images of the shards in data.urls read in order."""
+    embedded dataset, or up to `limit` images of the shards in eval.real_urls (else data.urls) read in order."""
     d = cfg.data
-    if d.source == "synthetic":
+    if reads_synthetic(cfg):
         ds = SyntheticDataset(d.synthetic_size, d.resolution, d.channels, d.synthetic_seed)
         rows = share(expected_real(cfg, limit), rank, world)
         for i in range(rows.start, rows.stop, batch_size):
@@ -41,7 +47,7 @@ def real_batches(cfg, limit: int, rank: int = 0, world: int = 1, batch_size: int
         return
     quota = len(share(limit, rank, world))
     taken = 0
-    for images, labels in eval_batches_for(cfg, rank, world, batch_size):
+    for images, labels in eval_batches_for(cfg, rank, world, batch_size, urls=cfg.eval.real_urls or None):
         if taken >= quota:
             break
         k = min(len(images), quota - taken)
@@ -55,19 +61,28 @@ def eval_noise(cfg, n: int, seed: int | None = None) -> torch.Tensor:
     return torch.randn(n, cfg.model.z_dim, generator=generator(seed, 0, "eval"))
 
 
-def eval_conditions(cfg, n: int, real_labels: torch.Tensor | None) -> torch.Tensor | None:
-    """G's condition vectors for the generated set: balanced classes (image i: class i mod num_classes),
-    or the real set's attribute vectors in order (repeated), so attribute frequencies match the data."""
+def asked_labels(cfg, n: int, real_labels: torch.Tensor | None) -> torch.Tensor | None:
+    """What the generated set asks G for: balanced classes (image i: class i mod num_classes), or the real
+    set's attribute vectors in order (repeated), so attribute frequencies match the data; None unconditional."""
     ld = cfg.label_dim
     if not ld:
         return None
     if not cfg.data.attributes:
-        return torch.nn.functional.one_hot(torch.arange(n) % ld, ld).float()
+        return torch.arange(n) % ld
     if real_labels is None or len(real_labels) == 0:
         raise MetricError("an attribute-conditioned generator is evaluated with the real set's attribute vectors, "
                           "but the real images came without attribute labels (data.label_key=attr)")
-    idx = torch.arange(n) % len(real_labels)
-    return condition(real_labels[idx], cfg).float()
+    return real_labels[torch.arange(n) % len(real_labels)]
+
+
+def eval_conditions(cfg, n: int, real_labels: torch.Tensor | None) -> torch.Tensor | None:
+    """G's condition vectors for the generated set (asked_labels as G takes them)."""
+    asked = asked_labels(cfg, n, real_labels)
+    if asked is None:
+        return None
+    if not cfg.data.attributes:
+        return torch.nn.functional.one_hot(asked, cfg.label_dim).float()
+    return condition(asked, cfg).float()
 
 
 def generated_batches(G: torch.nn.Module, z: torch.Tensor, y: torch.Tensor | None, batch_size: int

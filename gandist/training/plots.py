@@ -91,15 +91,34 @@ def plot_losses(rows: list[dict], path: Path, title: str):
     _save(fig, path)
 
 
+# The scores panel: one axis per score (or group of like scores), with which way is better.
+SCORE_PANELS = (
+    (("fid",), "FID (lower is better)"),
+    (("kid",), "KID (lower is better)"),
+    (("isc",), "IS (higher is better)"),
+    (("judge_fd_ratio",), "judge FD / real-vs-real floor\n(lower is better; 1 = real)"),
+    (("judge_fd",), "judge FD (lower is better)"),  # where the judge has no floor
+    (("judge_acc",), "judge accuracy on the\nclass asked for (higher is better)"),
+    (("precision", "recall", "density", "coverage"), "judge features\n(higher is better; ~1 = real)"),
+)
+SCORES = tuple(k for keys, _ in SCORE_PANELS for k in keys)
+
+
 def plot_scores(rows: list[dict], path: Path, title: str):
-    """One panel per evaluation score (fid, kid, isc) against the step."""
-    keys = [k for k in ("fid", "kid", "isc") if any(k in r for r in rows)]
-    fig = Figure(figsize=(9, 3 * len(keys)))
-    axes = fig.subplots(len(keys), 1, sharex=True, squeeze=False)
-    for (ax,), k in zip(axes, keys):
-        steps, values = _series(rows, k)
-        ax.plot(steps, values, marker="o", color="tab:orange")
-        ax.set_ylabel(k.upper() + (" (lower is better)" if k in ("fid", "kid") else " (higher is better)"))
+    """One panel per evaluation score (SCORE_PANELS) against the step; judge FD as its ratio to the floor
+    where there is one."""
+    have = {k for r in rows for k in r}
+    panels = [(keys, label) for keys, label in SCORE_PANELS if have & set(keys)
+              and not (keys == ("judge_fd",) and "judge_fd_ratio" in have)]
+    fig = Figure(figsize=(9, 3 * len(panels)))
+    axes = fig.subplots(len(panels), 1, sharex=True, squeeze=False)
+    for (ax,), (keys, label) in zip(axes, panels):
+        for k, colour in zip((k for k in keys if k in have), ("tab:orange", "tab:blue", "tab:green", "tab:red")):
+            steps, values = _series(rows, k)
+            ax.plot(steps, values, marker="o", color=colour, label=k)
+        if len(keys) > 1:
+            ax.legend(loc="best", fontsize=8)
+        ax.set_ylabel(label)
         ax.grid(True, alpha=0.3)
     axes[0][0].set_title(title)
     axes[-1][0].set_xlabel("step")
@@ -123,7 +142,7 @@ def plot_throughput(rows: list[dict], path: Path, title: str):
 
 
 def refresh(run_dir: Path, title: str) -> list[Path]:
-    """Redraw plots/losses.png, plots/throughput.png, plots/fid.png (when the run evaluates) from
+    """Redraw plots/losses.png, plots/throughput.png, plots/fid.png (the scores, when the run evaluates) from
     metrics.jsonl and samples/progress.gif from the grids; returns what was written."""
     train, evals = read_metrics(run_dir / "metrics.jsonl")
     written = []
@@ -131,7 +150,7 @@ def refresh(run_dir: Path, title: str) -> list[Path]:
         plot_losses(train, run_dir / "plots" / "losses.png", title)
         plot_throughput(train, run_dir / "plots" / "throughput.png", title)
         written += [run_dir / "plots" / "losses.png", run_dir / "plots" / "throughput.png"]
-    if any(k in r for r in evals for k in ("fid", "kid", "isc")):
+    if any(k in r for r in evals for k in SCORES):
         plot_scores(evals, run_dir / "plots" / "fid.png", title)
         written.append(run_dir / "plots" / "fid.png")
     gif = progress_gif(run_dir / "samples")

@@ -27,6 +27,7 @@ from torchvision.utils import make_grid
 from gandist import config
 from gandist.distributed import generator, on_gpu
 from gandist.metrics.inception import quantise
+from gandist.metrics.registry import score_keys
 from gandist.training import plots
 from gandist.training.disk import writing
 from gandist.training.run_dir import METRICS
@@ -46,7 +47,7 @@ TB_GROUPS = {**dict.fromkeys(("loss_d", "loss_g", "loss_d_adv"), "1 losses"),
              **dict.fromkeys(("wasserstein", "gp", "r1"), "3 Wasserstein and penalty"),
              **dict.fromkeys(("images_per_sec", "world_size"), "4 throughput"),
              **dict.fromkeys(("bad_steps", "skipped_steps", "data_skipped"), "5 health"),
-             **dict.fromkeys(("fid", "kid", "kid_std", "isc", "isc_std"), "6 scores")}
+             **dict.fromkeys(score_keys(), "6 scores")}
 TB_OTHER = "7 other"  # a value no group names (a registered penalty's, say)
 PLOTS_BYTES = 2 << 20  # about what plots/ and progress.gif take when redrawn: the room a redraw needs
 

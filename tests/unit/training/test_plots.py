@@ -62,3 +62,20 @@ def test_tensorboard_is_on_by_default_and_an_absent_tracker_is_refused():
     assert config.load(REPO / "configs" / "quickstart.yaml").log.trackers == ["tensorboard"]
     with pytest.raises(ConfigError, match="log.trackers: 'neptune' is not one of"):
         config.load(REPO / "configs" / "quickstart.yaml", ["log.trackers=[neptune]"])
+
+
+def test_the_scores_panel_shows_the_judge_scores_beside_fid(tmp_path):
+    def height(rows):
+        (tmp_path / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+        plots.refresh(tmp_path, "cgan: test")
+        with Image.open(tmp_path / "plots" / "fid.png") as im:
+            return im.size[1]
+
+    one = height([{"step": s, "fid": 50.0 - s} for s in (10, 20)])
+    judge = {"judge_fd": 3.0, "judge_fd_ratio": 1.5, "judge_acc": 0.9, "precision": 0.8, "recall": 0.7,
+             "density": 0.9, "coverage": 0.8}
+    # fid, the ratio (judge_fd itself is not drawn beside it), the accuracy, and P/R/D/C on one axis
+    four = height([{"step": s, "fid": 50.0 - s, **judge} for s in (10, 20)])
+    assert four == pytest.approx(4 * one, rel=0.02)
+    no_floor = {k: v for k, v in judge.items() if k != "judge_fd_ratio"}
+    assert height([{"step": s, **no_floor} for s in (10, 20)]) == pytest.approx(3 * one, rel=0.02)
