@@ -69,9 +69,13 @@ def print_table(scores: dict, caption: str):
 
 
 def default_metrics(cfg, args) -> list[str]:
-    """Without --metrics or eval.metrics: Inception's three, and the judge's where there is a judge."""
+    """Without --metrics or eval.metrics: the judge's where there is a judge (judge_acc if conditional), and
+    Inception's three unless there is a judge but no Inception weights file (offline: nothing to download)."""
     with_judge = bool(cfg.eval.judge if args.judge is None else args.judge)
-    return [m for m in list_metrics() if not uses_judge([m]) or (with_judge and (m != "judge_acc" or cfg.label_dim))]
+    weights = bool(cfg.eval.feature_weights if args.feature_weights is None else args.feature_weights)
+    judged = [m for m in list_metrics() if uses_judge([m]) and (m != "judge_acc" or cfg.label_dim)] if with_judge else []
+    inception = [m for m in list_metrics() if not uses_judge([m])] if weights or not with_judge else []
+    return inception + judged
 
 
 def run(args) -> int:

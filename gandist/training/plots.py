@@ -118,6 +118,8 @@ def plot_scores(rows: list[dict], path: Path, title: str):
             ax.plot(steps, values, marker="o", color=colour, label=k)
         if len(keys) > 1:
             ax.legend(loc="best", fontsize=8)
+        if keys == ("judge_fd_ratio",):
+            ax.set_yscale("log")  # from thousands early on down to about 1
         ax.set_ylabel(label)
         ax.grid(True, alpha=0.3)
     axes[0][0].set_title(title)

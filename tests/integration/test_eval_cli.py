@@ -18,7 +18,7 @@ from gandist import sample as gsample
 from gandist.cli import EXIT_USAGE, UsageError
 from tests.conftest import REPO, env, run_train
 from tests import metrics_fixtures
-from tests.metrics_fixtures import tiny_cfg
+from tests.metrics_fixtures import make_random_judge, tiny_cfg
 
 inception_weights = metrics_fixtures.inception_weights  # the session fixture, by its name here
 
@@ -61,6 +61,28 @@ def test_eval_writes_eval_json_with_the_requested_metrics(run, inception_weights
     rec = json.loads((run / "eval.json").read_text())
     assert set(rec["metrics"]) == {"kid", "kid_std"}
     assert rec["generator"] == "final/generator.safetensors" and rec["num_samples"] == 4
+
+
+def test_eval_with_a_judge_scores_offline_against_its_floor(run, tmp_path, capsys):
+    judge_file = make_random_judge(tmp_path / "judge.safetensors")  # its floor: 1.0 from 12 images
+    # no Inception weights file and a judge: the judge's metrics only (nothing to download)
+    rc = gev.main([str(run), "--judge", str(judge_file), "--num-samples", "20", "--no-progress"])
+    cap = capsys.readouterr()
+    assert rc == 0, cap
+    rec = json.loads((run / "eval.json").read_text())
+    assert set(rec["metrics"]) == {"judge_fd", "judge_fd_ratio", "judge_acc", "precision", "recall", "density",
+                                   "coverage"}
+    assert rec["metrics"]["judge_fd_ratio"] == rec["metrics"]["judge_fd"] > 0
+    assert 0 <= rec["metrics"]["judge_acc"] <= 1 and rec["real_samples"] == 20
+    assert rec["judge"]["floor_fd"] == 1.0 and rec["judge"]["real_accuracy"] == 0.5
+    assert "judge floor (real vs real FD)" in cap.out and "judge_fd_ratio" in cap.out
+    assert "the judge's floor was measured on 12 images and this evaluation uses 20" in cap.err
+
+    assert f"--judge: {tmp_path / 'none'} does not exist" in _eval_error(capsys, run, "--judge", tmp_path / "none")
+    grey = make_random_judge(tmp_path / "grey.safetensors", resolution=28, channels=1)
+    assert "judges resolution 28, but the run's data.resolution is 32" in _eval_error(
+        capsys, run, "--metrics", "judge_fd", "--judge", grey)
+    assert "eval.judge: judge_fd read the judge" in _eval_error(capsys, run, "--metrics", "judge_fd")
 
 
 def _eval_error(capsys, *argv) -> str:
