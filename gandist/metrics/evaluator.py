@@ -31,7 +31,7 @@ from gandist.metrics.inception import check_weights, extract, feature_extractor
 from gandist.metrics.registry import (FEATURE_LAYERS, JUDGE_FEATURES, JUDGE_LOGITS, LABELS, MetricError, Options,
                                       check_metrics, compute, layers_for, uses_judge)
 from gandist.metrics.sets import (asked_labels, eval_conditions, eval_noise, expected_real, generated_batches,
-                                  real_batches)
+                                  real_batches, shard_urls)
 
 JUDGE_LAYERS = (JUDGE_FEATURES, JUDGE_LOGITS)
 from gandist.utils.console import progress_bar
@@ -76,6 +76,8 @@ class Evaluator:
         self.batch_size = batch_size
         self.progress = cfg.log.progress if progress is None else progress
         self.fake_layers, self.real_layers = layers_for(self.metrics, self.opts)
+        if cfg.eval.real_urls:
+            shard_urls("eval.real_urls", cfg.eval.real_urls)
         self._nets: dict[tuple, torch.nn.Module] = {}
         self._real: dict | None = None  # the real set's gathered features
         self._real_labels: torch.Tensor | None = None

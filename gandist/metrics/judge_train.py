@@ -28,9 +28,9 @@ from gandist.cli import UsageError, run_command
 from gandist.data.errors import DataError
 from gandist.data.shards.eval import eval_batches
 from gandist.data.shards.index import find_index
-from gandist.data.shards.io import expand_urls, is_local, local_path
 from gandist.metrics import judge
 from gandist.metrics.registry import MetricError, frechet
+from gandist.metrics.sets import shard_urls
 from gandist.trained import pick_device
 from gandist.utils.console import progress_bar
 
@@ -73,15 +73,8 @@ def check_args(a):
 
 
 def shard_index(option: str, pattern: str) -> tuple[list[str], dict]:
-    """The urls of a shard pattern and their index.json; UsageError naming the option where they are missing."""
-    try:
-        urls = expand_urls(pattern)
-    except (DataError, ValueError) as e:
-        raise UsageError(f"{option}: {e}") from None
-    missing = [u for u in urls if is_local(u) and not local_path(u).is_file()]
-    if missing:
-        raise UsageError(f"{option}: {missing[0]} does not exist" + (f" (and {len(missing) - 1} more shards)"
-                                                                      if len(missing) > 1 else ""))
+    """The urls of a shard pattern and their index.json; an error naming the option where they are missing."""
+    urls = shard_urls(option, pattern)
     meta, _ = find_index(urls)
     if not meta:
         raise UsageError(f"{option}: no index.json beside {urls[0]} (shards written by gandist-prepare have one)")

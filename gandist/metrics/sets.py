@@ -15,7 +15,9 @@ from typing import Iterator
 
 import torch
 
+from gandist.data.errors import DataError
 from gandist.data.shards.eval import eval_batches_for
+from gandist.data.shards.io import expand_urls, is_local, local_path
 from gandist.data.synthetic import SyntheticDataset
 from gandist.data.tensors import condition
 from gandist.distributed import generator, share
@@ -31,6 +33,20 @@ def expected_real(cfg, limit: int) -> int:
 def reads_synthetic(cfg) -> bool:
     """Whether the real set is the embedded dataset (not shards)."""
     return cfg.data.source == "synthetic" and not cfg.eval.real_urls
+
+
+def shard_urls(setting: str, pattern: str) -> list[str]:
+    """The urls of a shard pattern; MetricError naming `setting` where it gives none or a local one is missing
+    (checked before any work: a reader would skip a missing shard and find out only after reading the rest)."""
+    try:
+        urls = expand_urls(pattern)
+    except (DataError, ValueError) as e:
+        raise MetricError(f"{setting}: {e}") from None
+    missing = [u for u in urls if is_local(u) and not local_path(u).is_file()]
+    if missing:
+        raise MetricError(f"{setting}: {missing[0]} does not exist" + (f" (nor {len(missing) - 1} more of its "
+                                                                       f"shards)" if len(missing) > 1 else ""))
+    return urls
 
 
 def real_batches(cfg, limit: int, rank: int = 0, world: int = 1, batch_size: int = 32

@@ -107,6 +107,8 @@ def test_the_evaluator_checks_the_judge_before_any_work(trained, shards, tmp_pat
         Evaluator(cgan_cfg(shards, trained, "data.num_classes=5"), "cpu")
     with pytest.raises(MetricError, match="judge_acc: .*conditional run"):
         Evaluator(cgan_cfg(shards, trained, "variant=dcgan"), "cpu")
+    with pytest.raises(MetricError, match=r"eval.real_urls: .*nope-000000.tar does not exist \(nor 1 more"):
+        Evaluator(cgan_cfg(shards, trained, f"eval.real_urls={tmp_path}/nope-{{000000..000001}}.tar"), "cpu")
     with pytest.raises(MetricError, match="eval.judge: judge_fd, prdc read the judge"):
         Evaluator(tiny_cfg("eval.metrics=[judge_fd,prdc]"), "cpu")
 
@@ -119,3 +121,13 @@ def test_a_damaged_judge_file_is_refused_when_loaded(trained, tmp_path):
     judge.save(small, meta, path)
     with pytest.raises(MetricError, match="its weights do not load"):
         judge.load(path)
+
+
+def test_an_attribute_judge_serves_the_runs_attributes_in_the_runs_order(trained):
+    meta = {**judge.read_meta(trained), "labels": "attr", "classes": [], "attributes": ["Male", "Smiling", "Young"]}
+    run = SimpleNamespace(data=SimpleNamespace(resolution=28, channels=1, attributes=["Young", "Male"], num_classes=0))
+    assert judge.check_fits(meta, run, "j", accuracy=True) == (2, 0)
+    assert judge.check_fits(meta, run, "j") is None  # the distance alone needs no labels
+    run.data.attributes = ["Young", "Bald"]
+    with pytest.raises(MetricError, match="not trained on the attribute"):
+        judge.check_fits(meta, run, "j", accuracy=True)
