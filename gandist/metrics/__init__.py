@@ -1,11 +1,14 @@
-"""Evaluation metrics: FID, IS and KID of a generator, computed with torch-fidelity.
+"""Evaluation metrics: FID, IS and KID of a generator, and the judge's (judge FD, accuracy, precision / recall /
+density / coverage), computed with torch-fidelity.
 
     from gandist.metrics import Evaluator
     scores = Evaluator(cfg, device, rank, world)(G_ema)   # {"fid": ..., "kid": ..., "kid_std": ...}
 
 The rooms: registry.py (the metrics by name and their maths, light to import), inception.py (images into
-Inception features, the weights file), sets.py (where the real and generated images come from, each
-rank's share), evaluator.py (the Evaluator that ties them together across ranks).
+Inception features, the weights file), judge.py (the judge: a small classifier of the run's own data, its
+file, registered as a torch-fidelity feature extractor), judge_train.py (gandist-judge, which trains it),
+sets.py (where the real and generated images come from, each rank's share), evaluator.py (the Evaluator that
+ties them together across ranks).
 
 This file only re-exports names for users; gandist's own modules import from the submodules.  The
 registry's names are imported at once; the others when first asked for, because gandist.config imports

@@ -1,12 +1,14 @@
-"""The metrics by name (in the manner of StyleGAN3's metric_main): each is a function of Inception
-features already extracted, registered with the layer it reads and whether it needs the real set.
+"""The metrics by name (in the manner of StyleGAN3's metric_main): each is a function of features already
+extracted (Inception's, or the judge's: gandist/metrics/judge.py), registered with the layer it reads, the
+scores it gives and whether it needs the real set.
 
 Light to import on purpose: gandist.config checks `eval.metrics` against `list_metrics()` when it loads
 a config, so this module imports neither torch-fidelity (the metric functions do, when they run) nor
 torch nor anything of gandist's.
 
 The maths is torch-fidelity's (`fid_features_to_statistics`/`fid_statistics_to_metric`,
-`isc_features_to_metric`, `kid_features_to_metric`); gandist only chooses the features and the settings.
+`isc_features_to_metric`, `kid_features_to_metric`, `prc_features_to_metric`); gandist only chooses the
+features and the settings, except for density and coverage (Naeem et al. 2020), which torch-fidelity lacks.
 """
 from __future__ import annotations
 
