@@ -116,7 +116,8 @@ def run(args) -> int:
         "real_data": cfg.eval.real_urls or (cfg.data.source if cfg.data.source == "synthetic" else cfg.data.urls),
         "feature_layer": ev.opts.feature_layer,
         **({"judge": {"file": str(Path(ev.judge).resolve()), "floor_fd": ev.judge_meta["floor_fd"],
-                      "floor_n": floor_n, "real_accuracy": ev.judge_meta["test_accuracy"]}} if ev.judge else {}),
+                      "floor_n": floor_n, "real_accuracy": ev.judge_meta["test_accuracy"],
+                      "real_prdc": ev.judge_meta.get("floor_prdc", {})}} if ev.judge else {}),
         "feature_weights": str(Path(weights).resolve()) if weights else "torch-fidelity default download",
         "seed": ev.seed,
         "device": str(device),
@@ -130,6 +131,8 @@ def run(args) -> int:
     if ev.judge:  # the judge's own figures on real images, to read the run's against
         shown["judge floor (real vs real FD)"] = ev.judge_meta["floor_fd"]
         shown["judge accuracy on real images"] = ev.judge_meta["test_accuracy"]
+        shown.update({f"real vs real {k}": v for k, v in ev.judge_meta.get("floor_prdc", {}).items()
+                      if k in scores})
     print_table(shown, f"{record['generator']}, {ev.num_samples} generated / {ev.real_count} real images"
                        + (f", Inception {ev.opts.feature_layer}" if any(m in names for m in ("fid", "kid")) else ""))
     print(f"wrote {out}")

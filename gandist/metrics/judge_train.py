@@ -29,7 +29,7 @@ from gandist.data.errors import DataError
 from gandist.data.shards.eval import eval_batches
 from gandist.data.shards.index import find_index
 from gandist.metrics import judge
-from gandist.metrics.registry import MetricError, frechet
+from gandist.metrics.registry import JUDGE_FEATURES, MetricError, Options, compute, frechet
 from gandist.metrics.sets import shard_urls
 from gandist.trained import pick_device
 from gandist.utils.console import progress_bar
@@ -205,8 +205,12 @@ def run(a) -> int:
     # the floor: held-out reals against as many training reals (a seeded draw), in the judge's features
     n = min(len(xt), len(x))
     pick = torch.randperm(len(x), generator=torch.Generator().manual_seed(a.seed))[:n]
-    floor = frechet(embed(net, x[pick], info["channels"], device)[0], ft[:n])
+    fr = embed(net, x[pick], info["channels"], device)[0]
+    floor = frechet(fr, ft[:n])
+    # what precision, recall, density and coverage are for real images (training reals as the "generated" set)
+    real_prdc = compute(["prdc"], {JUDGE_FEATURES: fr}, {JUDGE_FEATURES: ft[:n]}) if n > Options().nearest_k else {}
     record = {**info, "test_accuracy": accuracy, "train_accuracy": train_acc, "floor_fd": floor, "floor_n": n,
+              "floor_prdc": real_prdc,
               "train": a.train, "test": a.test, "train_images": len(x), "test_images": len(xt),
               "epochs": a.epochs, "seed": a.seed, "train_seconds": round(seconds, 1), "gandist": __version__}
     out = Path(a.out)
@@ -219,7 +223,8 @@ def run(a) -> int:
     for k, v in (("trained on", f"{len(x)} images, {a.epochs} epochs, {seconds:.1f} s on {device}"),
                  ("accuracy, held-out images", f"{accuracy:.4f} ({len(xt)} images)"),
                  ("accuracy, training images", f"{train_acc:.4f}"),
-                 ("floor: judge FD real vs real", f"{floor:.4g} ({n} held-out vs {n} training images)")):
+                 ("floor: judge FD real vs real", f"{floor:.4g} ({n} held-out vs {n} training images)"),
+                 *((f"real vs real {k}", f"{v:.4f}") for k, v in real_prdc.items())):
         t.add_row(k, v)
     get_console().print(t)
     return 0

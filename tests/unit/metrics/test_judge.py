@@ -62,6 +62,8 @@ def test_the_judge_learns_and_its_file_says_how_well(trained, shards):
     assert meta["test_images"] == TEST and meta["train_images"] == TRAIN and meta["floor_n"] == TEST
     assert meta["floor_fd"] > 0 and (meta["resolution"], meta["channels"]) == (28, 1)
     assert meta["classes"] == [str(c) for c in range(10)]
+    assert set(meta["floor_prdc"]) == {"precision", "recall", "density", "coverage"}
+    assert min(meta["floor_prdc"].values()) > 0.5  # real images against real images of the same data
     # the weights saved are the ones measured: torch-fidelity's extractor of the file agrees on the test set
     x, y = digits(TEST, 1)
     net = judge.judge_extractor([JUDGE_LOGITS, JUDGE_FEATURES], trained, "cpu")
