@@ -73,15 +73,16 @@ def default_metrics(cfg, args) -> list[str]:
     Inception's three unless there is a judge but no Inception weights file (offline: nothing to download)."""
     with_judge = bool(cfg.eval.judge if args.judge is None else args.judge)
     weights = bool(cfg.eval.feature_weights if args.feature_weights is None else args.feature_weights)
-    judged = [m for m in list_metrics() if uses_judge([m]) and (m != "judge_acc" or cfg.label_dim)] if with_judge else []
-    inception = [m for m in list_metrics() if not uses_judge([m])] if weights or not with_judge else []
-    return inception + judged
+    judged = [m for m in list_metrics() if uses_judge([m]) and (m != "judge_acc" or cfg.label_dim)]
+    inception = [m for m in list_metrics() if not uses_judge([m])]
+    return (inception if weights or not with_judge else []) + (judged if with_judge else [])
 
 
 def run(args) -> int:
     run_dir = Path(args.run_dir)
     cfg = load_config(run_dir, args.overrides)
-    names = check_metrics(args.metrics if args.metrics is not None else (cfg.eval.metrics or default_metrics(cfg, args)))
+    names = check_metrics(args.metrics if args.metrics is not None else
+                          (cfg.eval.metrics or default_metrics(cfg, args)))
     if args.num_samples is not None and args.num_samples < 1:
         raise UsageError(f"--num-samples: must be at least 1, got {args.num_samples}")
     if args.batch_size < 1:
@@ -101,6 +102,7 @@ def run(args) -> int:
         print(f"gandist-eval: note: the judge's floor was measured on {floor_n} images and this evaluation uses "
               f"{ev.num_samples}; a Frechet distance depends on the count (use --num-samples {floor_n})",
               file=sys.stderr)
+    inception = [m for m in names if not uses_judge([m])]
     if {"fid", "kid"} & set(names) and ev.opts.feature_layer == "2048" and ev.num_samples < 2048:
         print(f"gandist-eval: note: FID/KID on 2048 Inception features from {ev.num_samples} < 2048 images are "
               f"strongly biased; compare only numbers computed with the same number of images", file=sys.stderr)
@@ -118,7 +120,8 @@ def run(args) -> int:
         **({"judge": {"file": str(Path(ev.judge).resolve()), "floor_fd": ev.judge_meta["floor_fd"],
                       "floor_n": floor_n, "real_accuracy": ev.judge_meta["test_accuracy"],
                       "real_prdc": ev.judge_meta.get("floor_prdc", {})}} if ev.judge else {}),
-        "feature_weights": str(Path(weights).resolve()) if weights else "torch-fidelity default download",
+        "feature_weights": (str(Path(weights).resolve()) if weights else "torch-fidelity default download")
+        if inception else None,
         "seed": ev.seed,
         "device": str(device),
         "seconds": round(elapsed, 3),
@@ -134,7 +137,7 @@ def run(args) -> int:
         shown.update({f"real vs real {k}": v for k, v in ev.judge_meta.get("floor_prdc", {}).items()
                       if k in scores})
     print_table(shown, f"{record['generator']}, {ev.num_samples} generated / {ev.real_count} real images"
-                       + (f", Inception {ev.opts.feature_layer}" if any(m in names for m in ("fid", "kid")) else ""))
+                       + (f", Inception {ev.opts.feature_layer}" if inception else ""))
     print(f"wrote {out}")
     return 0
 

@@ -32,9 +32,9 @@ from gandist.metrics.registry import (FEATURE_LAYERS, JUDGE_FEATURES, JUDGE_LOGI
                                       check_metrics, compute, layers_for, uses_judge)
 from gandist.metrics.sets import (asked_labels, eval_conditions, eval_noise, expected_real, generated_batches,
                                   real_batches, shard_urls)
+from gandist.utils.console import progress_bar
 
 JUDGE_LAYERS = (JUDGE_FEATURES, JUDGE_LOGITS)
-from gandist.utils.console import progress_bar
 
 
 def _cat_features(parts: list[dict]) -> dict:
@@ -69,10 +69,10 @@ class Evaluator:
         if str(feature_layer) not in FEATURE_LAYERS:
             raise MetricError(f"feature layer {feature_layer!r}: choose from {', '.join(FEATURE_LAYERS)}")
         self.seed = cfg.train.seed if seed is None else seed
-        self.judge, self.judge_meta = self._check_judge(cfg.eval.judge if judge_file is None else judge_file,
-                                                        judge_setting)
+        self.judge, self.judge_meta, columns = self._check_judge(
+            cfg.eval.judge if judge_file is None else judge_file, judge_setting)
         self.opts = Options(feature_layer=str(feature_layer), seed=self.seed,
-                            judge_floor=self.judge_meta.get("floor_fd"), judge_columns=self._judge_columns)
+                            judge_floor=self.judge_meta.get("floor_fd"), judge_columns=columns)
         self.batch_size = batch_size
         self.progress = cfg.log.progress if progress is None else progress
         self.fake_layers, self.real_layers = layers_for(self.metrics, self.opts)
@@ -84,22 +84,21 @@ class Evaluator:
         self._real_read = False
         self.real_count = 0
 
-    def _check_judge(self, path: str, setting: str) -> tuple[str, dict]:
-        """(the judge file, its metadata) where a metric reads the judge: there, and trained on images like
-        the run's (checked now, before any work); ("", {}) where none does."""
-        self._judge_columns = None
+    def _check_judge(self, path: str, setting: str) -> tuple[str, dict, tuple | None]:
+        """(the judge file, its metadata, its outputs of the run's attributes) where a metric reads the judge:
+        there, and trained on images like the run's (checked now, before any work); ("", {}, None) where none
+        does."""
         if not uses_judge(self.metrics):
-            return "", {}
+            return "", {}, None
         if not path:
-            raise MetricError(f"{setting}: {', '.join(m for m in self.metrics if m.startswith(('judge', 'prdc')))} "
-                              f"read the judge: train one with gandist-judge and name its file in {setting}")
+            raise MetricError(f"{setting}: {', '.join(m for m in self.metrics if uses_judge([m]))} read the judge: "
+                              f"train one with gandist-judge and name its file in {setting}")
         accuracy = "judge_acc" in self.metrics
         if accuracy and not self.cfg.label_dim:
             raise MetricError("judge_acc: the judge's accuracy against the class asked for needs a conditional "
                               "run (model.conditioning is none)")
         meta = judge.read_meta(path, setting)
-        self._judge_columns = judge.check_fits(meta, self.cfg, path, setting, accuracy=accuracy)
-        return path, meta
+        return path, meta, judge.check_fits(meta, self.cfg, path, setting, accuracy=accuracy)
 
     def prepare(self) -> "Evaluator":
         """Load Inception and embed the real set now (a training run calls this before its first step, so

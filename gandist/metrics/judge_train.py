@@ -2,7 +2,8 @@
 
     gandist-judge --train 'data/shards/mnist-sample/train-{000000..000003}.tar' \\
                   --test 'data/shards/mnist-sample/test-{000000..000000}.tar' --out judges/mnist.safetensors
-    gandist-judge --train ... --test ... --labels attr --attributes Smiling,Male,Eyeglasses --out judges/celeba.safetensors
+    gandist-judge --train ... --test ... --labels attr --attributes Smiling,Male,Eyeglasses \\
+                  --out judges/celeba.safetensors
 
 It prints, and writes into the file, the judge's accuracy on the held-out (--test) images and the
 real-vs-real floor: the Frechet distance in its features between all held-out images and as many training

@@ -217,7 +217,8 @@ def density_coverage(fake, real, k: int, chunk: int = 4096) -> tuple[float, floa
 @register_metric("prdc", needs_real=True, layer=lambda o: JUDGE_FEATURES,
                  keys=("precision", "recall", "density", "coverage"),
                  summary="precision and recall (Kynkaanniemi et al. 2019), density and coverage (Naeem et al. 2020) "
-                         "in the judge's features, k = 5 nearest neighbours (higher is better; about 1 for real images)")
+                         "in the judge's features, k = 5 nearest neighbours (higher is better; about 1 for real "
+                         "images)")
 def prdc(fake: dict, real: dict, opts: Options) -> dict:
     # deferred: torch-fidelity is heavy
     from torch_fidelity.metric_prc import KEY_METRIC_PRECISION, KEY_METRIC_RECALL, prc_features_to_metric

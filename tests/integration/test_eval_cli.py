@@ -75,6 +75,7 @@ def test_eval_with_a_judge_scores_offline_against_its_floor(run, tmp_path, capsy
     assert rec["metrics"]["judge_fd_ratio"] == rec["metrics"]["judge_fd"] > 0
     assert 0 <= rec["metrics"]["judge_acc"] <= 1 and rec["real_samples"] == 20
     assert rec["judge"]["floor_fd"] == 1.0 and rec["judge"]["real_accuracy"] == 0.5
+    assert rec["feature_weights"] is None  # no Inception metric ran
     assert "judge floor (real vs real FD)" in cap.out and "judge_fd_ratio" in cap.out
     assert "the judge's floor was measured on 12 images and this evaluation uses 20" in cap.err
 
