@@ -6,7 +6,7 @@ a conditional generator draws the class it was asked for.
     net = create_feature_extractor(JUDGE, [JUDGE_FEATURES], cuda=False,
                                    feature_extractor_weights_path="judges/mnist.safetensors")
 
-It is registered with torch-fidelity as the feature extractor "gandist-judge", so torch-fidelity's own
+`register()` makes it torch-fidelity's feature extractor "gandist-judge", so torch-fidelity's own
 `calculate_metrics(feature_extractor="gandist-judge", feature_extractor_weights_path=..., fid=True, prc=True)`
 works with it too; it takes uint8 (N, 3, H, W) batches as torch-fidelity's extractors do (a grey judge reads
 the first channel).
@@ -19,12 +19,11 @@ held-out reals and as many training reals).  gandist/metrics/judge_train.py writ
 from __future__ import annotations
 
 import json
+from functools import cache
 from pathlib import Path
 
 import torch
 from torch import nn
-from torch_fidelity.feature_extractor_base import FeatureExtractorBase
-from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY, register_feature_extractor
 
 from gandist.metrics.registry import JUDGE_FEATURES, JUDGE_LOGITS, MetricError
 
@@ -140,45 +139,53 @@ def check_fits(meta: dict, cfg, path, setting: str = "eval.judge", *, accuracy: 
     return None
 
 
-class JudgeExtractor(FeatureExtractorBase):
-    """The judge as a torch-fidelity feature extractor: uint8 (N, 3, H, W) -> (features, logits) as asked."""
+@cache
+def register() -> type:
+    """Register the judge with torch-fidelity as the feature extractor "gandist-judge" (once) and return its
+    class; deferred to first use because importing torch-fidelity takes seconds."""
+    from torch_fidelity.feature_extractor_base import FeatureExtractorBase
+    from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY, register_feature_extractor
 
-    def __init__(self, name, features_list, feature_extractor_weights_path=None, **kwargs):
-        super().__init__(name, features_list)
-        if not feature_extractor_weights_path:
-            raise MetricError("the judge needs its file (feature_extractor_weights_path)")
-        self.net, self.meta = load(feature_extractor_weights_path, kwargs.get("setting", "eval.judge"))
+    class JudgeExtractor(FeatureExtractorBase):
+        """The judge as a torch-fidelity feature extractor: uint8 (N, 3, H, W) -> (features, logits) as asked."""
 
-    @staticmethod
-    def get_provided_features_list():
-        return JUDGE_FEATURES, JUDGE_LOGITS
+        def __init__(self, name, features_list, feature_extractor_weights_path=None, **kwargs):
+            super().__init__(name, features_list)
+            if not feature_extractor_weights_path:
+                raise MetricError("the judge needs its file (feature_extractor_weights_path)")
+            self.net, self.meta = load(feature_extractor_weights_path, kwargs.get("setting", "eval.judge"))
 
-    @staticmethod
-    def get_default_feature_layer_for_metric(metric):
-        return JUDGE_FEATURES
+        @staticmethod
+        def get_provided_features_list():
+            return JUDGE_FEATURES, JUDGE_LOGITS
 
-    @staticmethod
-    def can_be_compiled():
-        return False
+        @staticmethod
+        def get_default_feature_layer_for_metric(metric):
+            return JUDGE_FEATURES
 
-    @staticmethod
-    def get_dummy_input_for_compile():
-        return None
+        @staticmethod
+        def can_be_compiled():
+            return False
 
-    def forward(self, x):
-        f, logits = self.net(to_input(x, self.meta["channels"]))
-        got = {JUDGE_FEATURES: f, JUDGE_LOGITS: logits}
-        return tuple(got[k] for k in self.features_list)
+        @staticmethod
+        def get_dummy_input_for_compile():
+            return None
 
+        def forward(self, x):
+            f, logits = self.net(to_input(x, self.meta["channels"]))
+            got = {JUDGE_FEATURES: f, JUDGE_LOGITS: logits}
+            return tuple(got[k] for k in self.features_list)
 
-if JUDGE not in FEATURE_EXTRACTORS_REGISTRY:
-    register_feature_extractor(JUDGE, JudgeExtractor)
+    if JUDGE not in FEATURE_EXTRACTORS_REGISTRY:
+        register_feature_extractor(JUDGE, JudgeExtractor)
+    return FEATURE_EXTRACTORS_REGISTRY[JUDGE]
 
 
 def judge_extractor(layers, path: str | Path, device, setting: str = "eval.judge") -> JudgeExtractor:
     """The judge as a torch-fidelity extractor giving `layers`, on `device`."""
     from torch_fidelity.utils import create_feature_extractor
 
+    register()
     net = create_feature_extractor(JUDGE, list(dict.fromkeys(layers)), cuda=False, verbose=False,
                                    feature_extractor_weights_path=str(path), setting=setting)
     return net.to(device)

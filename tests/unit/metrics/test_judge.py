@@ -133,3 +133,32 @@ def test_an_attribute_judge_serves_the_runs_attributes_in_the_runs_order(trained
     run.data.attributes = ["Young", "Bald"]
     with pytest.raises(MetricError, match="not trained on the attribute"):
         judge.check_fits(meta, run, "j", accuracy=True)
+
+
+def test_torch_fidelitys_own_calculate_metrics_takes_the_judge_and_gives_our_numbers(trained):
+    import torch_fidelity
+
+    from gandist.metrics.inception import extract
+    from gandist.metrics.registry import Options, compute
+
+    class U8(torch.utils.data.Dataset):
+        def __init__(self, x):
+            self.x = x
+
+        def __len__(self):
+            return len(self.x)
+
+        def __getitem__(self, i):
+            return self.x[i]
+
+    a, b = (torch.from_numpy(digits(60, seed)[0])[:, None].expand(-1, 3, -1, -1).contiguous() for seed in (2, 3))
+    judge.register()
+    theirs = torch_fidelity.calculate_metrics(
+        input1=U8(a), input2=U8(b), fid=True, prc=True, prc_neighborhood=5, feature_extractor=judge.JUDGE,
+        feature_extractor_weights_path=trained, cuda=False, cache=False, verbose=False, batch_size=25,
+        save_cpu_ram=True)  # no DataLoader workers
+    net = judge.judge_extractor([JUDGE_FEATURES], trained, "cpu")
+    ours = compute(["judge_fd", "prdc"], extract(net, [a]), extract(net, [b]), Options())
+    assert ours["judge_fd"] == pytest.approx(theirs[torch_fidelity.KEY_METRIC_FID], rel=1e-4)
+    assert ours["precision"] == pytest.approx(theirs[torch_fidelity.KEY_METRIC_PRECISION])
+    assert ours["recall"] == pytest.approx(theirs[torch_fidelity.KEY_METRIC_RECALL])
