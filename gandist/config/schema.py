@@ -187,7 +187,8 @@ class LogConfig:
 @dataclass
 class EvalConfig:
     metrics: list = _f(None, factory=list, choices=lambda: tuple(list_metrics()),
-                       help="metrics to evaluate during and at the end of training, e.g. [fid, kid]; empty = none")
+                       help="metrics to evaluate during and at the end of training, e.g. [fid, kid], or the judge's "
+                            "[judge_fd, judge_acc, prdc] (with eval.judge); empty = none")
     every: int = _f(0, min=0, help="steps between evaluations; 0 = only at the end if metrics are set")
     num_samples: int = _f(10000, min=1, help="generated images per evaluation, and at most as many real ones")
     feature_weights: str = _f("", help="torch-fidelity Inception weights file; empty = its default download")

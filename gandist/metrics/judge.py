@@ -117,23 +117,25 @@ def save(net: JudgeNet, meta: dict, path: Path):
 
 
 def check_fits(meta: dict, cfg, path, setting: str = "eval.judge", *, accuracy: bool = False) -> tuple[int, ...] | None:
-    """MetricError unless the judge was trained on images like the run's (resolution, channels) and, for its
-    accuracy on a conditional run, on the run's classes or attributes.  Returns the judge's output columns of
-    the run's attributes (attribute-conditional), else None."""
+    """MetricError unless the judge was trained on data like the run's: its resolution and channels, its kind
+    of labels (classes or attributes) and its number of classes, and, for its accuracy on an
+    attribute-conditional run, the run's attributes.  Returns the judge's output columns of the run's
+    attributes (for that accuracy), else None."""
     d = cfg.data
     for key, mine in (("resolution", d.resolution), ("channels", d.channels)):
         if meta[key] != mine:
             raise MetricError(f"{setting}: {path} judges {key} {meta[key]}, but the run's data.{key} is {mine}")
-    if not accuracy:
-        return None
-    if d.attributes:
+    if d.attributes or d.label_key == "attr":
         have = meta["attributes"] if meta["labels"] == "attr" else []
+        if not have:
+            raise MetricError(f"{setting}: {path} judges classes, but the run's data has attributes "
+                              f"(data.label_key=attr): train the judge with --labels attr")
         missing = [a for a in d.attributes if a not in have]
-        if missing:
+        if accuracy and missing:
             raise MetricError(f"{setting}: {path} was not trained on the attribute(s) {', '.join(missing)} of "
                               f"data.attributes")
-        return tuple(have.index(a) for a in d.attributes)
-    if meta["labels"] != "cls" or len(meta["classes"]) != d.num_classes:
+        return tuple(have.index(a) for a in d.attributes) if accuracy else None
+    if meta["labels"] != "cls" or (d.num_classes and len(meta["classes"]) != d.num_classes):
         what = f"{len(meta['classes'])} classes" if meta["labels"] == "cls" else "attributes"
         raise MetricError(f"{setting}: {path} judges {what}, but the run has data.num_classes={d.num_classes}")
     return None

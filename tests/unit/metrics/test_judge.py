@@ -102,11 +102,13 @@ def test_the_evaluator_checks_the_judge_before_any_work(trained, shards, tmp_pat
         Evaluator(cgan_cfg(shards, bad), "cpu")
     with pytest.raises(MetricError, match="judges resolution 28, but the run's data.resolution is 32"):
         Evaluator(tiny_cfg("eval.metrics=[judge_fd]", f"eval.judge={trained}"), "cpu")
-    rgb = SimpleNamespace(data=SimpleNamespace(resolution=28, channels=3, attributes=[], num_classes=10))
+    rgb = SimpleNamespace(data=SimpleNamespace(resolution=28, channels=3, attributes=[], num_classes=10, label_key="cls"))
     with pytest.raises(MetricError, match="judges channels 1, but the run's data.channels is 3"):
         judge.check_fits(judge.read_meta(trained), rgb, trained)
     with pytest.raises(MetricError, match="judges 10 classes, but the run has data.num_classes=5"):
         Evaluator(cgan_cfg(shards, trained, "data.num_classes=5"), "cpu")
+    with pytest.raises(MetricError, match="judges 10 classes, but the run has data.num_classes=5"):
+        Evaluator(cgan_cfg(shards, trained, "data.num_classes=5", "eval.metrics=[judge_fd]"), "cpu")  # FD too
     with pytest.raises(MetricError, match="judge_acc: .*conditional run"):
         Evaluator(cgan_cfg(shards, trained, "variant=dcgan"), "cpu")
     with pytest.raises(MetricError, match=r"eval.real_urls: .*nope-000000.tar does not exist \(nor 1 more"):
@@ -127,12 +129,16 @@ def test_a_damaged_judge_file_is_refused_when_loaded(trained, tmp_path):
 
 def test_an_attribute_judge_serves_the_runs_attributes_in_the_runs_order(trained):
     meta = {**judge.read_meta(trained), "labels": "attr", "classes": [], "attributes": ["Male", "Smiling", "Young"]}
-    run = SimpleNamespace(data=SimpleNamespace(resolution=28, channels=1, attributes=["Young", "Male"], num_classes=0))
+    run = SimpleNamespace(data=SimpleNamespace(resolution=28, channels=1, attributes=["Young", "Male"], num_classes=0,
+                                               label_key="attr"))
     assert judge.check_fits(meta, run, "j", accuracy=True) == (2, 0)
     assert judge.check_fits(meta, run, "j") is None  # the distance alone needs no labels
     run.data.attributes = ["Young", "Bald"]
+    assert judge.check_fits(meta, run, "j") is None
     with pytest.raises(MetricError, match="not trained on the attribute"):
         judge.check_fits(meta, run, "j", accuracy=True)
+    with pytest.raises(MetricError, match="judges classes, but the run's data has attributes"):
+        judge.check_fits(judge.read_meta(trained), run, "j")
 
 
 def test_torch_fidelitys_own_calculate_metrics_takes_the_judge_and_gives_our_numbers(trained):
