@@ -192,10 +192,10 @@ class Watchdog(Progress):
     def _stalled(self, stuck: float):
         step, phase, budget, _, waiting = self.now
         if waiting:
-            what = (f"has waited {stuck:.0f} s in a collective ({phase}, after step {step}) and no rank is behind "
-                    f"it: a collective that does not complete (a device or interconnect fault)")
+            what = (f"has waited {stuck:.0f} s in a collective (phase '{phase}', after step {step}) and no rank is "
+                    f"behind it: a collective that does not complete (a device or interconnect fault)")
         else:
-            what = (f"stalled: no progress for {stuck:.0f} s in {phase} after step {step} (its budget "
+            what = (f"stalled: no progress for {stuck:.0f} s in phase '{phase}' after step {step} (its budget "
                     f"{budget:.0f} s; train.hang_timeout_s={self.timeout_s:g})")
         if self.timer is not None:  # this thread ends the process itself, after the others have read why
             try:
@@ -253,7 +253,7 @@ class Watchdog(Progress):
             now = time.monotonic()
             for r, v in self.values.items():
                 if v["state"] == "stalled":
-                    self._named(r, f"stalled in {v['phase']} after step {v['step']} (no progress for "
+                    self._named(r, f"stalled in phase '{v['phase']}' after step {v['step']} (no progress for "
                                    f"{v.get('stuck', '?')} s)")
             left = self._deadline(now)
             if left < 0:
@@ -267,8 +267,8 @@ class Watchdog(Progress):
                 if r not in last or last[r][0] != v["beat"]:
                     last[r] = (v["beat"], now)
                 elif now - last[r][1] > self.timeout_s:
-                    self._named(r, f"has been silent for {now - last[r][1]:.0f} s (last seen in {v['phase']} after "
-                                   f"step {v['step']}): its process froze or its node is lost")
+                    self._named(r, f"has been silent for {now - last[r][1]:.0f} s (last seen in phase '{v['phase']}' "
+                                   f"after step {v['step']}): its process froze or its node is lost")
 
     def close(self):
         """This rank is done: the others stop watching it, and the agent's timer is released."""
