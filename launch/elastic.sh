@@ -95,11 +95,11 @@ if [ -s "$NOTE" ]; then
          "Start launch/elastic.sh here again once the cause is fixed: it rejoins at the next checkpoint" >&2
     exit 1
 fi
+if [ -f "$RUN_DIR/stopped.json" ]; then  # rank 0 left it after Ctrl-C's checkpoint: nothing to requeue
+    echo "launch/elastic.sh: training stopped on Ctrl-C and saved $(newest): exit 130"
+    exit 130
+fi
 if [ -f "$RUN_DIR/preempted.json" ]; then  # rank 0 left it after a stop signal's checkpoint
-    if grep -q '"signal": 2[,}]' "$RUN_DIR/preempted.json"; then
-        echo "launch/elastic.sh: training stopped on Ctrl-C and saved $(newest): exit 130"
-        exit 130
-    fi
     echo "launch/elastic.sh: training stopped on a signal and saved $(newest): exit 75"
     exit 75
 fi
