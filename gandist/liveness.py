@@ -240,7 +240,10 @@ class Watchdog(Progress):
             try:
                 self.store.set(f"{self.prefix}{self.rank}", json.dumps(self.record))
                 keys = {r: f"{self.prefix}{r}" for r in range(self.world) if r != self.rank}
-                self.values = {r: json.loads(self.store.get(k)) for r, k in keys.items() if self.store.check([k])}
+                if self.store.check(list(keys.values())):  # one round trip for all (a missing key would block it)
+                    self.values = dict(zip(keys, map(json.loads, self.store.multi_get(list(keys.values())))))
+                else:
+                    self.values = {r: json.loads(self.store.get(k)) for r, k in keys.items() if self.store.check([k])}
                 self.answered = time.monotonic()
             except Exception:  # the store is gone (its node lost): the collectives will say so first
                 continue
@@ -249,7 +252,9 @@ class Watchdog(Progress):
         self.answered = time.monotonic()
         threading.Thread(target=self._exchange, name="gandist-watchdog-beat", daemon=True).start()
         last: dict[int, tuple[int, float]] = {}  # rank -> (its beat, when it last moved)
-        while not self._stop.wait(self.every):
+        # more often than the beats: judging this rank's own progress costs nothing, and a stall is then named
+        # within a beat and a half of hang_timeout_s
+        while not self._stop.wait(min(self.every, 0.5)):
             now = time.monotonic()
             for r, v in self.values.items():
                 if v["state"] == "stalled":

@@ -101,3 +101,14 @@ def test_a_save_or_an_evaluation_longer_than_hang_timeout_s_is_not_named(tmp_pat
     assert job.wait(timeout=300) == [0], job.log()
     assert sorted(p.name for p in stalls.iterdir()) == ["eval-0.taken", "save-1.taken"]  # both happened
     assert "stalled" not in job.log(tail=100000) and "silent" not in job.log(tail=100000), job.log()
+
+
+def test_a_sigusr1_while_training_still_imports_is_kept_for_the_first_log_step(tmp_path):
+    """SLURM's SIGUSR1 reaches every process, and torchrun's agent passes it on: a worker still importing used to
+    die of it (its default action), and the job failed instead of being requeued."""
+    out = tmp_path / "run"
+    job = Job(out, "train.steps=100000", "checkpoint.every=1000")
+    time.sleep(0.5)  # gandist.train imports for seconds: the signal comes in the middle
+    job.signal(signal.SIGUSR1)
+    assert job.wait(timeout=180) == [75], job.log()
+    assert says(job.log(), "SIGUSR1 received: checkpoint", "saved at step 1;"), job.log()
