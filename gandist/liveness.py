@@ -156,17 +156,18 @@ class Watchdog(Progress):
         self.timer = None
         if os.environ.get("TORCHELASTIC_TIMER_FILE"):  # torchrun's agent runs a FileTimerServer for us
             self.timer = FileTimerClient(os.environ["TORCHELASTIC_TIMER_FILE"], signal=signal.SIGKILL)
-        addr, port = os.environ.get("MASTER_ADDR"), os.environ.get("MASTER_PORT")
-        if world < 2 or not dist.is_initialized() or not (addr and port):
-            return
-        self.store = dist.TCPStore(addr, int(port), is_master=False, wait_for_workers=False,
-                                   timeout=timedelta(seconds=60))
-        self.names = gather_object(where(rank))  # also a barrier: every rank's client is connected
-        # a prefix of this start's own: keys of an earlier start of the group (an elastic restart) are not read
-        self.prefix = f"gandist/alive/{broadcast_object(uuid.uuid4().hex)}/"
+        self.store, self.values, self.names, self.resumed = None, {}, [where(rank)] * world, 0.0
         self.record = {"beat": 0, "step": 0, "phase": "start-up", "state": "ok"}
-        self.store.set(f"{self.prefix}{rank}", json.dumps(self.record))
-        self.values: dict[int, dict] = {}
+        addr, port = os.environ.get("MASTER_ADDR"), os.environ.get("MASTER_PORT")
+        if world > 1 and dist.is_initialized() and addr and port:
+            self.store = dist.TCPStore(addr, int(port), is_master=False, wait_for_workers=False,
+                                       timeout=timedelta(seconds=60))
+            self.names = gather_object(where(rank))  # also a barrier: every rank's client is connected
+            # a prefix of this start's own: keys of an earlier start of the group (an elastic restart) are not read
+            self.prefix = f"gandist/alive/{broadcast_object(uuid.uuid4().hex)}/"
+            self.store.set(f"{self.prefix}{rank}", json.dumps(self.record))
+        elif not elastic_agent():
+            return  # one process on its own: nobody to tell, and no agent to restart it
         self._thread = threading.Thread(target=self._watch, name="gandist-watchdog", daemon=True)
         self._thread.start()
 
@@ -176,7 +177,7 @@ class Watchdog(Progress):
         progress, and hang_timeout_s more while it waits for the others (a stall then is theirs, named by
         them first; past that, no rank moves at all: a collective that never completes)."""
         _, _, budget, since, waiting = self.now
-        return since + budget + (self.timeout_s if waiting else 0) - now
+        return max(since, self.resumed) + budget + (self.timeout_s if waiting else 0) - now
 
     def _renew_timer(self, left: float):
         """The agent's file timer: due when this rank's own deadline has passed by two beats and a little (so
@@ -204,7 +205,8 @@ class Watchdog(Progress):
                 pass
         self.record.update(state="stalled", step=step, phase=phase, stuck=round(stuck))
         try:
-            self.store.set(f"{self.prefix}{self.rank}", json.dumps(self.record))
+            if self.store is not None:
+                self.store.set(f"{self.prefix}{self.rank}", json.dumps(self.record))
         except Exception:
             pass
         leaves = not waiting and elastic_agent()
@@ -250,12 +252,18 @@ class Watchdog(Progress):
 
     def _watch(self):
         self.answered = time.monotonic()
-        threading.Thread(target=self._exchange, name="gandist-watchdog-beat", daemon=True).start()
+        if self.store is not None:
+            threading.Thread(target=self._exchange, name="gandist-watchdog-beat", daemon=True).start()
         last: dict[int, tuple[int, float]] = {}  # rank -> (its beat, when it last moved)
         # more often than the beats: judging this rank's own progress costs nothing, and a stall is then named
         # within a beat and a half of hang_timeout_s
-        while not self._stop.wait(min(self.every, 0.5)):
+        tick, every = time.monotonic(), min(self.every, 0.5)
+        while not self._stop.wait(every):
             now = time.monotonic()
+            if now - tick > every + 2:  # this process itself was stopped (SIGSTOP, a suspended job) and goes on:
+                self.resumed, self.answered = now, now  # nobody stalled meanwhile, nobody froze
+                last = {r: (b, now) for r, (b, _) in last.items()}
+            tick = now
             for r, v in self.values.items():
                 if v["state"] == "stalled":
                     self._named(r, f"stalled in phase '{v['phase']}' after step {v['step']} (no progress for "
@@ -264,7 +272,8 @@ class Watchdog(Progress):
             if left < 0:
                 self._stalled(now - self.now[3])
             self._renew_timer(left)
-            if now - self.answered > self.timeout_s and self.rank != 0 and self.values.get(0, {}).get("state") != "done":
+            if (self.store is not None and now - self.answered > self.timeout_s and self.rank != 0
+                    and self.values.get(0, {}).get("state") != "done"):
                 self._named(0, f"(and the group's store it holds) has been silent for {now - self.answered:.0f} s")
             for r, v in self.values.items():
                 if v["state"] == "done":
@@ -277,15 +286,17 @@ class Watchdog(Progress):
 
     def close(self):
         """This rank is done: the others stop watching it, and the agent's timer is released."""
+        if self._thread is None:
+            return
+        self._stop.set()
+        self._thread.join()
         if self.timer is not None:
             try:
                 self.timer.release("gandist-progress")
             except (OSError, RuntimeError):
                 pass
-        if self._thread is None:
+        if self.store is None:
             return
-        self._stop.set()
-        self._thread.join()
         self.record["state"] = "done"
         try:
             self.store.set(f"{self.prefix}{self.rank}", json.dumps(self.record))
