@@ -29,8 +29,8 @@ from tests.metrics_fixtures import make_random_inception_weights
 
 HOST = socket.gethostname()
 HANG = 5
-ARGS = ["train.fp64=true", "train.steps=160", "checkpoint.every=20", "checkpoint.keep=2", "optim.ema=0.9",
-        "train.batch_size=12"]  # 12 splits over worlds 1 to 4
+ARGS = ["train.fp64=true", "train.steps=120", "checkpoint.every=20", "checkpoint.keep=2", "optim.ema=0.9",
+        "train.batch_size=12", "train.log_every=5"]  # 12 splits over worlds 1 to 4
 PHASE = {"sleep": "step", "read": "data wait", "collective": "log sync"}
 RANKS = {"rank 0 first": (0, 1, 0), "rank 1 first": (1, 0, 1)}  # the rank each kind hits, in PHASE's order
 INJECT = str(REPO / "tests" / "inject")
