@@ -10,28 +10,38 @@ from __future__ import annotations
 import argparse
 import signal
 import sys
-from pathlib import Path
+import time
 
-import torch
+# Before the imports below (seconds of them): a stop signal that arrives while they run is noted, not fatal.
+# SLURM's SIGUSR1 reaches every process of a job, and torchrun's agent passes it on; its default action would
+# kill a worker still importing, and the job would fail instead of being requeued.  liveness.StopFlag takes over.
+EARLY: list[int] = []
+if __name__ == "__main__":
+    signal.signal(signal.SIGUSR1, lambda signum, frame: EARLY.append(signum))
 
-from gandist import __version__, config, trained
-from gandist.backends.ddp import make_accelerator
-from gandist.cli import EXIT_ERROR, ConfigError, first_line, run_command
-from gandist.config.help import print_help
-from gandist.data.feed import make_feed
-from gandist.distributed import PeerWatch, StopFlag, abandon, elastic_world_sizes, on_gpu, shutdown, where, world_size
-from gandist.draws import Draws
-from gandist.metrics.evaluator import Evaluator
-from gandist.metrics.registry import MetricError
-from gandist.training import checkpoint, run_dir
-from gandist.training.disk import DiskFull, writing
-from gandist.training.ema import generator_for_use
-from gandist.training.history import History, last_logged
-from gandist.training.lock import RunDirBusy
-from gandist.training.reporting import Reporter, startup_rows
-from gandist.training.saves import Saves
-from gandist.training.step import Stepper, build_models
-from gandist.training.tally import NonFiniteLoss
+from pathlib import Path  # noqa: E402
+
+import torch  # noqa: E402
+
+from gandist import __version__, config, trained  # noqa: E402
+from gandist.backends.ddp import make_accelerator  # noqa: E402
+from gandist.cli import EXIT_ERROR, ConfigError, run_command  # noqa: E402
+from gandist.config.help import print_help  # noqa: E402
+from gandist.data.feed import make_feed  # noqa: E402
+from gandist.distributed import abandon, elastic_world_sizes, on_gpu, shutdown, where, world_size  # noqa: E402
+from gandist.draws import Draws  # noqa: E402
+from gandist.liveness import StopFlag, Watchdog, end_on_lost_peer, save_budget  # noqa: E402
+from gandist.metrics.evaluator import Evaluator  # noqa: E402
+from gandist.metrics.registry import MetricError  # noqa: E402
+from gandist.training import checkpoint, run_dir  # noqa: E402
+from gandist.training.disk import DiskFull, writing  # noqa: E402
+from gandist.training.ema import generator_for_use  # noqa: E402
+from gandist.training.history import History, last_logged  # noqa: E402
+from gandist.training.lock import RunDirBusy  # noqa: E402
+from gandist.training.reporting import Reporter, startup_rows  # noqa: E402
+from gandist.training.saves import Saves  # noqa: E402
+from gandist.training.step import Stepper, build_models  # noqa: E402
+from gandist.training.tally import NonFiniteLoss, Verdict  # noqa: E402
 
 # Exit statuses: 0 done; EXIT_ERROR (1) an error, a lost peer or a full disk; cli.EXIT_USAGE (2) a bad config,
 # checkpoint or data, or a run directory in use; EXIT_DIVERGED; EXIT_INTERRUPTED after Ctrl-C's checkpoint;
@@ -44,11 +54,13 @@ EXIT_INTERRUPTED = 130  # Ctrl-C, after the checkpoint it asked for (the shell's
 
 
 def run(cfg) -> int:
-    stop = StopFlag()
+    stop = StopFlag(EARLY)
     acc = make_accelerator(cfg)
     world, rank, out = acc.num_processes, acc.process_index, Path(cfg.output.dir)
     config.check_world_size(cfg, world, elastic_world_sizes())
-    watch = PeerWatch(cfg.train.hang_timeout_s, rank, world)  # a hung peer is found in hang_timeout_s
+    hang, startup = cfg.train.hang_timeout_s, max(cfg.train.timeout_s, cfg.train.hang_timeout_s)
+    # names a rank whose loop stops making progress (gandist.liveness); the loop says where it is with watch.at
+    watch = Watchdog(hang, rank, world, startup_s=startup)
     feed = make_feed(cfg, rank, world, acc.device)  # checks the data against the config: before any file is touched
     # One writer: rank 0 holds <output.dir>/lock.json until the run ends; a second run stops here, touching nothing.
     with run_dir.locked(cfg, acc) as lock:
@@ -58,7 +70,7 @@ def run(cfg) -> int:
         models = build_models(cfg, acc)
         on_device = on_gpu(cfg.perf.noise_on_device, acc.device)
         draws = Draws(cfg.train.seed, cfg.train.batch_size, rank, world, acc.device, on_device)
-        stepper = Stepper(cfg, acc, models, feed, draws)
+        stepper = Stepper(cfg, acc, models, feed, draws, watch)
         start, note = (checkpoint.restore(cfg, acc, resume_from, models, stepper.counters, feed) if resume_from
                        else (0, ""))
         before = last_logged(out)  # the last step logged before this start: read before start() trims it
@@ -72,40 +84,56 @@ def run(cfg) -> int:
                          + [("a failure costs", saves.at_most_lost(cfg.checkpoint.every))])
             # Built before the first step so a missing Inception weights file stops the run at once.
             evaluator = Evaluator(cfg, acc.device, rank, world).prepare() if cfg.eval.metrics else None
-            last, stopping = cfg.train.steps, 0
+            last, stopping, save_s = cfg.train.steps, 0, 0.0
             for step in range(start, last):
+                watch.at("step", step, startup if step == start else None)  # the first round also compiles
                 stepper.round(step)
                 done = step + 1
                 logging = done % cfg.train.log_every == 0 or done == last
                 saving = done % cfg.checkpoint.every == 0 or done == last
                 if logging or saving:
-                    # The one place a round's device-side tallies reach the host (training/tally.py); all ranks agree.
-                    signum = stepper.tally.sync(stop.signum, saves.due())
-                    stopping, saving = (signum if done < last else 0), saving or stepper.tally.save_due
-                    if lock is not None and lock.lost:  # we were taken for dead and another run took over
-                        raise RunDirBusy(f"output.dir {out}: {lock.lost}; this run stops without writing more")
+                    # The one place a round's device-side tallies reach the host (training/tally.py), with the
+                    # one verdict all ranks act on: a stop signal, a time-based save due, the run directory lost.
+                    watch.at("log sync", done)
+                    mine = Verdict(stop.signum, saves.due(), bool(lock is not None and lock.lost))
+                    with watch.waiting():
+                        verdict = stepper.tally.sync(mine)
+                    stopping, saving = (verdict.stop if done < last else 0), saving or verdict.save_due
+                    if verdict.lock_lost:  # we were taken for dead and another run took over: every rank stops
+                        why = lock.lost if lock is not None else "another run took its lock over (rank 0 found it)"
+                        raise RunDirBusy(f"output.dir {out}: {why}; this run stops without writing more")
                 if logging:
-                    report.log_round(done, stepper.tally.means(report.rates(done, feed)), stepper.counters)
+                    with watch.waiting():
+                        means = stepper.tally.means(report.rates(done, feed))
+                    report.log_round(done, means, stepper.counters)
                 report.advance(done)
                 history.first_step()
                 if acc.is_main_process and (done % cfg.train.sample_every == 0 or done == last):
+                    watch.at("sample grid", done)
                     report.grid(done, generator_for_use(cfg, models, done, acc.device))
                 if evaluator and ((cfg.eval.every and done % cfg.eval.every == 0) or done == last):
                     # every rank takes part; the same scores everywhere
-                    report.scores(done, evaluator(generator_for_use(cfg, models, done, acc.device)))
+                    watch.at("evaluation", done, cfg.train.eval_timeout_s)
+                    with watch.waiting():
+                        report.scores(done, evaluator(generator_for_use(cfg, models, done, acc.device)))
                 if saving or stopping:
-                    path, took = saves.save(done, lambda: checkpoint.save_training(acc, cfg, done, models,
-                                                                                  stepper.counters, feed))
+                    watch.at("save", done, save_budget(hang, save_s, saves.needed))
+                    t0 = time.monotonic()
+                    with watch.waiting():
+                        path, took = saves.save(done, lambda: checkpoint.save_training(acc, cfg, done, models,
+                                                                                      stepper.counters, feed))
+                    save_s = max(save_s, time.monotonic() - t0)
                     report.print(f"checkpoint {path} ({took})" if path else f"[yellow]step {done}: the weights are "
                                  f"not finite; no checkpoint saved (the last good one is {checkpoint.latest(out)})")
                 if stopping:
                     report.print(stop_line(stopping, done, path, out))
-                    if acc.is_main_process and stopping != signal.SIGINT:
+                    if acc.is_main_process:  # gandist-compare shows it stopped (and how), not failed
                         run_dir.mark_preempted(out, done, stopping, path)
                     break
 
             finished = not stopping
             if finished and acc.is_main_process:
+                watch.at("save", last, save_budget(hang, save_s, saves.needed))
                 generator_for_use(cfg, models, last, acc.device)  # the EMA's statistics, for its final weights
                 with writing("the final weights", out / "final", saves.needed, cfg.checkpoint.keep, out):
                     trained.export_final(cfg, models)
@@ -127,20 +155,13 @@ def stop_line(signum: int, done: int, path: Path | None, out: Path) -> str:
     return f"{signal.Signals(signum).name} received: {saved}; exiting with {EXIT_REQUEUE} so the job can be requeued"
 
 
-def lost_peer(e: BaseException) -> bool:
-    """Is this the error a collective raises when another rank is gone (gloo and NCCL wording)?"""
-    if isinstance(e, torch.distributed.DistError):
-        return True
-    text = str(e)
-    return isinstance(e, RuntimeError) and torch.distributed.is_initialized() and any(
-        s in text for s in ("Connection reset by peer", "Connection closed by peer", "Timed out waiting",
-                            "Broken pipe", "NCCL communicator was aborted", "Watchdog caught collective"))
-
-
 def train(cfg) -> int:
     """run(cfg), with the two endings that are not a user's mistake nor a bug given their own status."""
     try:
-        return run(cfg)
+        with end_on_lost_peer("gandist", f"a hung peer is named after train.hang_timeout_s={cfg.train.hang_timeout_s:g} "
+                                         f"s, one that holds a collective up given up on after train.timeout_s="
+                                         f"{cfg.train.timeout_s} s"):
+            return run(cfg)
     except NonFiniteLoss as e:
         last_good = checkpoint.latest(cfg.output.dir)
         print(f"gandist: error ({where()}): training diverged: {e}. Stopped; the last good checkpoint is "
@@ -153,14 +174,6 @@ def train(cfg) -> int:
         if world_size() > 1:
             abandon(EXIT_ERROR)  # the other ranks wait in a collective this rank will not join
         return EXIT_ERROR
-    except Exception as e:
-        if not lost_peer(e):
-            raise
-        # the usual way a run ends when another rank dies: a short message, no traceback
-        print(f"gandist: error ({where()}): lost contact with another process of the run; it died, hung "
-              f"or was cut off (a hung peer is given up on after train.timeout_s={cfg.train.timeout_s} s); "
-              f"see the other ranks' logs. {type(e).__name__}: {first_line(e)}", file=sys.stderr)
-        abandon(EXIT_ERROR)
 
 
 def parse_args(argv):

@@ -17,7 +17,9 @@
 #   GANDIST_MAX_RESTARTS      restarts of this node's workers before it gives up (default 10): every membership
 #                             change, a loss or a rejoin, costs one on every node; running out ends the job
 #   GANDIST_SHUTDOWN_TIMEOUT  seconds a worker is given to stop after torchrun's signal before SIGKILL
-#                             (default 300): it must reach the next log step and save a checkpoint
+#                             (default 300): it must reach the next log step and save a checkpoint.  A worker
+#                             the watchdog named is not waited for: it ends itself, or the agent's file timer
+#                             (TORCHELASTIC_ENABLE_FILE_TIMER, set here) SIGKILLs it once its deadline passes
 #   GANDIST_RDZV_CONF         more rendezvous settings, e.g. last_call_timeout=10 (default last_call_timeout=5)
 # Exit status: 0 done; 75 stopped by SIGTERM/SIGUSR1 with a checkpoint (requeue); 1 failed (the newest
 # checkpoint is named; run it again to continue).
@@ -63,6 +65,13 @@ RESTARTS=${GANDIST_MAX_RESTARTS:-10}
 # round keeps pointing at its own old one when another node becomes rank 0 (a rejoin): both then wait 60 s
 # for each other and the round fails.  Without the sharing each round's store is found afresh.
 export TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1
+# torchrun's agent runs a FileTimerServer; each worker's watchdog keeps its deadline ahead while the worker makes
+# progress (gandist/liveness.py), so a frozen worker is SIGKILLed by the agent instead of holding up a restart
+export TORCHELASTIC_ENABLE_FILE_TIMER=1
+# a worker that names itself stalled ends this node's agent and leaves the reason here
+NOTE=$(mktemp "${TMPDIR:-/tmp}/gandist-node.XXXXXX") || die "cannot make a temporary file"
+export GANDIST_NODE_NOTE=$NOTE
+trap 'rm -f "$NOTE"' EXIT
 torchrun --nnodes="$NODES" --nproc-per-node="$PROCS" --rdzv-backend=c10d --rdzv-endpoint="$GANDIST_RDZV_ENDPOINT" \
     --rdzv-id="$GANDIST_RDZV_ID" --rdzv-conf="is_host=false,${GANDIST_RDZV_CONF:-last_call_timeout=5}" \
     --max-restarts="$RESTARTS" --signals-to-handle=SIGTERM,SIGINT,SIGHUP,SIGQUIT,SIGUSR1 \
@@ -80,6 +89,15 @@ while :; do
 done
 if [ "$RC" -eq 0 ]; then
     exit 0
+fi
+if [ -s "$NOTE" ]; then
+    echo "launch/elastic.sh: error: this node left the run: $(cat "$NOTE"); the others go on without it." \
+         "Start launch/elastic.sh here again once the cause is fixed: it rejoins at the next checkpoint" >&2
+    exit 1
+fi
+if [ -f "$RUN_DIR/stopped.json" ]; then  # rank 0 left it after Ctrl-C's checkpoint: nothing to requeue
+    echo "launch/elastic.sh: training stopped on Ctrl-C and saved $(newest): exit 130"
+    exit 130
 fi
 if [ -f "$RUN_DIR/preempted.json" ]; then  # rank 0 left it after a stop signal's checkpoint
     echo "launch/elastic.sh: training stopped on a signal and saved $(newest): exit 75"

@@ -3,7 +3,7 @@
 torchrun's c10d rendezvous keeps its state in a TCP store, which by default lives inside the agent of the
 node named in --rdzv-endpoint: lose that node and every survivor loses the rendezvous with it.  Run this on
 a host that is not a training node (the submit or login host) and point every node's agent at it
-(launch/elastic.sh, slurm/elastic.sh); the agents then all connect as clients.
+(launch/elastic.sh, also under slurm/train.sh's elastic mode); the agents then all connect as clients.
 
     python launch/store.py --port 29400            # prints "rendezvous store: HOST:PORT", runs until stopped
 """

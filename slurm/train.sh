@@ -155,7 +155,9 @@ PY
     export PET_SIGNALS_TO_HANDLE=SIGINT,SIGHUP,SIGQUIT TORCHELASTIC_SIGNALS_TO_HANDLE=SIGINT,SIGHUP,SIGQUIT
     if [ -n "${GANDIST_ELASTIC_NODES:-}" ]; then
         # launch/elastic.sh's torchrun is the training processes' parent: the signals go to it, and it stops
-        # the workers itself (an elastic agent restarts workers that stop on their own)
+        # the workers itself (an elastic agent restarts workers that stop on their own).  Its agent handles SIGUSR1,
+        # so its workers start with the default action back (the ignore above does not reach them): gandist.train
+        # notes a SIGUSR1 that comes while it still imports, instead of dying of it
         ( trap '' USR1 TERM; exec bash launch/elastic.sh "${train_args[@]}" ) &
     else
         ( trap '' USR1 TERM; exec accelerate launch --machine_rank "$SLURM_NODEID" "$@" ) &

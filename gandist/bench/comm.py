@@ -29,7 +29,7 @@ import argparse
 import json
 import tempfile
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import torch
@@ -42,6 +42,7 @@ from gandist.bench.timing import PREMADE, DeviceFeed, measure
 from gandist.cli import ConfigError, run_command
 from gandist.draws import Draws
 from gandist.training.step import Stepper, build_models
+from gandist.training.tally import GUARDED, WORST, Verdict
 
 REPO = Path(__file__).resolve().parents[2]
 MIB = 2 ** 20
@@ -49,9 +50,8 @@ FIRST_BUCKET, BUCKET_CAP = MIB, 25 * MIB  # DDP's defaults; accelerate passes no
 SCALAR_BYTES = 8  # gandist.training.tally reduces float64
 REPORTER_SUMS = ("images_per_sec", "data_skipped")  # Reporter.rates, summed with the logged means (Tally.means)
 # Tally.sync's max all-reduce: the non-finite and scaler-skipped totals, D's and G's streaks and worst streaks,
-# whether a time-based checkpoint is due, the stop signal (tests/unit/test_bench_comm.py checks it against a
-# run's collectives)
-COUNTERS = 8
+# and the ranks' Verdict (tests/unit/test_bench_comm.py checks it against a run's collectives)
+COUNTERS = WORST + len(GUARDED) + len(fields(Verdict))
 
 
 # -- counting one round -------------------------------------------------------------------------------
@@ -154,7 +154,7 @@ def traffic(r: Round, log_every: int, sync_bn: bool = True) -> list:
                 out.append(Collective(f"BN {layer.net}.{layer.name} bwd", "all_reduce", 2 * c * e, layer.backwards))
     scalars = len(r.stat_keys) + len(REPORTER_SUMS)
     out.append(Collective("logged values", "all_reduce", scalars * SCALAR_BYTES, 1 / log_every))
-    out.append(Collective("counters and stop signal", "all_reduce", COUNTERS * SCALAR_BYTES, 1 / log_every))
+    out.append(Collective("counters and verdict", "all_reduce", COUNTERS * SCALAR_BYTES, 1 / log_every))
     return out
 
 

@@ -6,6 +6,12 @@ step, later started again.  Printed: seconds from the kill to the first step at 
 again, then seconds from the node's start to the first step at world 2 and steps trained again, from the
 run's own history.jsonl, with the rendezvous settings they were measured with (launch/elastic.sh's defaults
 unless --rdzv-conf says otherwise).
+
+With --stall KIND, rank --stall-rank's training loop stalls at that step instead (tests/inject/sitecustomize.py
+on PYTHONPATH: the loop asleep, a blocking batch read, or a rank that never enters a log step's all-reduce),
+and what is printed is seconds from the stall to its naming and to the first step at world 1, under
+train.hang_timeout_s=--hang-timeout and launch/elastic.sh's other settings (its --shutdown-timeout 300
+included).
 """
 from __future__ import annotations
 
@@ -32,6 +38,10 @@ def add_parser(sub):
     p.add_argument("--checkpoint-every", type=int, default=50, help="checkpoint.every of the run")
     p.add_argument("--rdzv-conf", default="", help="rendezvous settings (GANDIST_RDZV_CONF); empty: the script's")
     p.add_argument("--port", type=int, default=29471, help="port of the rendezvous store")
+    p.add_argument("--stall", choices=("sleep", "read", "collective"),
+                   help="stall a rank's loop instead of killing a node (and do not restart it)")
+    p.add_argument("--stall-rank", type=int, default=1, help="the rank that stalls (0: the node holding the store)")
+    p.add_argument("--hang-timeout", type=float, default=30.0, help="train.hang_timeout_s with --stall")
 
 
 def _tree(pid: int) -> list[int]:
@@ -72,6 +82,11 @@ def run(args) -> int:
         env["GANDIST_RDZV_CONF"] = args.rdzv_conf
     cmd = ["bash", str(REPO / "launch/elastic.sh"), "--config", str(REPO / "configs/quickstart.yaml"), *TINY,
            f"output.dir={out}", "train.steps=100000", f"checkpoint.every={args.checkpoint_every}"]
+    if args.stall:
+        stalls = out.parent / "stalls"
+        stalls.mkdir()
+        env.update(GANDIST_TEST_STALL=str(stalls), PYTHONPATH=str(REPO / "tests" / "inject"))
+        cmd.append(f"train.hang_timeout_s={args.hang_timeout:g}")
     store = subprocess.Popen([sys.executable, str(REPO / "launch/store.py"), "--host", "127.0.0.1",
                               "--port", str(args.port)], stdout=subprocess.DEVNULL)
     node = {}
@@ -88,6 +103,8 @@ def run(args) -> int:
         start("a"), start("b")
         _wait(lambda: sizes() == [2] and (last_logged(out) or (0,))[0] >= args.kill_at, 600,
               f"step {args.kill_at} at world 2")
+        if args.stall:
+            return _stalled(args, out, stalls, sizes)
         _kill(node["b"])
         killed = time.time()
         _wait(lambda: len(sizes()) >= 2, 600, "a start at world 1")
@@ -108,4 +125,29 @@ def run(args) -> int:
     print(f"node back: first step at world {rejoin['world_size']} {rejoin['first_step'] - back:.1f} s after its "
           f"start; {rejoin['steps_replayed']} steps trained again")
     print(json.dumps({"lost": lost, "rejoin": rejoin}))
+    return 0
+
+
+def _stalled(args, out: Path, stalls: Path, sizes) -> int:
+    """Stall a rank now; print when it was named and when the run trained on at world 1."""
+    (stalls / f"{args.stall}-{args.stall_rank}").write_text("{}")
+    stalled = time.time()
+    logs = [out.parent / f"{n}.log" for n in "ab"]
+    named = f"rank {args.stall_rank} on "
+
+    def naming() -> bool:
+        return any(named in line and "stalled in phase" in line for f in logs for line in f.read_text().splitlines())
+
+    _wait(naming, args.hang_timeout + 120, "naming of the stalled rank")
+    t_named = time.time()
+    _wait(lambda: len(sizes()) >= 2, 600, "a start at world 1")
+    lost = read(out)[1]
+    print(f"# python -m gandist.bench elastic --stall {args.stall}: two local nodes, launch/elastic.sh; {machine()}")
+    print(f"rendezvous settings: {args.rdzv_conf or 'launch/elastic.sh defaults'}; checkpoint.every "
+          f"{args.checkpoint_every}; train.hang_timeout_s {args.hang_timeout:g}; rank {args.stall_rank} stalled "
+          f"after step {args.kill_at}")
+    print(f"stalled rank named {t_named - stalled:.1f} s after the stall; first step at world {lost['world_size']} "
+          f"{lost['first_step'] - stalled:.1f} s after it; {lost['steps_replayed']} steps trained again "
+          f"(from {lost['resumed_from']})")
+    print(json.dumps({"named_s": t_named - stalled, "lost": lost}))
     return 0

@@ -25,9 +25,10 @@ from gandist import config
 from gandist.backends.ddp import make_accelerator
 from gandist.check import collectives, data, evaluation, outputs, ranks, rounds, syncbn
 from gandist.check.report import as_json, errors, finding, show, summary
-from gandist.cli import EXIT_ERROR, ConfigError, UsageError, first_line, run_command
-from gandist.distributed import abandon, broadcast_object, gather_object, shutdown, where
-from gandist.train import EXIT_INTERRUPTED, lost_peer
+from gandist.cli import ConfigError, UsageError, run_command
+from gandist.distributed import broadcast_object, gather_object, shutdown, where
+from gandist.liveness import Watchdog, end_on_lost_peer
+from gandist.train import EXIT_INTERRUPTED
 from gandist.utils.files import write_json_atomic
 
 PROG = "gandist-check"
@@ -58,16 +59,21 @@ def load_config(args):
 
 
 @contextmanager
-def progress(main: bool, console: Console):
+def progress(main: bool, console: Console, watch: Watchdog, budget_s: float):
     """say(what): rank 0 tells which check runs (a spinner on a terminal, a line on stderr otherwise), so that a
-    check waiting on a rank is seen waiting."""
+    check waiting on a rank is seen waiting; every rank tells its watchdog (each check is collective and may take
+    `budget_s`), which names a rank that froze in it."""
+    def told(what: str):
+        watch.at(f"check: {what}", budget_s=budget_s, waiting=True)  # every check waits for the other ranks in it
+        return what
+
     if not main:
-        yield lambda what: None
+        yield told
     elif console.is_terminal:
         with console.status("gandist-check") as status:
-            yield lambda what: status.update(f"gandist-check: {what} ...")
+            yield lambda what: status.update(f"gandist-check: {told(what)} ...")
     else:
-        yield lambda what: print(f"gandist-check: {what} ...", file=sys.stderr, flush=True)
+        yield lambda what: print(f"gandist-check: {told(what)} ...", file=sys.stderr, flush=True)
 
 
 def check(args) -> int:
@@ -80,7 +86,8 @@ def check(args) -> int:
     config.check_world_size(cfg, world)
     console = Console()
     rows = []
-    with progress(acc.is_main_process, console) as say:
+    watch = Watchdog(cfg.train.hang_timeout_s, rank, world, startup_s=args.timeout)
+    with progress(acc.is_main_process, console, watch, args.timeout) as say:
         say("ranks, devices and software")
         facts = gather_object(ranks.describe(acc))
         rows += [ranks.devices_row(facts), ranks.software_row(facts),
@@ -128,6 +135,7 @@ def check(args) -> int:
             write_json_atomic(args.json, {"ok": code == 0, "world_size": world, "rows": as_json(rows)})
     # every rank waits for rank 0's table: a launcher ends the others once one rank exits non-zero
     acc.wait_for_everyone()
+    watch.close()
     acc.end_training()
     return code
 
@@ -149,15 +157,9 @@ def after_rounds(ran, timed: list[dict], facts: list[dict], measured: dict, read
 
 def guarded(args) -> int:
     """check(args), with a lost peer (a rank died or hung) said in one line, as gandist.train says it."""
-    try:
+    with end_on_lost_peer(PROG, f"a frozen one is named after train.hang_timeout_s, one that holds a check up "
+                                f"given up on after --timeout {args.timeout} s"):
         return check(args)
-    except Exception as e:
-        if not lost_peer(e):
-            raise
-        print(f"{PROG}: error ({where()}): lost contact with another rank; it died, hung or was cut off (see its "
-              f"output; a hung one is given up on after --timeout {args.timeout} s). {type(e).__name__}: "
-              f"{first_line(e)}", file=sys.stderr)
-        abandon(EXIT_ERROR)
 
 
 def main(argv=None) -> int:

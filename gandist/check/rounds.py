@@ -53,7 +53,7 @@ def run(cfg, acc, warmup: int, timed: int) -> Ran:
         torch.set_default_dtype(previous)
     problem = None
     try:
-        stepper.tally.sync(0)
+        stepper.tally.sync()
     except NonFiniteLoss as e:  # every rank alike: the counters are max-reduced
         problem = str(e)
     means = stepper.tally.means({})

@@ -3,7 +3,8 @@ copied-out run directory), first match wins:
 
     running    lock.json's heartbeat is fresh (training/lock.py refreshes it every few seconds while it trains)
     done       final/ holds the weights and the run reached train.steps
-    preempted  preempted.json: a signal made it save and stop (exit 75); a requeue or re-run resumes it
+    preempted  preempted.json: a signal made it save and stop (exit 75); a requeue or re-run resumes it; or
+               stopped.json: Ctrl-C made it save and stop (exit 130); a re-run resumes it
     diverged   diverged.json (gandist.train leaves it on exit 3), or, for a run from before it, its last logged
                losses are not finite: the non-finite guard stopped it
     failed     it started but ended otherwise: a stale lock (killed, a lost node), or it stopped before
@@ -23,7 +24,7 @@ import yaml
 from gandist.config import Config
 from gandist.training import checkpoint, lock
 from gandist.training.plots import read_metrics
-from gandist.training.run_dir import DIVERGED, METRICS, PREEMPTED
+from gandist.training.run_dir import DIVERGED, METRICS, PREEMPTED, STOPPED
 
 STATES = ("running", "done", "preempted", "diverged", "failed", "pending")
 FINISHED = ("done", "diverged")  # a verdict: re-running the same settings would not change it
@@ -90,10 +91,11 @@ def of(run_dir: str | Path, total: int | None = None, rows: tuple[list, list] | 
         return Status("running", f"holder {lock.describe(held, age)}", step, total)
     if (run_dir / FINAL).is_file() and total is not None and step >= total:
         return Status("done", "", step, total)
-    if (run_dir / PREEMPTED).is_file():
+    marker = next((run_dir / m for m in (PREEMPTED, STOPPED) if (run_dir / m).is_file()), None)
+    if marker is not None:
         try:
-            mark = json.loads((run_dir / PREEMPTED).read_text())
-            sig = signal.Signals(mark["signal"]).name
+            mark = json.loads(marker.read_text())
+            sig = "Ctrl-C" if mark["signal"] == signal.SIGINT else signal.Signals(mark["signal"]).name
             return Status("preempted", f"{sig} at step {mark['step']}; resumes from {mark.get('checkpoint')}",
                           step, total)
         except (OSError, ValueError, KeyError, TypeError):

@@ -117,9 +117,12 @@ class TrainConfig:
     sample_every: int = _f(200, min=1, help="steps between sample grids")
     timeout_s: int = _f(600, min=1, help="process-group timeout: a collective that waits longer fails (keep it "
                                          "above the longest save or evaluation)")
-    hang_timeout_s: float = _f(90.0, min=1.0, help="a rank whose heartbeat (a thread, beside the collectives) is "
-                               "silent this long is taken for hung: the others stop, naming it, so that an elastic "
-                               "launcher restarts without it")
+    hang_timeout_s: float = _f(90.0, min=1.0, help="a rank whose training makes no progress this long (outside a save, "
+                               "an evaluation or the start-up, which have budgets of their own), or whose process "
+                               "is silent this long, is named and ended, and the others stop, so that an elastic "
+                               "launcher restarts without it (gandist/liveness.py)")
+    eval_timeout_s: float = _f(1800.0, min=1.0, help="seconds an evaluation (eval.every) may take before its rank "
+                               "counts as stalled; the save's budget is sized from the measured save time")
     device: str = _f("auto", choices=("auto", "cpu", "cuda"), help="auto: the GPU when there is one")
     fp64: bool = _f(False, help="train in float64: for numerical checks (world-size invariance), slow")
     backend: str = _f("ddp", choices=("ddp", "deepspeed"),

@@ -145,7 +145,9 @@ class Reporter:
         values = {k: v if isinstance(v, int) else float(v) for k, v in stats.items()}  # counts stay whole numbers
         row = {"step": step, **values, "time": time.time()}
         if self.main:
-            self.metrics_file.write(json.dumps(row) + "\n")
+            line = json.dumps(row) + "\n"
+            with writing("a row of", self.run_dir / METRICS, len(line), self.cfg.checkpoint.keep, self.run_dir):
+                self.metrics_file.write(line)
         if self.tb is not None:
             for k, v in stats.items():
                 self.tb.add_scalar(f"{TB_GROUPS.get(k, TB_OTHER)}/{k}", float(v), step)

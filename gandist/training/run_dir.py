@@ -10,6 +10,7 @@ import json
 import os
 import platform
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -26,6 +27,7 @@ from gandist.training import checkpoint, lock
 from gandist.utils.files import atomic_path, write_json_atomic, write_text_atomic
 
 PREEMPTED = "preempted.json"  # left by a run stopped by a signal, for launchers that drop exit statuses
+STOPPED = "stopped.json"  # left by a run stopped by Ctrl-C (not a preemption: nothing to requeue), for gandist-compare
 DIVERGED = "diverged.json"  # left by a run the non-finite guard stopped (exit 3): gandist-compare reads it
 METRICS = "metrics.jsonl"
 HISTORY = "history.jsonl"  # the run's starts (training/history.py)
@@ -91,8 +93,8 @@ def prepare(cfg, run_dir: Path, resume_from: Path | None):
         (run_dir / HISTORY).unlink(missing_ok=True)
     if resume_from is not None and cfg.train.overwrite:
         checkpoint.remove_after(run_dir, checkpoint.read_trainer_state(resume_from)["step"])
-    (run_dir / PREEMPTED).unlink(missing_ok=True)
-    (run_dir / DIVERGED).unlink(missing_ok=True)
+    for marker in (PREEMPTED, STOPPED, DIVERGED):
+        (run_dir / marker).unlink(missing_ok=True)
 
 
 def open_run(cfg, acc) -> Path | None:
@@ -166,4 +168,5 @@ def mark_diverged(run_dir: Path, reason: str, last_good: Path | None):
 
 
 def mark_preempted(run_dir: Path, step: int, signum: int, path: Path | None):
-    write_json_atomic(run_dir / PREEMPTED, {"step": step, "signal": signum, "checkpoint": str(path) if path else None})
+    marker = STOPPED if signum == signal.SIGINT else PREEMPTED
+    write_json_atomic(run_dir / marker, {"step": step, "signal": signum, "checkpoint": str(path) if path else None})

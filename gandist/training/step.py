@@ -22,6 +22,7 @@ from gandist import nets
 from gandist.backends.ddp import DdpUpdate
 from gandist.backends.zero.update import zero_models
 from gandist.distributed import on_gpu
+from gandist.liveness import Progress
 from gandist.nets.layers import convert_sync_batchnorm
 from gandist.objective import Objective
 from gandist.training.ema import EMA
@@ -103,8 +104,11 @@ def build_models(cfg, acc) -> Models:
 class Stepper:
     """Holds what the two steps need; `round(step)` runs n_critic D steps and g_steps G steps."""
 
-    def __init__(self, cfg, accelerator, models: Models, feed, draws):
+    def __init__(self, cfg, accelerator, models: Models, feed, draws, progress: Progress | None = None):
         self.cfg, self.acc, self.m, self.feed, self.draws = cfg, accelerator, models, feed, draws
+        # where a round is, for the watchdog (gandist.liveness): a data wait, and the forwards and backwards that
+        # wait for the other ranks, are told apart from the rest of the step
+        self.progress = progress or Progress()
         if models.update_g is None:  # Models made by hand (tests, benches): the ddp backend's
             models.update_g, models.update_d = DdpUpdate(accelerator, models.opt_g), DdpUpdate(accelerator, models.opt_d)
         self.scaler = accelerator.scaler if cfg.train.mixed_precision == "fp16" else None
@@ -123,15 +127,19 @@ class Stepper:
         """D-step j: its logged values (this rank's, on the device), its fakes (with G's graph when they are
         to be reused) and the labels of its batch."""
         m = self.m
+        self.progress.within("data wait")
         real, y = self.feed.batch(j)
-        if self.channels_last:
-            real = real.contiguous(memory_format=torch.channels_last)
-        with self.acc.autocast():
-            z = self.draws.randn(j, "z_d", self.cfg.model.z_dim)
-            with torch.set_grad_enabled(self.reuse_fakes):
-                fake = m.G_fwd(z, y)
-            loss, stats = self.objective.d_loss(m.D_fwd, real, fake.detach(), y, j, step, D_penalty=m.D)
-        m.update_d.backward(loss)
+        # the forward (synchronised BatchNorm) and backward (DDP's all-reduce) wait for the other ranks: a stall in
+        # them is the others' to name (gandist.liveness)
+        with self.progress.waiting("step"):
+            if self.channels_last:
+                real = real.contiguous(memory_format=torch.channels_last)
+            with self.acc.autocast():
+                z = self.draws.randn(j, "z_d", self.cfg.model.z_dim)
+                with torch.set_grad_enabled(self.reuse_fakes):
+                    fake = m.G_fwd(z, y)
+                loss, stats = self.objective.d_loss(m.D_fwd, real, fake.detach(), y, j, step, D_penalty=m.D)
+            m.update_d.backward(loss)
         self._step(m.update_d, "loss_d", stats[self.objective.d_guard])
         if self.objective.after_d_step(m.D_raw):  # a constraint: a no-op on weights a skipped step left as they were
             m.update_d.weights_changed()
@@ -146,11 +154,12 @@ class Stepper:
         # keeps DDP's reducer from waiting for D gradients that never come.
         m.D_raw.requires_grad_(False)
         try:
-            with self.acc.autocast():
-                if fake is None:
-                    fake = m.G_fwd(self.draws.randn(i, "z_g", self.cfg.model.z_dim), y)
-                loss, stats = self.objective.g_loss(m.D_frozen_fwd, fake, y, i, step)
-            m.update_g.backward(loss)
+            with self.progress.waiting("step"):
+                with self.acc.autocast():
+                    if fake is None:
+                        fake = m.G_fwd(self.draws.randn(i, "z_g", self.cfg.model.z_dim), y)
+                    loss, stats = self.objective.g_loss(m.D_frozen_fwd, fake, y, i, step)
+                m.update_g.backward(loss)
         finally:
             m.D_raw.requires_grad_(True)
         self._step(m.update_g, "loss_g", stats["loss_g"])

@@ -4,14 +4,15 @@ A round reads nothing back from the device (no `.item()`, `float()`, `bool()` of
 of its own): a host read waits for every queued kernel, which on a GPU empties the queue the CPU keeps
 ahead of it.  So the logged values are summed on the device, and the non-finite guard's verdicts are
 counted there too (totals, streaks in a row, the worst streak); the loop brings them to the host at log
-and checkpoint steps only, in two all-reduces: the counters with the stop signal (a max), and the logged
-values with throughput (a sum).  A run whose guard saw train.max_bad_steps non-finite steps in a row
+and checkpoint steps only, in two all-reduces: the counters with the ranks' Verdict (a max), and the logged
+values with throughput (a sum).  The Verdict is the one thing the ranks agree on to decide what the loop
+does next (stop, save, give up the run directory); it never passes through the logged values.  A run whose guard saw train.max_bad_steps non-finite steps in a row
 stops at the first such step after it: the steps in between changed no weight, because the guard
 skips them on the device (gandist.training.step).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import astuple, dataclass, field, fields
 
 import torch
 
@@ -32,6 +33,23 @@ class NonFiniteLoss(RuntimeError):
     pass
 
 
+@dataclass(frozen=True)
+class Verdict:
+    """What every rank does after a log or checkpoint step, agreed in Tally.sync's all-reduce: each field is
+    the max over the ranks of each rank's own say (so any rank's True, or the highest signal, is everyone's).
+    A new decision is one more field here (a number or a bool), read by the loop; nothing else changes."""
+    stop: int = 0  # the stop signal a rank received (SIGTERM, SIGUSR1, SIGINT), else 0
+    save_due: bool = False  # checkpoint.every_minutes have passed on a rank's clock
+    lock_lost: bool = False  # rank 0 found the run directory's lock taken over: every rank stops, writing nothing
+
+    def vector(self) -> list[float]:
+        return [float(v) for v in astuple(self)]
+
+    @classmethod
+    def of(cls, values: list[float]) -> "Verdict":
+        return cls(**{f.name: bool(v) if f.type == "bool" else int(v) for f, v in zip(fields(cls), values)})
+
+
 # The device vector of counters: totals, then each guarded step's current streak, then its worst since the last sync.
 BAD, SKIPPED, STREAK, WORST = 0, 1, 2, 2 + len(GUARDED)
 
@@ -43,7 +61,6 @@ class Tally:
         self._counts = None  # made from `counters` at the first count, so a restored run starts from its checkpoint's
         self._sums: dict[tuple, torch.Tensor] = {}  # for each set of logged keys: their values summed over steps
         self._n: dict[tuple, int] = {}
-        self.save_due = False  # agreed at the last sync: checkpoint.every_minutes have passed
 
     # -- in a round: device work only ------------------------------------------------------------------
     def add(self, stats: dict[str, torch.Tensor]) -> None:
@@ -73,15 +90,14 @@ class Tally:
         return self._counts
 
     # -- at log and checkpoint steps: the host reads ---------------------------------------------------
-    def sync(self, signum: int, save_due: bool = False) -> int:
-        """Collective: bring the counters to the host (the same on every rank) and agree on a stop signal
-        (the highest any rank received, else 0) and on whether a time-based checkpoint is due (any rank's
-        clock says so: `self.save_due`), in the same all-reduce.  Raises NonFiniteLoss if a guarded step was
-        non-finite train.max_bad_steps times in a row since the last sync."""
+    def sync(self, mine: Verdict = Verdict()) -> Verdict:
+        """Collective: bring the counters to the host (the same on every rank) and agree on the Verdict (this
+        rank's is `mine`) in the same all-reduce; returns the agreed one.  Raises NonFiniteLoss if a guarded
+        step was non-finite train.max_bad_steps times in a row since the last sync."""
         c = self._device_counts()
-        host = torch.tensor([float(save_due), float(signum)], dtype=torch.float64, device=c.device)
+        host = torch.tensor(mine.vector(), dtype=torch.float64, device=c.device)
         values = reduce_max(torch.cat([c, host]))
-        self.save_due = bool(values[-2])
+        verdict = Verdict.of(values[len(c):])
         n = len(GUARDED)
         streaks, worst = values[STREAK:STREAK + n], values[WORST:WORST + n]
         self.counters.bad_total, self.counters.skipped_by_scaler = int(values[BAD]), int(values[SKIPPED])
@@ -91,7 +107,7 @@ class Tally:
             if w >= self.max_bad_steps:
                 raise NonFiniteLoss(f"{k} was non-finite for {int(w)} steps in a row "
                                     f"(train.max_bad_steps={self.max_bad_steps})")
-        return int(values[-1])
+        return verdict
 
     def means(self, sums: dict[str, float]) -> dict[str, float]:
         """Collective: the logged values' means over the steps since the last call and over the ranks, plus

@@ -1,5 +1,5 @@
 """The parts a variant composes, each a dict of dotted config keys saying where it departs from the
-defaults in gandist/config.py (DCGAN's networks, BCE loss, no regulariser, Adam 2e-4 with betas
+defaults in gandist/config/schema.py (DCGAN's networks, BCE loss, no regulariser, Adam 2e-4 with betas
 (0.5, 0.999), one D step per G step): every default is written there once.  A variant's preset is the
 merge of its parts, later parts winning."""
 from __future__ import annotations

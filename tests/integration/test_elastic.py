@@ -45,9 +45,10 @@ class Node:
 
     def __init__(self, out: Path, store: str, run_id: str, name: str, *extra: str, **settings):
         self.log = out.parent / f"{name}.log"
-        e = env(GANDIST_RDZV_ENDPOINT=store, GANDIST_RDZV_ID=run_id, GANDIST_ELASTIC_NODES="1:2",
-                GANDIST_PROCS_PER_NODE=1, GANDIST_SHUTDOWN_TIMEOUT=60, GANDIST_RDZV_CONF="last_call_timeout=1,keep_alive_interval=1,keep_alive_max_attempt=3",
-                **settings)
+        e = env(**{"GANDIST_RDZV_ENDPOINT": store, "GANDIST_RDZV_ID": run_id, "GANDIST_ELASTIC_NODES": "1:2",
+                   "GANDIST_PROCS_PER_NODE": 1, "GANDIST_SHUTDOWN_TIMEOUT": 60,
+                   "GANDIST_RDZV_CONF": "last_call_timeout=1,keep_alive_interval=1,keep_alive_max_attempt=3",
+                   **settings})
         cmd = ["bash", str(REPO / "launch/elastic.sh"), "--config", str(REPO / "configs/quickstart.yaml"), *TINY,
                f"output.dir={out}", *ARGS, *extra]
         with open(self.log, "w") as f:

@@ -3,6 +3,8 @@ disk that really fills up (a small tmpfs).  Two processes, SIGKILL, SIGTERM, an 
 second run on the same directory: tests/integration/test_chaos.py; the lock itself: tests/unit/training/."""
 from __future__ import annotations
 
+import json
+
 import os
 import pty
 import re
@@ -83,6 +85,7 @@ def test_ctrl_c_saves_a_checkpoint_and_exits_130_and_a_second_one_stops_at_once(
                 "train.resume=auto"), text[-3000:]
     assert "Traceback" not in text and "KeyboardInterrupt" not in text, text[-3000:]
     assert not (out / "preempted.json").exists()  # a user's stop is not a preemption: nothing to requeue
+    assert json.loads((out / "stopped.json").read_text())["step"] == step  # but gandist-compare shows it stopped
     assert not (out / "lock.json").exists()  # released
     # second Ctrl-C while the first waits for a log step (none for a long while): out at once, no checkpoint
     term = Terminal(train_cmd(out, "train.steps=100000", "train.resume=auto", "train.log_every=100000",

@@ -56,7 +56,7 @@ def test_a_round_counts_what_a_hand_count_of_the_nets_and_steps_gives(tmp_path):
     # TINY logs every step: D's and G's keys and the Reporter's two rates in one all-reduce, the counters in another
     assert sorted(r.stat_keys) == ["d_fake", "d_real", "loss_d", "loss_d_adv", "loss_g"]
     assert (colls["logged values"].nbytes, colls["logged values"].per_round) == (8 * (5 + 2), 1)
-    assert colls["counters and stop signal"].nbytes == 8 * comm.COUNTERS
+    assert colls["counters and verdict"].nbytes == 8 * comm.COUNTERS
 
 
 def test_g_reuses_the_d_steps_fakes_with_one_d_step_a_round(tmp_path):
@@ -113,7 +113,7 @@ def test_the_counts_are_the_collectives_of_a_two_rank_run(tmp_path, monkeypatch,
         monkeypatch.setattr(dist, "all_reduce", recording)
         r = comm.count_round(stepper)
         bn_values, in_round = seen[torch.float32], list(seen[torch.float64])
-        stepper.tally.sync(0)  # a log step, as gandist.train runs it
+        stepper.tally.sync()  # a log step, as gandist.train runs it
         stepper.tally.means({k: 0.0 for k in comm.REPORTER_SUMS})
     finally:
         dist.destroy_process_group()

@@ -71,6 +71,11 @@ def test_each_status_comes_from_the_run_files(tmp_path):
                                                           "checkpoint": "x/step_00000006"}))
     s = status.of(preempted)
     assert s.state == "preempted" and "SIGUSR1 at step 6" in s.detail and s.step == 6
+    stopped = make_run(tmp_path / "ctrl_c", logged=5, saved=5, final=False)  # Ctrl-C: saved, not failed
+    (stopped / "stopped.json").write_text(json.dumps({"step": 5, "signal": int(signal.SIGINT),
+                                                      "checkpoint": "x/step_00000005"}))
+    s = status.of(stopped)
+    assert s.state == "preempted" and "Ctrl-C at step 5" in s.detail and s.step == 5
 
     nan = make_run(tmp_path / "nan", logged=3, final=False, last={"loss_g": math.nan, "bad_steps": 2.0})
     s = status.of(nan)
@@ -79,7 +84,7 @@ def test_each_status_comes_from_the_run_files(tmp_path):
     (marked / status.DIVERGED).write_text(json.dumps({"reason": "loss_d was non-finite for 10 steps in a row"}))
     assert status.of(marked) == status.Status("diverged", "loss_d was non-finite for 10 steps in a row", 3, 10)
 
-    stopped = make_run(tmp_path / "stopped", logged=5, saved=5, final=False)
+    stopped = make_run(tmp_path / "stopped", logged=5, saved=5, final=False)  # no marker: an error
     assert status.of(stopped).state == "failed" and "ended at step 5 of 10" in status.of(stopped).detail
     assert status.of(tmp_path / "never") == status.Status("pending", "not started", 0, None)
 

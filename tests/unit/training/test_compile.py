@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from gandist.training.tally import Verdict
 from gandist import config
 from gandist.backends.ddp import make_accelerator
 from gandist.data.feed import make_feed
@@ -39,4 +40,4 @@ def test_wgan_gp_trains_compiled_with_the_penaltys_gradients_of_the_uncompiled_d
     for step in range(3):  # and it trains: rounds run, weights move, the losses stay finite
         fast.round(step)
     assert any(not torch.equal(a, b) for a, b in zip(before, fast.m.D_raw.parameters()))
-    assert fast.tally.sync(0) == 0 and fast.counters.bad_total == 0
+    assert fast.tally.sync() == Verdict() and fast.counters.bad_total == 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from gandist.training.tally import Verdict
 from gandist import config, nets
 from gandist.backends.ddp import make_accelerator
 from gandist.data.feed import make_feed
@@ -106,13 +107,13 @@ def test_a_non_finite_step_changes_nothing_is_counted_and_a_streak_stops_the_run
     assert all(torch.equal(a, s["exp_avg"]) for a, s in zip(moments, m.opt_d.state.values()))
     assert [float(s["step"]) for s in m.opt_d.state.values()] == steps
     assert any(not torch.equal(a, b) for a, b in zip(g_before, m.G_raw.parameters()))
-    assert stepper.tally.sync(0) == 0  # two in a row: counted, not yet fatal
+    assert stepper.tally.sync() == Verdict()  # two in a row: counted, not yet fatal
     assert stepper.counters.bad_total == 2 and stepper.counters.bad_streaks == {"loss_d": 2, "loss_g": 0}
     stepper.round(3)
     stepper.objective.d_loss = d_loss
     stepper.round(4)  # a good step after the third bad one: the streak the next sync sees is over, but it was 3
     with pytest.raises(NonFiniteLoss, match=r"loss_d was non-finite for 3 steps in a row \(train.max_bad_steps=3\)"):
-        stepper.tally.sync(0)
+        stepper.tally.sync()
     assert stepper.counters.bad_total == 3 and stepper.counters.bad_streaks == {"loss_d": 0, "loss_g": 0}
 
 
