@@ -14,7 +14,9 @@ from gandist.training.plots import smooth
 from gandist.utils.files import atomic_path
 
 TITLES = {"loss_d": "D loss", "loss_g": "G loss", "fid": "FID (lower is better)", "kid": "KID (lower is better)",
-          "isc": "IS (higher is better)"}
+          "isc": "IS (higher is better)", "judge_fd_ratio": "judge FD / real-vs-real floor (lower is better)",
+          "judge_acc": "judge accuracy on the asked-for class", "precision": "precision (fidelity)",
+          "recall": "recall (diversity)"}
 
 
 def _points(rows: list[dict], key: str) -> tuple[list[int], list[float]]:

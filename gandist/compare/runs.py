@@ -19,8 +19,10 @@ from gandist.training import lock
 from gandist.training.plots import read_metrics
 from gandist.training.run_dir import METRICS
 
-# Evaluation scores, and which way is better (FID and KID are distances to the data; IS grows with quality).
-SCORES = {"fid": min, "kid": min, "isc": max}
+# Evaluation scores, and which way is better (FID, KID and the judge's FD are distances to the data; IS, the
+# judge's accuracy on the classes asked for, precision and recall grow with quality).
+SCORES = {"fid": min, "kid": min, "isc": max, "judge_fd_ratio": min, "judge_acc": max, "precision": max,
+          "recall": max}
 LOSSES = ("loss_d", "loss_g")
 IGNORED = ("output.",)  # every run has its own directory: not a difference worth a column
 

@@ -166,3 +166,18 @@ def test_a_sweep_lists_its_members_those_not_started_included(tmp_path, capsys):
     assert cli.main([str(tmp_path / "nothing")]) == 2
     assert "no such directory" in capsys.readouterr().err
     yaml.safe_load((sweep / "lr=1" / "config.yaml").read_text())  # untouched: still the run's own
+
+
+def test_the_judges_scores_are_columns_sorted_the_right_way(tmp_path):
+    """Runs evaluated by a judge only (no Inception): sorted by the FD ratio to the floor by default, lower first,
+    and the accuracy on the asked-for classes higher first; the columns hold the judge's scores."""
+    for name, ratio, acc in (("a", 4.0, 0.95), ("b", 2.0, 0.90)):
+        make_run(tmp_path / "j" / name)
+        with open(tmp_path / "j" / name / "metrics.jsonl", "a") as f:
+            f.write(json.dumps({"step": 10, "judge_fd_ratio": ratio, "judge_acc": acc, "recall": acc}) + "\n")
+    rows = runs.collect([str(tmp_path / "j")])
+    assert table.default_sort(rows) == "best_judge_fd_ratio"
+    assert [r.name for r in table.sort(rows, "judge_fd_ratio")] == ["b", "a"]
+    assert [r.name for r in table.sort(rows, "judge_acc")] == ["a", "b"]
+    header = table.render(table.sort(rows, "judge_fd_ratio"), "markdown", "judge_fd_ratio").splitlines()[0]
+    assert "judge_fd_ratio" in header and "judge_acc" in header and "fid" not in header
