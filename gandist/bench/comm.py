@@ -141,12 +141,18 @@ def buckets(param_bytes: list, first: int = FIRST_BUCKET, cap: int = BUCKET_CAP)
 
 # -- the collectives a round runs ----------------------------------------------------------------------
 
-def traffic(r: Round, log_every: int, sync_bn: bool = True) -> list:
-    """Every collective a round runs at world > 1 (CUDA: torch's SyncBatchNorm)."""
+def traffic(r: Round, log_every: int, sync_bn: bool = True, bn: str = "sync") -> list:
+    """Every collective a round runs at world > 1; BatchNorm as torch's SyncBatchNorm (bn="sync", CUDA) or
+    as gandist's GlobalBatchNorm (bn="gloo": all-reduces of C+1 and C values per forward and per backward)."""
     out = [Collective(f"{net} grads", "all_reduce", b, n, True)
            for net, sizes, n in (("D", r.d_param_bytes, r.d_reductions), ("G", r.g_param_bytes, r.g_reductions))
            for b in buckets(sizes) if n]
-    if sync_bn:
+    if sync_bn and bn == "gloo":
+        for layer in r.bn:
+            for part, c in (("sums", layer.channels + 1), ("variances", layer.channels)):
+                out.append(Collective(f"BN {layer.net}.{layer.name} {part}", "all_reduce", c * r.stat_bytes,
+                                      layer.forwards + layer.backwards))
+    elif sync_bn:
         for layer in r.bn:
             c, e = layer.channels, r.stat_bytes
             out.append(Collective(f"BN {layer.net}.{layer.name} fwd", "all_gather", (2 * c + 1) * e, layer.forwards))
@@ -216,8 +222,9 @@ def premade(cfg, device: torch.device) -> list:
     return out
 
 
-def examine(path: Path, args, world: int, given_ms) -> dict:
-    """One config: its round counted (and timed unless given_ms) in this process at the per-GPU batch."""
+def examine(path: Path, args, world: int, given_ms, bn: str = "sync") -> dict:
+    """One config: its round counted (and timed unless given_ms) in this process at the per-GPU batch;
+    bn: which BatchNorm's collectives (traffic)."""
     with tempfile.TemporaryDirectory(prefix="gandist-bench-") as out:
         base = [f"output.dir={out}", "log.trackers=[]", "log.progress=false"]
         if args.device:
@@ -237,7 +244,7 @@ def examine(path: Path, args, world: int, given_ms) -> dict:
             ms, source = 1000 * seconds["round"] / args.steps, f"{acc.device.type}, {args.steps} rounds"
     sync = full.model.sync_bn if full.model.sync_bn is not None else world > 1
     return {"name": path.stem, "cfg": full, "batch": cfg.train.batch_size, "round": counted,
-            "colls": traffic(counted, full.train.log_every, sync), "ms": ms, "source": source}
+            "colls": traffic(counted, full.train.log_every, sync, bn), "ms": ms, "source": source}
 
 
 def mb(n: float) -> str:
