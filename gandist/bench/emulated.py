@@ -36,7 +36,7 @@ from types import SimpleNamespace
 from gandist import config
 from gandist.bench import machine
 from gandist.bench.cluster import Cluster, efficiency, round_seconds
-from gandist.bench.fabric import HUB_ADDR, Fabric, FabricError
+from gandist.bench.fabric import HUB_ADDR, Fabric, FabricError, check_can_build
 from gandist.cli import ConfigError, run_command
 from gandist.training.plots import read_metrics
 from gandist.training.run_dir import METRICS
@@ -139,6 +139,7 @@ def predict(colls, nodes: int, procs: int, gbit: float | None, compute_s: float,
 
 
 def bench(args) -> int:
+    check_can_build()  # before anything else is read or made
     links = rates(args.link_gbit)
     if args.nodes < 2 or args.procs_per_node < 1 or args.steps < 1 or args.log_every < 1:
         raise ConfigError("--nodes must be at least 2, --procs-per-node, --steps and --log-every at least 1")
