@@ -35,6 +35,7 @@ from types import SimpleNamespace
 
 from gandist import config
 from gandist.bench import machine
+from gandist.bench.comm import examine
 from gandist.bench.cluster import Cluster, efficiency, round_seconds
 from gandist.bench.fabric import HUB_ADDR, Fabric, FabricError, check_can_build
 from gandist.cli import ConfigError, run_command
@@ -66,6 +67,8 @@ def add_parser(sub) -> None:
     p.add_argument("--tag", help="names everything gd<tag>-* (default: random)")
     p.add_argument("--run-timeout", type=float, default=600.0, help="seconds one training run may take")
     p.add_argument("--no-model", action="store_true", help="leave out the model's predictions")
+    p.add_argument("--levers", default="", help="';'-separated sets of overrides (e.g. 'dist.comm_hook=bf16;"
+                   "dist.comm_hook=powersgd model.sync_bn=false'), each also run on N nodes at every link rate")
     p.add_argument("overrides", nargs="*", help="config overrides key.sub=value for every run")
 
 
@@ -126,7 +129,6 @@ def train(fab: Fabric, nodes: int, args, overrides: list, out: Path, run_id: str
 
 def model_colls(args, overrides: list, world: int):
     """The config's round counted as `bench comm` counts it, at the per-process batch, BatchNorm as gloo's."""
-    from gandist.bench.comm import examine  # builds models: only when the model is asked for
     ns = SimpleNamespace(device="cpu", overrides=overrides, warmup=0, steps=1)
     return examine(Path(args.config), ns, world, 1.0, bn="gloo")["colls"]
 
@@ -156,15 +158,18 @@ def bench(args) -> int:
     common = QUIET + list(args.overrides) + [f"train.steps={args.steps}", f"train.log_every={args.log_every}"]
     tag = args.tag or secrets.token_hex(3)
     work = Path(tempfile.mkdtemp(prefix="gandist-bench-cluster-"))
-    runs = []  # (label, nodes, link, images/s)
+    runs = []
+    sets = [s.split() for s in args.levers.split(";") if s.strip()]
     with Fabric(args.nodes, tag) as fab:
-        plan = [(1, UNCAPPED), (args.nodes, UNCAPPED)] + [(args.nodes, g) for g in links]
-        for k, (n, g) in enumerate(plan):
+        plan = [(1, UNCAPPED, []), (args.nodes, UNCAPPED, [])] + [(args.nodes, g, lv) for lv in [[]] + sets
+                                                                   for g in links]
+        for k, (n, g, lv) in enumerate(plan):
             fab.cap(g)
             batch = [f"train.batch_size={per * n * args.procs_per_node}"]
-            rate = train(fab, n, args, common + batch, work / f"run{k}", f"{tag}-{k}")
-            runs.append({"nodes": n, "link_gbit": g, "images_per_s": rate,
-                         "round_ms": 1000 * per * n * args.procs_per_node * cfg.optim.n_critic / rate})
+            rate = train(fab, n, args, common + lv + batch, work / f"run{k}", f"{tag}-{k}")
+            runs.append({"nodes": n, "link_gbit": g, "levers": " ".join(lv), "images_per_s": rate,
+                         "round_ms": 1000 * per * n * args.procs_per_node * cfg.optim.n_critic / rate,
+                         "metrics": str(work / f"run{k}" / METRICS)})
     report(args, cfg, per, runs, common, tag)
     return 0
 
@@ -172,7 +177,9 @@ def bench(args) -> int:
 def report(args, cfg, per: int, runs: list, common: list, tag: str) -> None:
     one, free = runs[0], runs[1]
     n, procs = args.nodes, args.procs_per_node
-    colls = None if args.no_model else model_colls(args, common + [f"train.batch_size={per * n * procs}"], n * procs)
+    batch = [f"train.batch_size={per * n * procs}"]
+    colls = {} if args.no_model else {r["levers"]: model_colls(args, common + r["levers"].split() + batch, n * procs)
+                                      for r in runs}
     scale = one["round_ms"] / args.gpu_round_ms
     print(f"# python -m gandist.bench cluster: {n} nodes x {procs} process(es), network namespaces, tc tbf links; "
           f"{machine()}; shared, loaded CPU: ratios measured back to back in this command")
@@ -180,9 +187,9 @@ def report(args, cfg, per: int, runs: list, common: list, tag: str) -> None:
           f"readings every {args.log_every} after the first {args.skip}")
     print(f"a round on one node: {one['round_ms']:.1f} ms, {scale:.0f}x a {args.gpu_round_ms:g} ms GPU round: a link "
           f"here stands for one {scale:.0f}x as fast beside the GPU")
-    print("| nodes | link Gb/s (GPU-equivalent) | images/s | round ms | efficiency vs N x 1 node | model | "
-          "vs uncapped links | model (no overlap / overlap) |")
-    print("| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+    print("| nodes | link Gb/s (GPU-equivalent) | levers | images/s | round ms | efficiency vs N x 1 node | "
+          "model (no overlap / overlap) | vs uncapped links | model (no overlap / overlap) |")
+    print("| ---: | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |")
     for r in runs:
         g = r["link_gbit"]
         r["efficiency"] = r["images_per_s"] / (r["nodes"] * one["images_per_s"])
@@ -191,15 +198,16 @@ def report(args, cfg, per: int, runs: list, common: list, tag: str) -> None:
         if r is not one:
             r["vs_uncapped"] = r["images_per_s"] / free["images_per_s"]
             cells[2] = f"{r['vs_uncapped']:.1%}"
-            if colls is not None:
+            if colls:
                 # against N x 1 node: the one-node round, the link and the model's latency a collective;
                 # against the uncapped links: their round (latency and core sharing in it), the wire alone
-                r["model"] = predict(colls, n, procs, g, one["round_ms"] / 1000, args.latency_us)
+                c = colls[r["levers"]]
+                r["model"] = predict(c, n, procs, g, one["round_ms"] / 1000, args.latency_us)
                 cells[1] = f"{r['model'][0]:.1%} / {r['model'][1]:.1%}"
                 if g is not None:
-                    r["model_vs_uncapped"] = predict(colls, n, procs, g, free["round_ms"] / 1000, 0.0)
+                    r["model_vs_uncapped"] = predict(c, n, procs, g, free["round_ms"] / 1000, 0.0)
                     cells[3] = f"{r['model_vs_uncapped'][0]:.1%} / {r['model_vs_uncapped'][1]:.1%}"
-        print(f"| {r['nodes']} | {link} | {r['images_per_s']:.1f} | {r['round_ms']:.1f} | " + " | ".join(cells) + " |")
+        print(f"| {r['nodes']} | {link} | {r['levers'] or 'exact'} | {r['images_per_s']:.1f} | {r['round_ms']:.1f} | " + " | ".join(cells) + " |")
     print(json.dumps({"nodes": n, "procs_per_node": procs, "batch_per_process": per, "config": args.config,
                       "overrides": args.overrides, "tag": tag, "gpu_scale": scale, "runs": runs}))
 
