@@ -66,6 +66,8 @@ def add_parser(sub) -> None:
     p.add_argument("--port", type=int, default=29400, help="the rendezvous store's port (on the hub)")
     p.add_argument("--tag", help="names everything gd<tag>-* (default: random)")
     p.add_argument("--run-timeout", type=float, default=600.0, help="seconds one training run may take")
+    p.add_argument("--out", help="keep each run's directory (metrics.jsonl, logs) here (default: a temporary "
+                   "directory, deleted at the end)")
     p.add_argument("--no-model", action="store_true", help="leave out the model's predictions")
     p.add_argument("--levers", default="", help="';'-separated sets of overrides (e.g. 'dist.comm_hook=bf16;"
                    "dist.comm_hook=powersgd model.sync_bn=false'), each also run on N nodes at every link rate")
@@ -157,7 +159,16 @@ def bench(args) -> int:
         raise ConfigError(f"train.batch_size {cfg.train.batch_size} is smaller than the {world} workers")
     common = QUIET + list(args.overrides) + [f"train.steps={args.steps}", f"train.log_every={args.log_every}"]
     tag = args.tag or secrets.token_hex(3)
-    work = Path(tempfile.mkdtemp(prefix="gandist-bench-cluster-"))
+    if args.out and Path(args.out).exists():
+        raise ConfigError(f"--out {args.out}: exists already (it is not overwritten)")
+    with tempfile.TemporaryDirectory(prefix="gandist-bench-cluster-") as tmp:
+        runs = measure(args, cfg, per, links, common, tag, Path(args.out or tmp))
+        report(args, cfg, per, runs, common, tag)
+    return 0
+
+
+def measure(args, cfg, per: int, links: list, common: list, tag: str, work: Path) -> list:
+    """The runs, back to back on one fabric: 1 node and N uncapped, then N at each link, for each lever set."""
     runs = []
     sets = [s.split() for s in args.levers.split(";") if s.strip()]
     with Fabric(args.nodes, tag) as fab:
@@ -169,9 +180,8 @@ def bench(args) -> int:
             rate = train(fab, n, args, common + lv + batch, work / f"run{k}", f"{tag}-{k}")
             runs.append({"nodes": n, "link_gbit": g, "levers": " ".join(lv), "images_per_s": rate,
                          "round_ms": 1000 * per * n * args.procs_per_node * cfg.optim.n_critic / rate,
-                         "metrics": str(work / f"run{k}" / METRICS)})
-    report(args, cfg, per, runs, common, tag)
-    return 0
+                         "metrics": str(work / f"run{k}" / METRICS) if args.out else None})
+    return runs
 
 
 def report(args, cfg, per: int, runs: list, common: list, tag: str) -> None:
