@@ -26,6 +26,7 @@ import math
 import os
 import secrets
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -57,6 +58,8 @@ def add_parser(sub) -> None:
     p.add_argument("--link-gbit", default="1", help="comma list of link rates, Gb/s each way")
     p.add_argument("--steps", type=int, default=60, help="rounds trained in each run")
     p.add_argument("--log-every", type=int, default=10, help="rounds between throughput readings")
+    p.add_argument("--repeat", type=int, default=1, help="runs of the whole plan, one after another; each figure is "
+                   "the median of its repeats (the load of a shared machine changes between runs)")
     p.add_argument("--skip", type=int, default=1, help="first readings left out (start-up)")
     p.add_argument("--batch-per-process", type=int,
                    help="per-process batch, the same in every run (default: the config's batch / N workers)")
@@ -66,8 +69,8 @@ def add_parser(sub) -> None:
     p.add_argument("--port", type=int, default=29400, help="the rendezvous store's port (on the hub)")
     p.add_argument("--tag", help="names everything gd<tag>-* (default: random)")
     p.add_argument("--run-timeout", type=float, default=600.0, help="seconds one training run may take")
-    p.add_argument("--out", help="keep each run's directory (metrics.jsonl, logs) here (default: a temporary "
-                   "directory, deleted at the end)")
+    p.add_argument("--out", help="keep each run's directory (metrics.jsonl, logs) here, run<k> in the order "
+                   "run (default: a temporary directory, deleted at the end)")
     p.add_argument("--no-model", action="store_true", help="leave out the model's predictions")
     p.add_argument("--levers", default="", help="';'-separated sets of overrides (e.g. 'dist.comm_hook=bf16;"
                    "dist.comm_hook=powersgd model.sync_bn=false'), each also run on N nodes at every link rate")
@@ -145,8 +148,8 @@ def predict(colls, nodes: int, procs: int, gbit: float | None, compute_s: float,
 def bench(args) -> int:
     check_can_build()  # before anything else is read or made
     links = rates(args.link_gbit)
-    if args.nodes < 2 or args.procs_per_node < 1 or args.steps < 1 or args.log_every < 1:
-        raise ConfigError("--nodes must be at least 2, --procs-per-node, --steps and --log-every at least 1")
+    if args.nodes < 2 or min(args.procs_per_node, args.steps, args.log_every, args.repeat) < 1:
+        raise ConfigError("--nodes must be at least 2, --procs-per-node, --steps, --log-every and --repeat at least 1")
     if args.steps < (args.skip + 1) * args.log_every:
         raise ConfigError(f"--steps {args.steps}: needs at least (--skip + 1) x --log-every = "
                           f"{(args.skip + 1) * args.log_every} for one reading")
@@ -168,19 +171,22 @@ def bench(args) -> int:
 
 
 def measure(args, cfg, per: int, links: list, common: list, tag: str, work: Path) -> list:
-    """The runs, back to back on one fabric: 1 node and N uncapped, then N at each link, for each lever set."""
-    runs = []
+    """The runs, back to back on one fabric: 1 node and N uncapped, then N at each link, for each lever set;
+    the whole plan --repeat times, each figure the median of its repeats."""
     sets = [s.split() for s in args.levers.split(";") if s.strip()]
+    plan = [(1, UNCAPPED, []), (args.nodes, UNCAPPED, [])] + [(args.nodes, g, lv) for lv in [[]] + sets for g in links]
+    rates = {}
     with Fabric(args.nodes, tag) as fab:
-        plan = [(1, UNCAPPED, []), (args.nodes, UNCAPPED, [])] + [(args.nodes, g, lv) for lv in [[]] + sets
-                                                                   for g in links]
-        for k, (n, g, lv) in enumerate(plan):
+        for k, (n, g, lv) in enumerate(plan * args.repeat):
             fab.cap(g)
             batch = [f"train.batch_size={per * n * args.procs_per_node}"]
             rate = train(fab, n, args, common + lv + batch, work / f"run{k}", f"{tag}-{k}")
-            runs.append({"nodes": n, "link_gbit": g, "levers": " ".join(lv), "images_per_s": rate,
-                         "round_ms": 1000 * per * n * args.procs_per_node * cfg.optim.n_critic / rate,
-                         "metrics": str(work / f"run{k}" / METRICS) if args.out else None})
+            rates.setdefault((n, g, " ".join(lv)), []).append(rate)
+    runs = []
+    for (n, g, lv), got in rates.items():
+        rate = statistics.median(got)
+        runs.append({"nodes": n, "link_gbit": g, "levers": lv, "images_per_s": rate, "repeats": got,
+                     "round_ms": 1000 * per * n * args.procs_per_node * cfg.optim.n_critic / rate})
     return runs
 
 
