@@ -20,7 +20,8 @@ links of each --links Gb/s; NVLink ignored unless --nvlink-gbs.  A ring all-redu
 through a node's links, an all-gather of m bytes a rank brings (N-1) x G x m into each node, and every collective
 costs --latency-us more (assumed, not measured).  Efficiency = compute / (compute + exposed communication), with
 no overlap (the worst case) or with DDP's buckets hidden behind the round's compute up to its length (an upper
-bound; BatchNorm's collectives block the forward).  The node count where efficiency falls below --target keeps
+bound), all but each backward's last bucket, which is ready only when the backward ends; BatchNorm's collectives
+block.  The dist section's levers (comm hook, bucket size, BatchNorm per node) change what is counted.  The node count where efficiency falls below --target keeps
 the per-GPU batch.  The last line of stdout is one JSON object with the figures.
 """
 from __future__ import annotations
@@ -154,11 +155,13 @@ def grad_collectives(net: str, sizes: list, shapes: list, n: int, dist=None) -> 
         return []
     hook = dist.comm_hook if dist is not None else "none"
     cap = int(dist.bucket_mb * MIB) if dist is not None else BUCKET_CAP
+    bs = buckets(sizes, cap=cap)
+    last = len(bs) - 1  # ready only when the backward ends: nothing is left to hide it behind
     if hook != "powersgd":
         half = 0.5 if hook in ("bf16", "fp16") else 1.0
-        return [Collective(f"{net} grads", "all_reduce", int(b * half), n, True) for b in buckets(sizes, cap=cap)]
+        return [Collective(f"{net} grads", "all_reduce", int(b * half), n, k < last) for k, b in enumerate(bs)]
     out, i = [], len(sizes)
-    for b in buckets(sizes, cap=cap):  # buckets fill from the last parameter
+    for k, b in enumerate(bs):  # buckets fill from the last parameter
         whole = p_bytes = q_bytes = 0
         while b > 0:
             i -= 1
@@ -169,7 +172,7 @@ def grad_collectives(net: str, sizes: list, shapes: list, n: int, dist=None) -> 
                 p_bytes, q_bytes = p_bytes + 4 * k * rows, q_bytes + 4 * k * cols
             else:
                 whole += sizes[i]
-        out += [Collective(f"{net} grads {part}", "all_reduce", nb, n, True)
+        out += [Collective(f"{net} grads {part}", "all_reduce", nb, n, k < last)
                 for part, nb in (("whole", whole), ("P", p_bytes), ("Q", q_bytes)) if nb]
     return out
 

@@ -229,13 +229,14 @@ def report(args, cfg, per: int, runs: list, common: list, tag: str) -> None:
 
 
 def run(args) -> int:
-    def stop(signum, frame):  # SIGTERM as Ctrl-C: the with-block tears the cluster down
+    def stop(signum, frame):  # as Ctrl-C: the with-block tears the cluster down
         raise KeyboardInterrupt(signal.Signals(signum).name)
 
-    signal.signal(signal.SIGTERM, stop)
+    for sig in (signal.SIGTERM, signal.SIGINT):  # SIGINT too: a shell's background job starts with it ignored
+        signal.signal(sig, stop)
     try:
         return run_command("gandist.bench", lambda: bench(args), (ConfigError, FabricError))
     except KeyboardInterrupt as e:
-        print(f"gandist.bench cluster: interrupted ({e or 'SIGINT'}); everything it made is deleted",
+        print(f"gandist.bench cluster: interrupted ({e}); everything it made is deleted",
               file=sys.stderr)
         return 130

@@ -73,14 +73,15 @@ def test_links_are_capped():
 def test_nothing_left_after_an_interrupt(sig):
     tag = f"i{os.getpid() % 10000}{sig.value}"
     p = cluster(tag, "--nodes", "2", "--steps", "100000", "--log-every", "10", "--no-model")
-    end = time.monotonic() + 120
-    # interrupted while its nodes train: the agents are up in both namespaces
-    while sum(f"--rdzv-id={tag}-" in a for a in subprocess.run(["ps", "-eo", "args"], capture_output=True,
-                                                               text=True).stdout.splitlines()) < 2:
-        assert p.poll() is None and time.monotonic() < end, p.communicate()[1][-3000:]
-        time.sleep(0.2)
-    time.sleep(2)
-    p.send_signal(sig)
+    try:
+        end = time.monotonic() + 120
+        # interrupted once its nodes are built, while its first run starts in them
+        while len(namespaces(f"gd{tag}")) < 3:
+            assert p.poll() is None and time.monotonic() < end, "no emulated cluster built within 120 s"
+            time.sleep(0.2)
+        time.sleep(5)
+    finally:
+        p.send_signal(sig)  # also when the wait failed: the command cleans up after itself
     out, err = p.communicate(timeout=120)
     assert p.returncode == 130, err[-3000:]
     assert "interrupted" in err and "Traceback" not in err
