@@ -27,10 +27,10 @@ def cluster(tag: str, *args: str, **kw) -> subprocess.Popen:
                             cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
 
 
-def leftovers(tag: str) -> list[str]:
-    """Namespaces and processes of this tag's cluster still there."""
+def leftovers(tag: str, out: Path | None = None) -> list[str]:
+    """Namespaces and processes of this tag's cluster still there: agents, and workers writing into out."""
     procs = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout.splitlines()
-    return namespaces(f"gd{tag}") + [p for p in procs if f"--rdzv-id={tag}-" in p]
+    return namespaces(f"gd{tag}") + [p for p in procs if f"--rdzv-id={tag}-" in p or (out and str(out) in p)]
 
 
 @needs_root
@@ -70,9 +70,10 @@ def test_links_are_capped():
 
 @needs_root
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
-def test_nothing_left_after_an_interrupt(sig):
+def test_nothing_left_after_an_interrupt(sig, tmp_path):
     tag = f"i{os.getpid() % 10000}{sig.value}"
-    p = cluster(tag, "--nodes", "2", "--steps", "100000", "--log-every", "10", "--no-model")
+    out = tmp_path / "runs"
+    p = cluster(tag, "--nodes", "2", "--steps", "100000", "--log-every", "10", "--no-model", "--out", str(out))
     try:
         end = time.monotonic() + 120
         # interrupted once its nodes are built, while its first run starts in them
@@ -85,7 +86,7 @@ def test_nothing_left_after_an_interrupt(sig):
     out, err = p.communicate(timeout=120)
     assert p.returncode == 130, err[-3000:]
     assert "interrupted" in err and "Traceback" not in err
-    assert leftovers(tag) == []
+    assert leftovers(tag, out) == []
 
 
 def test_says_it_needs_root(monkeypatch, capsys):
