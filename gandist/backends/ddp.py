@@ -12,11 +12,15 @@ from datetime import timedelta
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import (DistributedDataParallelKwargs, GradScalerKwargs, InitProcessGroupKwargs,
-                              ProjectConfiguration)
+from accelerate.utils import (DDPCommunicationHookType, DistributedDataParallelKwargs, GradScalerKwargs,
+                              InitProcessGroupKwargs, ProjectConfiguration)
 
 from gandist.backends.guard import nonfinite
 from gandist.cli import ConfigError
+from gandist.nets.layers import set_bn_group
+
+HOOKS = {"none": DDPCommunicationHookType.NO, "bf16": DDPCommunicationHookType.BF16,
+         "fp16": DDPCommunicationHookType.FP16, "powersgd": DDPCommunicationHookType.POWER_SGD}
 
 
 def hush_buffer_flag_warning():
@@ -39,7 +43,16 @@ def make_accelerator(cfg) -> Accelerator:
         # also beside a penalty), and the G step never runs D under DDP (see training_loop), so no
         # parameter is ever unused: searching the graph for them each step would only cost time.
         find_unused_parameters=False,
+        # the levers of the dist section (README, Scaling out); their defaults are DDP's own
+        bucket_cap_mb=cfg.dist.bucket_mb,
+        gradient_as_bucket_view=cfg.dist.gradient_as_bucket_view,
+        static_graph=cfg.dist.static_graph,
+        comm_hook=HOOKS[cfg.dist.comm_hook],
+        comm_state_option={"matrix_approximation_rank": cfg.dist.powersgd_rank,
+                           "start_powerSGD_iter": cfg.dist.powersgd_start} if cfg.dist.comm_hook == "powersgd" else {},
     )
+    if cfg.train.backend != "ddp" and levers(cfg):
+        raise ConfigError(f"dist: {levers(cfg)} act on DDP only; train.backend={cfg.train.backend} ignores them")
     pg = InitProcessGroupKwargs(timeout=timedelta(seconds=cfg.train.timeout_s))
     cpu = cfg.train.device == "cpu" or (cfg.train.device == "auto" and not torch.cuda.is_available())
     if cpu:
@@ -55,11 +68,33 @@ def make_accelerator(cfg) -> Accelerator:
         log_with=[t for t in cfg.log.trackers if t != "tensorboard"] or None,
         project_config=ProjectConfiguration(project_dir=cfg.output.dir),
     )
+    set_bn_group(node_group(acc) if cfg.dist.bn_scope == "node" else None)
     if cfg.train.mixed_precision == "fp16" and acc.scaler is None:
         # accelerate quietly runs "fp16" without autocast or loss scaling where it has no fp16 AMP (CPU)
         raise ConfigError(f"train.mixed_precision: fp16 needs a GPU; on {acc.device.type} accelerate would run it "
                           f"as fp32 without a loss scaler. Use bf16 or no there.")
     return acc
+
+
+def levers(cfg) -> str:
+    """The dist section's departures from the exact path, for the start-up panel; "" when there are none."""
+    d, on = cfg.dist, []
+    if d.comm_hook != "none":
+        on.append(f"{d.comm_hook} gradient compression" + (f" (rank {d.powersgd_rank}, from backward "
+                                                           f"{d.powersgd_start})" if d.comm_hook == "powersgd" else ""))
+    if d.bn_scope == "node" and cfg.model.sync_bn is not False:
+        on.append("BatchNorm synchronised per node")
+    return ", ".join(on)
+
+
+def node_group(acc):
+    """This node's processes as a process group (torchrun numbers a node's ranks consecutively); every rank
+    makes every node's group, as torch requires."""
+    if acc.num_processes == 1:
+        return None
+    per_node = int(os.environ.get("LOCAL_WORLD_SIZE", acc.num_processes))
+    group, _ = torch.distributed.new_subgroups(group_size=per_node)
+    return group
 
 
 class DdpUpdate:

@@ -6,8 +6,9 @@
     python -m gandist.bench comm    # bytes a round communicates per config; its time and efficiency on N x G GPUs
     python -m gandist.bench memory  # per-rank bytes of weights, gradients, optimizer state: DDP vs ZeRO-1/2
     python -m gandist.bench elastic # seconds and steps a lost node and a rejoin cost (two local "nodes")
+    python -m gandist.bench cluster # a config across network-namespace nodes joined by capped links (root)
 
-Each subcommand is a module here (data.py, train.py, draws.py, comm.py, memory.py, elastic.py) with
+Each subcommand is a module here (data.py, train.py, draws.py, comm.py, memory.py, elastic.py; cluster: emulated.py) with
 add_parser(sub) and run(args).
 """
 from __future__ import annotations

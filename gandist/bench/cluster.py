@@ -14,7 +14,7 @@ from dataclasses import dataclass, replace
 @dataclass
 class Collective:
     what: str
-    kind: str  # "all_reduce" or "all_gather"
+    kind: str  # "all_reduce", "all_gather", or "node_local" (inside a node only: latency, no bytes over a link)
     nbytes: int  # the tensor a rank brings
     per_round: float  # how many a round (1/log_every for the logged scalars)
     overlaps: bool = False  # DDP's gradient buckets may run during the backward
@@ -48,6 +48,8 @@ class Cluster:
 
     def wire(self, c: Collective) -> float:
         """Bytes through one node's links for one collective (hierarchical: a node's GPUs share them)."""
+        if c.kind == "node_local":
+            return 0.0
         if c.kind == "all_reduce":
             return ring_allreduce(c.nbytes, self.nodes)
         return ring_allgather(self.gpus * c.nbytes, self.nodes)

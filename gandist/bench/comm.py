@@ -20,7 +20,8 @@ links of each --links Gb/s; NVLink ignored unless --nvlink-gbs.  A ring all-redu
 through a node's links, an all-gather of m bytes a rank brings (N-1) x G x m into each node, and every collective
 costs --latency-us more (assumed, not measured).  Efficiency = compute / (compute + exposed communication), with
 no overlap (the worst case) or with DDP's buckets hidden behind the round's compute up to its length (an upper
-bound; BatchNorm's collectives block the forward).  The node count where efficiency falls below --target keeps
+bound), all but each backward's last bucket, which is ready only when the backward ends; BatchNorm's collectives
+block.  The dist section's levers (comm hook, bucket size, BatchNorm per node) change what is counted.  The node count where efficiency falls below --target keeps
 the per-GPU batch.  The last line of stdout is one JSON object with the figures.
 """
 from __future__ import annotations
@@ -75,6 +76,8 @@ class Round:
     bn: list = field(default_factory=list)
     stat_keys: list = field(default_factory=list)
     stat_bytes: int = 4  # element size of BatchNorm's statistics: fp32, fp64 only in an fp64 run
+    g_param_shapes: list = field(default_factory=list)  # for PowerSGD's compressed sizes
+    d_param_shapes: list = field(default_factory=list)
 
 
 def count_round(stepper, step: int = 0) -> Round:
@@ -124,7 +127,9 @@ def count_round(stepper, step: int = 0) -> Round:
     return Round([p.numel() * p.element_size() for p in G.parameters() if p.requires_grad],
                  [p.numel() * p.element_size() for p in D.parameters() if p.requires_grad],
                  max(passes["G"].values(), default=0), max(passes["D"].values(), default=0),
-                 bn, sorted(k for keys in logged for k in keys), torch.empty((), dtype=wide).element_size())
+                 bn, sorted(k for keys in logged for k in keys), torch.empty((), dtype=wide).element_size(),
+                 [tuple(p.shape) for p in G.parameters() if p.requires_grad],
+                 [tuple(p.shape) for p in D.parameters() if p.requires_grad])
 
 
 def buckets(param_bytes: list, first: int = FIRST_BUCKET, cap: int = BUCKET_CAP) -> list:
@@ -141,12 +146,52 @@ def buckets(param_bytes: list, first: int = FIRST_BUCKET, cap: int = BUCKET_CAP)
 
 # -- the collectives a round runs ----------------------------------------------------------------------
 
-def traffic(r: Round, log_every: int, sync_bn: bool = True) -> list:
-    """Every collective a round runs at world > 1 (CUDA: torch's SyncBatchNorm)."""
-    out = [Collective(f"{net} grads", "all_reduce", b, n, True)
-           for net, sizes, n in (("D", r.d_param_bytes, r.d_reductions), ("G", r.g_param_bytes, r.g_reductions))
-           for b in buckets(sizes) if n]
-    if sync_bn:
+def grad_collectives(net: str, sizes: list, shapes: list, n: int, dist=None) -> list:
+    """The gradient all-reduces of one net's backward, n a round, under dist's comm hook and bucket size:
+    bf16/fp16 send half the bytes; PowerSGD (torch's hook) sends, a bucket, its 1-D tensors and each matrix
+    it compresses as rank x (rows + columns) values, in three all-reduces one after another (the tensors
+    that compress less than 2x go whole, with the 1-D ones)."""
+    if not n:
+        return []
+    hook = dist.comm_hook if dist is not None else "none"
+    cap = int(dist.bucket_mb * MIB) if dist is not None else BUCKET_CAP
+    bs = buckets(sizes, cap=cap)
+    last = len(bs) - 1  # ready only when the backward ends: nothing is left to hide it behind
+    if hook != "powersgd":
+        half = 0.5 if hook in ("bf16", "fp16") else 1.0
+        return [Collective(f"{net} grads", "all_reduce", int(b * half), n, k < last) for k, b in enumerate(bs)]
+    out, i = [], len(sizes)
+    for k, b in enumerate(bs):  # buckets fill from the last parameter
+        whole = p_bytes = q_bytes = 0
+        while b > 0:
+            i -= 1
+            b -= sizes[i]
+            rows, cols = shapes[i][0], (sizes[i] // 4) // max(shapes[i][0], 1)
+            k = dist.powersgd_rank
+            if len(shapes[i]) > 1 and rows * cols >= 2 * k * (rows + cols):
+                p_bytes, q_bytes = p_bytes + 4 * k * rows, q_bytes + 4 * k * cols
+            else:
+                whole += sizes[i]
+        out += [Collective(f"{net} grads {part}", "all_reduce", nb, n, k < last)
+                for part, nb in (("whole", whole), ("P", p_bytes), ("Q", q_bytes)) if nb]
+    return out
+
+
+def traffic(r: Round, log_every: int, sync_bn: bool = True, bn: str = "sync", dist=None) -> list:
+    """Every collective a round runs at world > 1; BatchNorm as torch's SyncBatchNorm (bn="sync", CUDA) or
+    as gandist's GlobalBatchNorm (bn="gloo": all-reduces of C+1 and C values per forward and per backward);
+    dist: the config's dist section (its comm hook, bucket size, BatchNorm scope), None for DDP's defaults."""
+    out = grad_collectives("D", r.d_param_bytes, r.d_param_shapes, r.d_reductions, dist) + \
+        grad_collectives("G", r.g_param_bytes, r.g_param_shapes, r.g_reductions, dist)
+    if sync_bn and dist is not None and dist.bn_scope == "node":  # inside a node: no bytes over its links
+        out += [Collective(f"BN {layer.net}.{layer.name} (node)", "node_local", 0, layer.forwards + layer.backwards)
+                for layer in r.bn]
+    elif sync_bn and bn == "gloo":
+        for layer in r.bn:
+            for part, c in (("sums", layer.channels + 1), ("variances", layer.channels)):
+                out.append(Collective(f"BN {layer.net}.{layer.name} {part}", "all_reduce", c * r.stat_bytes,
+                                      layer.forwards + layer.backwards))
+    elif sync_bn:
         for layer in r.bn:
             c, e = layer.channels, r.stat_bytes
             out.append(Collective(f"BN {layer.net}.{layer.name} fwd", "all_gather", (2 * c + 1) * e, layer.forwards))
@@ -216,8 +261,9 @@ def premade(cfg, device: torch.device) -> list:
     return out
 
 
-def examine(path: Path, args, world: int, given_ms) -> dict:
-    """One config: its round counted (and timed unless given_ms) in this process at the per-GPU batch."""
+def examine(path: Path, args, world: int, given_ms, bn: str = "sync") -> dict:
+    """One config: its round counted (and timed unless given_ms) in this process at the per-GPU batch;
+    bn: which BatchNorm's collectives (traffic)."""
     with tempfile.TemporaryDirectory(prefix="gandist-bench-") as out:
         base = [f"output.dir={out}", "log.trackers=[]", "log.progress=false"]
         if args.device:
@@ -237,7 +283,7 @@ def examine(path: Path, args, world: int, given_ms) -> dict:
             ms, source = 1000 * seconds["round"] / args.steps, f"{acc.device.type}, {args.steps} rounds"
     sync = full.model.sync_bn if full.model.sync_bn is not None else world > 1
     return {"name": path.stem, "cfg": full, "batch": cfg.train.batch_size, "round": counted,
-            "colls": traffic(counted, full.train.log_every, sync), "ms": ms, "source": source}
+            "colls": traffic(counted, full.train.log_every, sync, bn, full.dist), "ms": ms, "source": source}
 
 
 def mb(n: float) -> str:

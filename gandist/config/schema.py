@@ -168,6 +168,27 @@ class DeepSpeedConfig:
 
 
 @dataclass
+class DistConfig:
+    """Levers that cut what crosses slow links between nodes, each giving up something (README, Scaling out).
+    The defaults are the exact path: results do not depend on the world size; a run with any lever on says so
+    in its start-up panel, and loses world-size invariance (and bit-exact resume at another world size)."""
+    comm_hook: str = _f("none", choices=("none", "bf16", "fp16", "powersgd"),
+                        help="DDP's gradient compression (torch's comm hooks, through accelerate): bf16/fp16 halve the "
+                             "bytes and round the averaged gradients; powersgd sends a low-rank approximation with "
+                             "error feedback; none = exact fp32 all-reduce")
+    powersgd_rank: int = _f(1, min=1, help="PowerSGD's matrix approximation rank: higher sends more, errs less")
+    powersgd_start: int = _f(10, min=2, help="backward passes of each net reduced exactly before PowerSGD starts")
+    bucket_mb: float = _f(25.0, min=0.01, help="DDP's gradient bucket cap in MB: smaller buckets start sending "
+                                               "earlier in the backward, each costs a collective's latency")
+    gradient_as_bucket_view: bool = _f(False, help="gradients alias DDP's buckets (saves a copy and its memory)")
+    static_graph: bool = _f(False, help="DDP's static_graph: the same parameters take part every step")
+    bn_scope: str = _f("world", choices=("world", "node"),
+                       help="what model.sync_bn synchronises: every process, or the processes of one node (a "
+                            "process group per node: no BatchNorm traffic between nodes, the statistics of a "
+                            "node's batch); model.sync_bn=false synchronises none")
+
+
+@dataclass
 class CheckpointConfig:
     every: int = _f(500, min=1, help="steps between checkpoints (also at the end and on a stop signal)")
     keep: int = _f(2, min=1, help="newest checkpoints kept")
@@ -220,6 +241,7 @@ class Config:
     train: TrainConfig = _f(None, factory=TrainConfig)
     perf: PerfConfig = _f(None, factory=PerfConfig)
     deepspeed: DeepSpeedConfig = _f(None, factory=DeepSpeedConfig)
+    dist: DistConfig = _f(None, factory=DistConfig)
     checkpoint: CheckpointConfig = _f(None, factory=CheckpointConfig)
     log: LogConfig = _f(None, factory=LogConfig)
     eval: EvalConfig = _f(None, factory=EvalConfig)

@@ -10,6 +10,14 @@ from gandist.distributed import is_distributed
 from gandist.utils.precision import wide
 
 
+_BN_GROUP = None  # the process group synchronised BatchNorm reduces over; None: every process (dist.bn_scope)
+
+
+def set_bn_group(group) -> None:
+    global _BN_GROUP
+    _BN_GROUP = group
+
+
 class _AllReduceSum(torch.autograd.Function):
     """Sum over ranks, differentiable to any order: the gradient of a sum all-reduce is the sum
     all-reduce of the incoming gradients, expressed through this same Function."""
@@ -17,7 +25,7 @@ class _AllReduceSum(torch.autograd.Function):
     @staticmethod
     def forward(ctx, t):
         t = t.clone()
-        dist.all_reduce(t)
+        dist.all_reduce(t, group=_BN_GROUP)
         return t
 
     @staticmethod
@@ -74,7 +82,7 @@ class GlobalBatchNorm(nn.BatchNorm2d):
 def convert_sync_batchnorm(module: nn.Module, device_type: str) -> nn.Module:
     """Swap every BatchNorm for its synchronised form: torch's on CUDA, ours elsewhere."""
     if device_type == "cuda":
-        return nn.SyncBatchNorm.convert_sync_batchnorm(module)
+        return nn.SyncBatchNorm.convert_sync_batchnorm(module, process_group=_BN_GROUP)
     out = module
     if isinstance(module, nn.modules.batchnorm._BatchNorm) and not isinstance(module, GlobalBatchNorm):
         out = GlobalBatchNorm(module.num_features, module.eps, module.momentum, module.affine,

@@ -25,6 +25,7 @@ from torch.utils.tensorboard import SummaryWriter
 from torchvision.utils import make_grid
 
 from gandist import config
+from gandist.backends.ddp import levers
 from gandist.distributed import generator, on_gpu
 from gandist.metrics.inception import quantise
 from gandist.metrics.registry import score_keys
@@ -284,6 +285,7 @@ def startup_rows(cfg, acc, models, feed, ranks: list[dict], start: int, note: st
              + (f" ({cfg.deepspeed.config})" if cfg.deepspeed.config else "")),
             ("precision", precision),
             ("batch", f"{batch} global, {batch // world} per rank"),
+            ("communication", levers(cfg) + ": not world-size invariant" if levers(cfg) else "exact (fp32 all-reduce)"),
             ("fast paths", fast_paths(cfg, acc.device)),
             ("data", feed.description),
             ("steps", f"{start}->{cfg.train.steps}" + (note.replace(", resumed", " (resumed") + ")" if note else "")),

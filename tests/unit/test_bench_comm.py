@@ -188,3 +188,20 @@ def test_usage_errors_are_one_line(capsys):
     assert main(["comm", "--configs", "no_such_config"]) == 2
     assert main(["comm", "--configs", "quickstart", "--compute-ms", "fast"]) == 2
     assert "--compute-ms" in capsys.readouterr().err
+
+
+def test_the_dist_levers_change_what_the_model_counts(tmp_path):
+    """bf16 halves every gradient bucket; PowerSGD (rank 1) sends each matrix that compresses 2x or more as
+    rows + columns values, the rest whole (TINY's D by hand: its three convs compress, the 1 x 512 head and
+    the 1-D tensors go whole); BatchNorm per node puts no bytes on the link."""
+    exact = {c.what: c.nbytes for c in examine(tmp_path, "dist.comm_hook=none")["colls"]}
+    half = {c.what: c.nbytes for c in examine(tmp_path, "dist.comm_hook=bf16")["colls"]}
+    assert half["D grads"] == exact["D grads"] // 2 == 2 * D_PARAMS
+    low = {c.what: c.nbytes for c in examine(tmp_path, "dist.comm_hook=powersgd", "dist.powersgd_rank=1")["colls"]}
+    assert (low["D grads whole"], low["D grads P"], low["D grads Q"]) == (
+        4 * (8 + 16 + 16 + 32 + 32 + 512 + 1), 4 * (8 + 16 + 32), 4 * (48 + 128 + 256))
+    node = examine(tmp_path, "dist.bn_scope=node")["colls"]
+    cl = cluster.Cluster(8, 8, 100.0)
+    bn = [c for c in node if c.what.startswith("BN")]
+    assert bn and all(c.kind == "node_local" and cl.wire(c) == 0 for c in bn)
+    assert sum(c.per_round for c in bn) == sum(b.forwards + b.backwards for b in examine(tmp_path)["round"].bn)
