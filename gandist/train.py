@@ -85,7 +85,7 @@ def run(cfg) -> int:
                     if lock is not None and lock.lost:  # we were taken for dead and another run took over
                         raise RunDirBusy(f"output.dir {out}: {lock.lost}; this run stops without writing more")
                 if logging:
-                    report.log_round(done, stepper.tally.means(report.rates(done, feed)), stepper.counters)
+                    report.log_round(done, stepper.log_values(report.rates(done, feed)), stepper.counters)
                 report.advance(done)
                 history.first_step()
                 if acc.is_main_process and (done % cfg.train.sample_every == 0 or done == last):

@@ -12,6 +12,7 @@ import dataclasses
 from dataclasses import dataclass, field
 
 from gandist.metrics.registry import FEATURE_LAYERS, list_metrics
+from gandist.objective.ada import PIPELINE
 from gandist.objective.augment import POLICIES
 from gandist.objective.losses import ADVERSARIAL
 from gandist.objective.regularizers import REGULARIZERS
@@ -64,6 +65,21 @@ class LossConfig:
     instance_noise_steps: int = _f(0, min=0, help="steps over which instance noise anneals; 0 = train.steps")
     diffaugment: str = _f("", help=f"DiffAugment on everything D sees: a comma list of {','.join(POLICIES)}; "
                                    f"empty = off")
+
+
+@dataclass
+class AugmentConfig:
+    """ADA (Karras et al. 2020): augmentations applied with probability p to every image D sees (gandist/objective/ada.py)."""
+    ada: bool = _f(False, help="adapt p at log steps so that r_t = E[sign(D(real))] stays near augment.target "
+                               "(D overfits when r_t nears 1); off: p stays at augment.p")
+    p: float = _f(0.0, min=0.0, max=1.0, help="the probability of each augmentation: the start value with ada, "
+                                             "else fixed; 0 with ada off = no augmentation")
+    target: float = _f(0.6, min=0.0, max=1.0, help="the r_t that ADA steers toward (0.6 in the paper)")
+    kimg: float = _f(500.0, min=0.001, help="thousands of real images over which p can go from 0 to 1 (the paper's "
+                                            "500; short runs on small sets want less, e.g. 20)")
+    pipeline: list = _f(None, factory=lambda: list(PIPELINE), choices=PIPELINE,
+                        help="the augmentations, each gated by p: xflip, rotate90 (multiples of 90 degrees), "
+                             "translation (integer, up to 1/8 of the size), color (brightness, contrast, saturation)")
 
 
 @dataclass
@@ -208,6 +224,7 @@ class Config:
                       help="a preset of parts (gandist/variants/<name>.py) applied beneath the file and overrides")
     model: ModelConfig = _f(None, factory=ModelConfig)
     loss: LossConfig = _f(None, factory=LossConfig)
+    augment: AugmentConfig = _f(None, factory=AugmentConfig)
     optim: OptimConfig = _f(None, factory=OptimConfig)
     data: DataConfig = _f(None, factory=DataConfig)
     train: TrainConfig = _f(None, factory=TrainConfig)

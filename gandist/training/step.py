@@ -24,6 +24,7 @@ from gandist.backends.zero.update import zero_models
 from gandist.distributed import on_gpu
 from gandist.nets.layers import convert_sync_batchnorm
 from gandist.objective import Objective
+from gandist.objective.ada import ADA, SIGNS
 from gandist.training.ema import EMA
 from gandist.training.tally import Tally
 
@@ -47,6 +48,7 @@ class Models:
     update_g: "DdpUpdate | None" = None
     update_d: "DdpUpdate | None" = None
     engines: object = None  # gandist.backends.zero.engines.Engines on the deepspeed backend
+    ada: ADA | None = None  # what D sees through (p and its controller): set by Stepper, saved with the weights
 
     def __post_init__(self):
         self.G_fwd = self.G if self.G_fwd is None else self.G_fwd
@@ -108,7 +110,8 @@ class Stepper:
         if models.update_g is None:  # Models made by hand (tests, benches): the ddp backend's
             models.update_g, models.update_d = DdpUpdate(accelerator, models.opt_g), DdpUpdate(accelerator, models.opt_d)
         self.scaler = accelerator.scaler if cfg.train.mixed_precision == "fp16" else None
-        self.objective = Objective(cfg.loss, cfg.train.steps, draws, self.scaler)
+        self.ada = models.ada = ADA(cfg.augment, accelerator.device)
+        self.objective = Objective(cfg.loss, cfg.train.steps, draws, self.scaler, self.ada)
         self.tally = Tally(accelerator.device, cfg.train.max_bad_steps)
         self.channels_last = on_gpu(cfg.perf.channels_last, accelerator.device)
         # PyTorch's DCGAN example: with one D step and one G step a round, G's step scores the fakes D was
@@ -118,6 +121,16 @@ class Stepper:
     @property
     def counters(self):
         return self.tally.counters
+
+    def log_values(self, rates: dict[str, float]) -> dict:
+        """Collective, at log steps: the logged values (tally.Tally.means, with `rates` summed), and ADA's p
+        adjusted from the sign counts of all ranks, which ride the same all-reduce."""
+        values = self.tally.means(rates, self.ada.totals())
+        if SIGNS in values:
+            values.update(self.ada.adjust(values.pop(SIGNS)))
+        elif self.ada.on:
+            values["ada_p"] = self.ada.p
+        return values
 
     def d_step(self, j: int, step: int) -> tuple[dict, torch.Tensor, torch.Tensor | None]:
         """D-step j: its logged values (this rank's, on the device), its fakes (with G's graph when they are
