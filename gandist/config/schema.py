@@ -83,6 +83,23 @@ class AugmentConfig:
 
 
 @dataclass
+class HealthConfig:
+    """Warnings, at log steps, when training goes wrong, each naming the keys to try (gandist/training/health.py)."""
+    warmup: int = _f(200, min=0, help="steps before the checks start (a GAN's first steps look alarming and are not)")
+    patience: int = _f(3, min=1, help="log steps in a row a condition must hold to be reported")
+    d_accuracy: float = _f(0.95, min=0.0, max=1.0, help="D overpowering G: D's accuracy on real and fake at or above "
+                                                       "this while G's loss climbs")
+    r_t_max: float = _f(0.9, min=-1.0, max=1.0, help="D overfitting: r_t = E[sign(D(real))] on training reals at or "
+                                                     "above this")
+    heldout_urls: str = _f("", help="shards of real images the GAN never trains on (e.g. a split left out of data.urls):"
+                                    " D scores a batch of them at log steps; empty = no held-out check")
+    gap_max: float = _f(0.3, min=0.0, max=2.0, help="D overfitting: r_t on training reals minus r_t on held-out reals "
+                                                   "at or above this")
+    diversity_min: float = _f(0.3, min=0.0, help="mode collapse: the fakes' mean pairwise pixel distance over the "
+                                                 "reals' below this")
+
+
+@dataclass
 class OptimConfig:
     name: str = _f("adam", choices=("adam", "rmsprop"), help="optimizer of G and of D")
     lr_g: float = _f(2e-4, min=0.0, help="G's learning rate")
@@ -225,6 +242,7 @@ class Config:
     model: ModelConfig = _f(None, factory=ModelConfig)
     loss: LossConfig = _f(None, factory=LossConfig)
     augment: AugmentConfig = _f(None, factory=AugmentConfig)
+    health: HealthConfig = _f(None, factory=HealthConfig)
     optim: OptimConfig = _f(None, factory=OptimConfig)
     data: DataConfig = _f(None, factory=DataConfig)
     train: TrainConfig = _f(None, factory=TrainConfig)
