@@ -95,7 +95,7 @@ class HealthConfig:
                                     " D scores a batch of them at log steps; empty = no held-out check")
     gap_max: float = _f(0.3, min=0.0, max=2.0, help="D overfitting: r_t on training reals minus r_t on held-out reals "
                                                    "at or above this")
-    diversity_min: float = _f(0.3, min=0.0, help="mode collapse: the fakes' mean pairwise pixel distance over the "
+    diversity_min: float = _f(0.1, min=0.0, help="mode collapse: the fakes' mean pairwise pixel distance over the "
                                                  "reals' below this")
 
 
