@@ -70,3 +70,21 @@ def test_the_quickstarts_first_hundreds_of_steps_raise_no_warning(tmp_path):
     assert "health," not in p.stdout, p.stdout
     assert says(p.stdout, "health: no warnings"), p.stdout
     assert not any(k.startswith("warn_") and v for r in metrics(out) for k, v in r.items())
+
+
+def test_held_out_reals_are_scored_without_changing_the_run(tmp_path):
+    """health.heldout_urls: D's r_t on held-out reals is logged at log steps, and D (BatchNorm statistics
+    included) ends as it does without the check."""
+    from gandist.data.prepare import prepare
+    from tests.conftest import max_weight_diff
+
+    prepare("synthetic", None, tmp_path / "shards", size=64, shard_size=32, progress=False, workers=1,
+            resplit_sizes={"train": 32, "heldout": 32})
+    data = ["data.source=shards", f"data.urls={tmp_path}/shards/train-{{000000..000000}}.tar", "data.workers=1",
+            "data.shuffle_buffer=8", "train.steps=4", "train.log_every=2"]
+    run_train(tmp_path / "plain", *data)
+    run_train(tmp_path / "held", *data, f"health.heldout_urls={tmp_path}/shards/heldout-{{000000..000000}}.tar")
+    rows = metrics(tmp_path / "held")
+    assert [r["step"] for r in rows] == [2, 4] and all(-1 <= r["r_heldout"] <= 1 for r in rows)
+    assert "r_heldout" not in metrics(tmp_path / "plain")[0]
+    assert max_weight_diff(tmp_path / "plain", tmp_path / "held") == 0.0
