@@ -69,7 +69,8 @@ class LossConfig:
 
 @dataclass
 class AugmentConfig:
-    """ADA (Karras et al. 2020): augmentations applied with probability p to every image D sees (gandist/objective/ada.py)."""
+    """ADA (Karras et al. 2020): augmentations applied with probability p to every image D sees
+    (gandist/objective/ada.py)."""
     ada: bool = _f(False, help="adapt p at log steps so that r_t = E[sign(D(real))] stays near augment.target "
                                "(D overfits when r_t nears 1); off: p stays at augment.p")
     p: float = _f(0.0, min=0.0, max=1.0, help="the probability of each augmentation: the start value with ada, "
@@ -85,14 +86,15 @@ class AugmentConfig:
 @dataclass
 class HealthConfig:
     """Warnings, at log steps, when training goes wrong, each naming the keys to try (gandist/training/health.py)."""
-    warmup: int = _f(200, min=0, help="steps before the checks start (a GAN's first steps look alarming and are not)")
+    warmup: int = _f(500, min=0, help="steps before the checks start: a DCGAN's D often wins outright in its first "
+                                      "few hundred steps (accuracy 1, loss_g climbing) before G catches up")
     patience: int = _f(3, min=1, help="log steps in a row a condition must hold to be reported")
     d_accuracy: float = _f(0.95, min=0.0, max=1.0, help="D overpowering G: D's accuracy on real and fake at or above "
                                                        "this while G's loss climbs")
     r_t_max: float = _f(0.9, min=-1.0, max=1.0, help="D overfitting: r_t = E[sign(D(real))] on training reals at or "
                                                      "above this")
-    heldout_urls: str = _f("", help="shards of real images the GAN never trains on (e.g. a split left out of data.urls):"
-                                    " D scores a batch of them at log steps; empty = no held-out check")
+    heldout_urls: str = _f("", help="shards of real images the GAN never trains on (e.g. a split left out of "
+                                    "data.urls): D scores a batch of them at log steps; empty = no held-out check")
     gap_max: float = _f(0.3, min=0.0, max=2.0, help="D overfitting: r_t on training reals minus r_t on held-out reals "
                                                    "at or above this")
     diversity_min: float = _f(0.1, min=0.0, help="mode collapse: the fakes' mean pairwise pixel distance over the "
