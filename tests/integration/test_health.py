@@ -65,8 +65,10 @@ def test_a_g_that_outputs_a_constant_is_named_mode_collapse(tmp_path, capsys):
 
 
 def test_the_quickstarts_first_hundreds_of_steps_raise_no_warning(tmp_path):
+    """Its D wins outright at first (accuracy 1.000 and loss_g climbing from 2 to 7 over steps 25-225, measured)
+    before G catches up: the checks wait health.warmup steps, and the opening raises nothing."""
     out = tmp_path / "run"
-    p = run_train(out, *QUICKSTART, "train.steps=600", timeout=1200)
+    p = run_train(out, *QUICKSTART, "train.steps=400", timeout=1200)
     assert "health," not in p.stdout, p.stdout
     assert says(p.stdout, "health: no warnings"), p.stdout
     assert not any(k.startswith("warn_") and v for r in metrics(out) for k, v in r.items())
