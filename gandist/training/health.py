@@ -60,13 +60,13 @@ def diversity(fake: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
 
 
 class Health:
-    def __init__(self, cfg):
+    def __init__(self, cfg, resumed: bool = False):
         self.cfg, self.h = cfg, cfg.health
         self.signs = not lookup(cfg.loss.adversarial).wasserstein
         self.found: dict[str, Finding] = {}
         self.streak: dict[str, int] = {}
         self.loss_g: list[float] = []  # G's loss at the log steps so far
-        self.bad_total = None
+        self.bad_total = None if resumed else 0  # a resumed run's first interval is compared with nothing
 
     def check(self, step: int, stats: dict, bad_total: int) -> tuple[dict[str, float], list[Finding]]:
         """At a log step: the health values to log (1 for each condition that holds now, else 0) and the

@@ -68,7 +68,7 @@ class Reporter:
         self.interval = 0.0  # seconds since the log step before the last
         self.info = ""  # the progress bar's figures: the last log step's
         self.z_fixed, self.y_fixed, self.nrow = fixed_inputs(cfg, accelerator.device)
-        self.health = Health(cfg)
+        self.health = Health(cfg, resumed=start_step > 0)
         self.tb = None
         self.others = [t for t in cfg.log.trackers if t != TENSORBOARD]  # accelerate's (backends.ddp passes them)
         if self.others:

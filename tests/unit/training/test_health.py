@@ -59,8 +59,10 @@ def test_mode_collapse_and_its_episodes():
 
 def test_divergence_is_named_at_once_even_in_warmup():
     h = health()
-    assert run(h, [HEALTHY] * 4, bad=[0, 2, 2, 5]) == {20: ["divergence"], 40: ["divergence"]}
+    assert run(h, [HEALTHY] * 4, bad=[1, 2, 2, 5]) == {10: ["divergence"], 40: ["divergence"]}
     assert "optim.lr_d" in h.summary_rows()[0][1]
+    resumed = Health(h.cfg, resumed=True)  # the checkpoint's count is old news
+    assert run(resumed, [HEALTHY] * 3, bad=[7, 7, 8]) == {30: ["divergence"]}
 
 
 def test_a_critic_is_not_judged_by_its_signs():
