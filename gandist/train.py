@@ -104,7 +104,7 @@ def run(cfg) -> int:
                         raise RunDirBusy(f"output.dir {out}: {why}; this run stops without writing more")
                 if logging:
                     with watch.waiting():
-                        means = stepper.tally.means(report.rates(done, feed))
+                        means = stepper.log_values(report.rates(done, feed))
                     report.log_round(done, means, stepper.counters)
                 report.advance(done)
                 history.first_step()

@@ -11,7 +11,7 @@ in this process, and run once with hooks that count
   - each BatchNorm's training forwards, and the backwards that need its input's gradient.  At world > 1 torch's
     SyncBatchNorm (CUDA) all-gathers 2C+1 fp32 a rank per forward (mean, invstd, count: world x (2C+1) arrive)
     and all-reduces 2C per backward; gandist's GlobalBatchNorm (CPU) all-reduces C+1 and C, both ways;
-  - the logged values, summed on the device and reduced every train.log_every steps in float64: the objective's
+  - the logged values, summed on the device and reduced every train.log_every steps in float64: the steps'
     keys with the Reporter's rates (Tally.means), and the guard's counters with the stop signal (Tally.sync);
 then times --steps rounds after --warmup (or takes --compute-ms).
 
@@ -81,9 +81,9 @@ class Round:
 
 
 def count_round(stepper, step: int = 0) -> Round:
-    """Run stepper.round(step) once with hooks on its unwrapped G and D and its objective; what it would
+    """Run stepper.round(step) once with hooks on its unwrapped G and D and its tally; what it would
     communicate at world > 1."""
-    G, D, objective = stepper.m.G_raw, stepper.m.D_raw, stepper.objective
+    G, D = stepper.m.G_raw, stepper.m.D_raw
     handles, bn, logged = [], [], set()
     passes = {"G": Counter(), "D": Counter()}  # per parameter: backward passes that accumulated its gradient
 
@@ -101,12 +101,6 @@ def count_round(stepper, step: int = 0) -> Round:
                 out.register_hook(lambda g: setattr(layer, "backwards", layer.backwards + 1))
         return hook
 
-    def keeping_keys(loss_fn):  # the logged values are summed per set of keys (D's, G's) until the log step
-        def wrapped(*a, **k):
-            loss, stats = loss_fn(*a, **k)
-            logged.add(tuple(stats))
-            return loss, stats
-        return wrapped
 
     for net, module in (("G", G), ("D", D)):
         for p in module.parameters():
@@ -116,13 +110,14 @@ def count_round(stepper, step: int = 0) -> Round:
             if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
                 bn.append(BNLayer(net, name, m.num_features))
                 handles.append(m.register_forward_hook(on_forward(bn[-1])))
-    objective.d_loss, objective.g_loss = keeping_keys(objective.d_loss), keeping_keys(objective.g_loss)
+    add = stepper.tally.add  # the logged values are summed per set of keys (D's, G's, a log round's) until the log step
+    stepper.tally.add = lambda stats: (logged.add(tuple(stats)), add(stats))[1]
     try:
         stepper.round(step)
     finally:
         for h in handles:
             h.remove()
-        del objective.d_loss, objective.g_loss  # the class's methods again
+        del stepper.tally.add  # the class's method again
     wide = torch.promote_types(next(G.parameters()).dtype, torch.float32)
     return Round([p.numel() * p.element_size() for p in G.parameters() if p.requires_grad],
                  [p.numel() * p.element_size() for p in D.parameters() if p.requires_grad],

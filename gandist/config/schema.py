@@ -12,6 +12,7 @@ import dataclasses
 from dataclasses import dataclass, field
 
 from gandist.metrics.registry import FEATURE_LAYERS, list_metrics
+from gandist.objective.ada import PIPELINE
 from gandist.objective.augment import POLICIES
 from gandist.objective.losses import ADVERSARIAL
 from gandist.objective.regularizers import REGULARIZERS
@@ -64,6 +65,40 @@ class LossConfig:
     instance_noise_steps: int = _f(0, min=0, help="steps over which instance noise anneals; 0 = train.steps")
     diffaugment: str = _f("", help=f"DiffAugment on everything D sees: a comma list of {','.join(POLICIES)}; "
                                    f"empty = off")
+
+
+@dataclass
+class AugmentConfig:
+    """ADA (Karras et al. 2020): augmentations applied with probability p to every image D sees
+    (gandist/objective/ada.py)."""
+    ada: bool = _f(False, help="adapt p at log steps so that r_t = E[sign(D(real))] stays near augment.target "
+                               "(D overfits when r_t nears 1); off: p stays at augment.p")
+    p: float = _f(0.0, min=0.0, max=1.0, help="the probability of each augmentation: the start value with ada, "
+                                             "else fixed; 0 with ada off = no augmentation")
+    target: float = _f(0.6, min=0.0, max=1.0, help="the r_t that ADA steers toward (0.6 in the paper)")
+    kimg: float = _f(500.0, min=0.001, help="thousands of real images over which p can go from 0 to 1 (the paper's "
+                                            "500; short runs on small sets want less, e.g. 20)")
+    pipeline: list = _f(None, factory=lambda: list(PIPELINE), choices=PIPELINE,
+                        help="the augmentations, each gated by p: xflip, rotate90 (multiples of 90 degrees), "
+                             "translation (integer, up to 1/8 of the size), color (brightness, contrast, saturation)")
+
+
+@dataclass
+class HealthConfig:
+    """Warnings, at log steps, when training goes wrong, each naming the keys to try (gandist/training/health.py)."""
+    warmup: int = _f(500, min=0, help="steps before the checks start: a DCGAN's D often wins outright in its first "
+                                      "few hundred steps (accuracy 1, loss_g climbing) before G catches up")
+    patience: int = _f(3, min=1, help="log steps in a row a condition must hold to be reported")
+    d_accuracy: float = _f(0.95, min=0.0, max=1.0, help="D overpowering G: D's accuracy on real and fake at or above "
+                                                       "this while G's loss climbs")
+    r_t_max: float = _f(0.9, min=-1.0, max=1.0, help="D overfitting: r_t = E[sign(D(real))] on training reals at or "
+                                                     "above this")
+    heldout_urls: str = _f("", help="shards of real images the GAN never trains on (e.g. a split left out of "
+                                    "data.urls): D scores a batch of them at log steps; empty = no held-out check")
+    gap_max: float = _f(0.3, min=0.0, max=2.0, help="D overfitting: r_t on training reals minus r_t on held-out reals "
+                                                   "at or above this")
+    diversity_min: float = _f(0.1, min=0.0, help="mode collapse: the fakes' mean pairwise pixel distance over the "
+                                                 "reals' below this")
 
 
 @dataclass
@@ -236,6 +271,8 @@ class Config:
                       help="a preset of parts (gandist/variants/<name>.py) applied beneath the file and overrides")
     model: ModelConfig = _f(None, factory=ModelConfig)
     loss: LossConfig = _f(None, factory=LossConfig)
+    augment: AugmentConfig = _f(None, factory=AugmentConfig)
+    health: HealthConfig = _f(None, factory=HealthConfig)
     optim: OptimConfig = _f(None, factory=OptimConfig)
     data: DataConfig = _f(None, factory=DataConfig)
     train: TrainConfig = _f(None, factory=TrainConfig)

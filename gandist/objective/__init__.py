@@ -2,7 +2,8 @@
 
 It owns the adversarial term (gandist.objective.losses' registry), D's regulariser (a penalty added to D's loss,
 or a constraint on D's weights after its step: gandist.objective.regularizers' registry), and what D sees of
-an image: DiffAugment (gandist.objective.augment) and annealed instance noise.  The D and G steps
+an image: ADA's augmentations (gandist.objective.ada), DiffAugment (gandist.objective.augment) and annealed
+instance noise.  The D and G steps
 (gandist.training.step) only call it; they never branch on the config.
 
 Every random number (augmentation, noise, the penalty's alpha) comes from the step's world-size
@@ -15,13 +16,14 @@ import torch
 
 from gandist.draws import Draws
 from gandist.objective import losses, regularizers
+from gandist.objective.ada import ADA
 from gandist.objective.augment import diff_augment, parse_policy
 from gandist.objective.regularizers import CriticInputs
 
 
 class Objective:
-    def __init__(self, loss_cfg, total_steps: int, draws: Draws, scaler=None):
-        self.cfg, self.draws, self.scaler = loss_cfg, draws, scaler
+    def __init__(self, loss_cfg, total_steps: int, draws: Draws, scaler=None, ada: ADA | None = None):
+        self.cfg, self.draws, self.scaler, self.ada = loss_cfg, draws, scaler, ada
         self.adversarial = losses.lookup(loss_cfg.adversarial)
         self.regularizer = regularizers.lookup(loss_cfg.regularizer)
         self.policy = parse_policy(loss_cfg.diffaugment)
@@ -39,6 +41,8 @@ class Objective:
     def d_view(self, x: torch.Tensor, draw: int, purpose: str, step: int) -> torch.Tensor:
         """x as D sees it: augmented, plus instance noise; `draw` indexes the random draws, `purpose`
         keeps real, fake and G's images on independent streams."""
+        if self.ada is not None and self.ada.on:
+            x = self.ada.augment(x, lambda n: self.draws.rand(draw, "ada_" + purpose, n))
         if self.policy:
             x = diff_augment(x, self.policy, lambda n: self.draws.rand(draw, "augment_" + purpose, n))
         sigma = self.instance_noise(step)
@@ -55,7 +59,11 @@ class Objective:
         real_in, fake_in = self.d_view(real, j, "d_real", step), self.d_view(fake, j, "d_fake", step)
         out_r, out_f = D(real_in, y), D(fake_in, y)
         adv = losses.d_loss(self.adversarial.name, out_r, out_f)
-        stats = {"loss_d_adv": adv.detach(), "d_real": out_r.mean().detach(), "d_fake": out_f.mean().detach()}
+        # r_t (ADA's overfitting heuristic) and the share of fakes D calls fake: the health checks' inputs
+        stats = {"loss_d_adv": adv.detach(), "d_real": out_r.mean().detach(), "d_fake": out_f.mean().detach(),
+                 "r_t": torch.sign(out_r.detach()).mean(), "d_fake_caught": (out_f.detach() < 0).to(out_f.dtype).mean()}
+        if self.ada is not None:
+            self.ada.observe(out_r)
         loss = adv
         reg = self.regularizer
         if reg.penalty is not None:

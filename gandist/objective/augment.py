@@ -50,7 +50,7 @@ def _color(x, r):
     return (x - m) * (r[:, 2, None, None, None] + 0.5) + m  # contrast
 
 
-def _shift(r: torch.Tensor, size: int) -> torch.Tensor:
+def int_shift(r: torch.Tensor, size: int) -> torch.Tensor:
     """Integer shifts uniform in [-s, s], s = size/8 rounded."""
     s = int(size / 8 + 0.5)
     return (r * (2 * s + 1)).floor().long().clamp(max=2 * s) - s
@@ -59,8 +59,8 @@ def _shift(r: torch.Tensor, size: int) -> torch.Tensor:
 def _translation(x, r):
     b, _, h, w = x.shape
     dev = x.device
-    gy = torch.arange(h, device=dev)[None, :, None] - _shift(r[:, 0], h).to(dev)[:, None, None]
-    gx = torch.arange(w, device=dev)[None, None, :] - _shift(r[:, 1], w).to(dev)[:, None, None]
+    gy = torch.arange(h, device=dev)[None, :, None] - int_shift(r[:, 0], h).to(dev)[:, None, None]
+    gx = torch.arange(w, device=dev)[None, None, :] - int_shift(r[:, 1], w).to(dev)[:, None, None]
     inside = ((gy >= 0) & (gy < h) & (gx >= 0) & (gx < w)).to(x.dtype)
     bi = torch.arange(b, device=dev)[:, None, None]
     # Output pixel (y, x) reads input (y - dy, x - dx): content moves by (dy, dx); what comes in is 0.

@@ -39,7 +39,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from gandist.backends.zero import checkpoint as zero_checkpoint
-from gandist.distributed import sum_over_ranks
+from gandist.distributed import reduce_sum, sum_over_ranks
 from gandist.training import resume_checks
 from gandist.training.ema import generator_for_use
 from gandist.utils.files import follow_umask, fsync, write_json_atomic
@@ -347,6 +347,8 @@ def save_training(acc, cfg, step: int, models, counters, feed) -> Path | None:
         return None
     state = {"identity": identity(cfg), "counters": vars(counters), "data": feed.state_dict(),
              "world_size": acc.num_processes, "schedule": resume_checks.schedule(cfg)}  # what the counters count in
+    if models.ada is not None and models.ada.adaptive:  # p, and the sign counts of all ranks since the last log step
+        state["ada"] = models.ada.state_dict(reduce_sum(models.ada.pending.clone()))
     if acc.is_main_process:  # the one rank that stores the EMA generator, with statistics for its weights
         generator_for_use(cfg, models, step, acc.device)
     write = None
@@ -382,6 +384,8 @@ def restore(cfg, acc, path: Path, models, counters, feed) -> tuple[int, str]:
                         opt.state[p]["step"] = opt.state[p]["step"].to(p.device, torch.float32)
     for k, v in state.get("counters", {}).items():
         setattr(counters, k, v)
+    if "ada" in state and models.ada is not None and models.ada.adaptive:
+        models.ada.load_state_dict(state["ada"], acc.process_index)
     feed.load_state_dict(resume_checks.data_state(state, cfg, feed))
     note = f", resumed from {path}"
     if state.get("world_size", acc.num_processes) != acc.num_processes:

@@ -31,8 +31,10 @@ from gandist.metrics.inception import quantise
 from gandist.metrics.registry import score_keys
 from gandist.training import plots
 from gandist.training.disk import writing
+from gandist.training.health import KEYS, TAGS, Health, line
 from gandist.training.run_dir import METRICS
 from gandist.training.step import optimizer_impl
+from gandist.training.tally import NonFiniteLoss
 from gandist.utils.console import progress_bar
 from gandist.utils.files import atomic_path
 from gandist.variants import VARIANTS
@@ -47,7 +49,8 @@ TB_GROUPS = {**dict.fromkeys(("loss_d", "loss_g", "loss_d_adv"), "1 losses"),
              **dict.fromkeys(("d_real", "d_fake"), "2 D outputs"),
              **dict.fromkeys(("wasserstein", "gp", "r1"), "3 Wasserstein and penalty"),
              **dict.fromkeys(("images_per_sec", "world_size"), "4 throughput"),
-             **dict.fromkeys(("bad_steps", "skipped_steps", "data_skipped"), "5 health"),
+             **dict.fromkeys(("bad_steps", "skipped_steps", "data_skipped", "r_t", "d_fake_caught", "d_accuracy",
+                              "r_heldout", "diversity", "ada_p", *(f"warn_{t}" for t in TAGS.values())), "5 health"),
              **dict.fromkeys(score_keys(), "6 scores")}
 TB_OTHER = "7 other"  # a value no group names (a registered penalty's, say)
 PLOTS_BYTES = 2 << 20  # about what plots/ and progress.gif take when redrawn: the room a redraw needs
@@ -67,6 +70,7 @@ class Reporter:
         self.interval = 0.0  # seconds since the log step before the last
         self.info = ""  # the progress bar's figures: the last log step's
         self.z_fixed, self.y_fixed, self.nrow = fixed_inputs(cfg, accelerator.device)
+        self.health = Health(cfg, resumed=start_step > 0)
         self.tb = None
         self.others = [t for t in cfg.log.trackers if t != TENSORBOARD]  # accelerate's (backends.ddp passes them)
         if self.others:
@@ -115,7 +119,13 @@ class Reporter:
         stats["world_size"] = self.acc.num_processes  # an elastic run changes it; a row says what it trained at
         if self.cfg.train.mixed_precision == "fp16":
             stats["skipped_steps"] = counters.skipped_by_scaler
+        values, new = self.health.check(done, stats, counters.bad_total)
+        stats.update(values)
         self.log(done, stats)
+        for finding in new:
+            self.print(line(finding, done))
+            if self.tb is not None:
+                self.tb.add_text("health", line(finding, done).removeprefix("[yellow]"), done)
         info = " ".join(f"{k} {stats[k]:.3f}" for k in ("loss_d", "loss_g") if k in stats)
         self.info = f"{info} {stats['images_per_sec']:.0f} img/s"
 
@@ -195,12 +205,14 @@ class Reporter:
                 ("throughput", f"{self.timed[0] / max(self.timed[1], 1e-9):.0f} images/s on average over the "
                                f"logged intervals (D's inputs, all ranks)"),
                 ("last losses", last or "-")] + ([("last scores", scores)] if scores else [])
-        self.panel("gandist: done", head + rows, style="bold green")
+        self.panel("gandist: done", head + self.health.summary_rows() + rows, style="bold green")
 
     def __enter__(self):
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, kind, exc, trace):
+        if isinstance(exc, NonFiniteLoss):  # the guard's stop is the divergence finding's last word
+            self.print(f"[red]health: divergence: {exc}; try {KEYS['divergence']}")
         self.close()
 
     def close(self):

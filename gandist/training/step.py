@@ -13,7 +13,7 @@ rank reaches the same verdict without a collective; a fused optimizer takes the 
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable
 
 import torch
@@ -21,11 +21,14 @@ import torch
 from gandist import nets
 from gandist.backends.ddp import DdpUpdate
 from gandist.backends.zero.update import zero_models
+from gandist.data.feed import make_feed
 from gandist.distributed import on_gpu
 from gandist.liveness import Progress
 from gandist.nets.layers import convert_sync_batchnorm
 from gandist.objective import Objective
+from gandist.objective.ada import ADA, SIGNS
 from gandist.training.ema import EMA
+from gandist.training.health import diversity
 from gandist.training.tally import Tally
 
 
@@ -48,6 +51,7 @@ class Models:
     update_g: "DdpUpdate | None" = None
     update_d: "DdpUpdate | None" = None
     engines: object = None  # gandist.backends.zero.engines.Engines on the deepspeed backend
+    ada: ADA | None = None  # what D sees through (p and its controller): set by Stepper, saved with the weights
 
     def __post_init__(self):
         self.G_fwd = self.G if self.G_fwd is None else self.G_fwd
@@ -112,8 +116,13 @@ class Stepper:
         if models.update_g is None:  # Models made by hand (tests, benches): the ddp backend's
             models.update_g, models.update_d = DdpUpdate(accelerator, models.opt_g), DdpUpdate(accelerator, models.opt_d)
         self.scaler = accelerator.scaler if cfg.train.mixed_precision == "fp16" else None
-        self.objective = Objective(cfg.loss, cfg.train.steps, draws, self.scaler)
+        self.ada = models.ada = ADA(cfg.augment, accelerator.device)
+        self.objective = Objective(cfg.loss, cfg.train.steps, draws, self.scaler, self.ada)
         self.tally = Tally(accelerator.device, cfg.train.max_bad_steps)
+        self.heldout = None  # real images D never trains on, for the overfitting check
+        if cfg.health.heldout_urls:
+            held = replace(cfg, data=replace(cfg.data, source="shards", urls=cfg.health.heldout_urls, workers=0))
+            self.heldout = make_feed(held, accelerator.process_index, accelerator.num_processes, accelerator.device)
         self.channels_last = on_gpu(cfg.perf.channels_last, accelerator.device)
         # PyTorch's DCGAN example: with one D step and one G step a round, G's step scores the fakes D was
         # just trained on, so G runs forward once a round; the fakes keep their graph through G until then.
@@ -123,9 +132,20 @@ class Stepper:
     def counters(self):
         return self.tally.counters
 
-    def d_step(self, j: int, step: int) -> tuple[dict, torch.Tensor, torch.Tensor | None]:
+    def log_values(self, rates: dict[str, float]) -> dict:
+        """Collective, at log steps: the logged values (tally.Tally.means, with `rates` summed), and ADA's p
+        adjusted from the sign counts of all ranks, which ride the same all-reduce."""
+        values = self.tally.means(rates, self.ada.totals())
+        if SIGNS in values:
+            values.update(self.ada.adjust(values.pop(SIGNS)))
+        elif self.ada.on:
+            values["ada_p"] = self.ada.p
+        return values
+
+    def d_step(self, j: int, step: int, measure: bool = False) -> tuple[dict, torch.Tensor, torch.Tensor | None]:
         """D-step j: its logged values (this rank's, on the device), its fakes (with G's graph when they are
-        to be reused) and the labels of its batch."""
+        to be reused) and the labels of its batch.  `measure` (the last D step before a log step): also the
+        health checks' values that cost more than a step's (gandist.training.health)."""
         m = self.m
         self.progress.within("data wait")
         real, y = self.feed.batch(j)
@@ -144,7 +164,24 @@ class Stepper:
         if self.objective.after_d_step(m.D_raw):  # a constraint: a no-op on weights a skipped step left as they were
             m.update_d.weights_changed()
         self.tally.add(stats)
+        if measure:
+            self.tally.add({"diversity": diversity(fake, real)})
+            if self.heldout is not None:
+                self.tally.add(self.heldout_signs(step))
         return stats, fake, y
+
+    @torch.no_grad()
+    def heldout_signs(self, step: int) -> dict:
+        """D's r_t on a batch of held-out reals (health.heldout_urls), seen as D sees its training reals; D's
+        BatchNorm statistics are left as they were."""
+        real, y = self.heldout.batch(step // self.cfg.train.log_every)
+        D = self.m.D_raw
+        kept = [b.clone() for b in D.buffers()]
+        with self.acc.autocast():
+            out = D(self.objective.d_view(real, step, "heldout", step), y)
+        for b, k in zip(D.buffers(), kept):
+            b.copy_(k)
+        return {"r_heldout": torch.sign(out).mean()}
 
     def g_step(self, i: int, step: int, y: torch.Tensor | None, fake: torch.Tensor | None = None) -> dict:
         """G-step i, for the labels y (those of the round's last D batch, as the data gives them), on `fake`
@@ -192,11 +229,12 @@ class Stepper:
     def round(self, step: int) -> None:
         """One training step: n_critic D steps, then g_steps G steps on the last D batch's labels, then
         the EMA."""
-        o = self.cfg.optim
+        o, t = self.cfg.optim, self.cfg.train
         self.set_lr(step)
         fake, y = None, None
+        logged = (step + 1) % t.log_every == 0 or step + 1 == t.steps
         for k in range(o.n_critic):
-            _, fake, y = self.d_step(step * o.n_critic + k, step)
+            _, fake, y = self.d_step(step * o.n_critic + k, step, logged and k == o.n_critic - 1)
         for k in range(o.g_steps):
             self.g_step(step * o.g_steps + k, step, y, fake if self.reuse_fakes else None)
         if self.m.ema is not None:

@@ -109,17 +109,23 @@ class Tally:
                                     f"(train.max_bad_steps={self.max_bad_steps})")
         return verdict
 
-    def means(self, sums: dict[str, float]) -> dict[str, float]:
+    def means(self, sums: dict[str, float], totals: dict[str, torch.Tensor] | None = None) -> dict:
         """Collective: the logged values' means over the steps since the last call and over the ranks, plus
-        `sums` (host figures such as throughput) summed over the ranks, in one all-reduce."""
+        `sums` (host figures such as throughput) summed over the ranks, in one all-reduce.  `totals` (1-d
+        float64 device tensors, e.g. ADA's sign counts) ride the same all-reduce: each comes back summed over
+        the ranks, as a list."""
         keys = list(self._sums)
         flat = [k for ks in keys for k in ks]
         host = torch.tensor(list(sums.values()), dtype=torch.float64, device=self.device)
-        total = reduce_sum(torch.cat([*(self._sums[ks] for ks in keys), host]))
+        extra = list((totals or {}).values())
+        total = reduce_sum(torch.cat([*(self._sums[ks] for ks in keys), host, *extra]))
         world = world_size()
         counts = [self._n[ks] for ks in keys for _ in ks]
         out = {k: v / (n * world) for k, v, n in zip(flat, total, counts)}
         out.update(zip(sums, total[len(flat):]))
+        at = len(flat) + len(sums)
+        for name, t in (totals or {}).items():
+            out[name], at = total[at:at + len(t)], at + len(t)
         self._sums.clear()
         self._n.clear()
         return out

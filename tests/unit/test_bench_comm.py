@@ -54,8 +54,10 @@ def test_a_round_counts_what_a_hand_count_of_the_nets_and_steps_gives(tmp_path):
     assert (gather.kind, gather.nbytes, gather.per_round) == ("all_gather", (2 * 32 + 1) * 4, 3)
     assert (colls["BN D.features.6 bwd"].nbytes, colls["BN D.features.6 bwd"].per_round) == (2 * 32 * 4, 5)
     # TINY logs every step: D's and G's keys and the Reporter's two rates in one all-reduce, the counters in another
-    assert sorted(r.stat_keys) == ["d_fake", "d_real", "loss_d", "loss_d_adv", "loss_g"]
-    assert (colls["logged values"].nbytes, colls["logged values"].per_round) == (8 * (5 + 2), 1)
+    # (with the health checks' r_t and d_fake_caught, and the diversity measured before each log step)
+    assert sorted(r.stat_keys) == ["d_fake", "d_fake_caught", "d_real", "diversity", "loss_d", "loss_d_adv", "loss_g",
+                                   "r_t"]
+    assert (colls["logged values"].nbytes, colls["logged values"].per_round) == (8 * (8 + 2), 1)
     assert colls["counters and verdict"].nbytes == 8 * comm.COUNTERS
 
 

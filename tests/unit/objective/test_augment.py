@@ -3,7 +3,7 @@ and gradients through it."""
 import pytest
 import torch
 
-from gandist.objective.augment import _shift, diff_augment, parse_policy
+from gandist.objective.augment import int_shift, diff_augment, parse_policy
 
 ALL = ("color", "translation", "cutout")
 
@@ -47,7 +47,7 @@ def test_brightness_saturation_contrast_magnitudes():
 @pytest.mark.parametrize("size,s", [(28, 4), (32, 4), (64, 8)])
 def test_translation_is_symmetric_up_to_an_eighth_of_the_size(size, s):
     r = torch.linspace(0, 1 - 1e-6, 1000)
-    shifts = _shift(r, size)
+    shifts = int_shift(r, size)
     assert shifts.min().item() == -s and shifts.max().item() == s
     assert set(shifts.tolist()) == set(range(-s, s + 1))
     x = images(h=size, w=size)

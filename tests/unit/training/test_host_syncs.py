@@ -45,7 +45,8 @@ def test_ten_rounds_read_nothing_back_and_the_log_step_reads_twice(tmp_path, cou
     # What gandist.train builds (fused Adam: the default), with everything that draws or keeps state on
     cfg = config.load(REPO / "configs" / "quickstart.yaml",
                       [*TINY, f"output.dir={tmp_path}", f"variant={variant}", "optim.ema=0.999",
-                       "loss.diffaugment=color", "loss.instance_noise=0.1", "log.progress=true"])
+                       "loss.diffaugment=color", "loss.instance_noise=0.1", "log.progress=true",
+                       "augment.ada=true", "augment.p=0.5"])
     acc = make_accelerator(cfg)
     stepper = Stepper(cfg, acc, build_models(cfg, acc), make_feed(cfg, 0, 1, acc.device),
                       Draws(0, cfg.train.batch_size, 0, 1, acc.device))
@@ -57,8 +58,9 @@ def test_ten_rounds_read_nothing_back_and_the_log_step_reads_twice(tmp_path, cou
         report.advance(step + 1)
     assert counted == []
     assert stepper.tally.sync() == Verdict()
-    stats = stepper.tally.means(report.rates(11, stepper.feed))
+    stats = stepper.log_values(report.rates(11, stepper.feed))  # ADA's sign counts ride the second all-reduce
     assert counted == ["all_reduce", "tolist", "all_reduce", "tolist"]
+    assert 0 <= stats["ada_p"] <= 1 and stats["ada_p"] != 0.5
     assert {"loss_d", "loss_g", "images_per_sec"} <= set(stats) and all(v == v for v in stats.values())
     report.close()
 
@@ -66,7 +68,7 @@ def test_ten_rounds_read_nothing_back_and_the_log_step_reads_twice(tmp_path, cou
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU: torch.cuda.set_sync_debug_mode checks CUDA only")
 def test_on_a_gpu_ten_rounds_make_no_synchronising_call(tmp_path):
     cfg = config.load(REPO / "configs" / "quickstart.yaml", [*TINY, f"output.dir={tmp_path}", "variant=wgan_gp",
-                                                             "train.device=cuda"])
+                                                             "train.device=cuda", "augment.ada=true"])
     acc = make_accelerator(cfg)
     stepper = Stepper(cfg, acc, build_models(cfg, acc), make_feed(cfg, 0, 1, acc.device),
                       Draws(0, cfg.train.batch_size, 0, 1, acc.device, on_device=True))
