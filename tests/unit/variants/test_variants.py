@@ -36,6 +36,8 @@ def test_the_issue_variants_are_registered_with_their_sources():
                  "model.d_norm": "layer", "optim.name": "adam", "optim.lr_g": 1e-4, "optim.lr_d": 1e-4,
                  "optim.beta1": 0.0, "optim.beta2": 0.9, "optim.n_critic": 5}),
     ("cgan", {"model.conditioning": "concat", "loss.adversarial": "bce", "optim.n_critic": 1}),
+    ("sngan", {"model.spectral_norm": True, "model.d_norm": "none", "loss.adversarial": "hinge",
+               "model.conditioning": "projection", "optim.n_critic": 1, "optim.beta1": 0.5}),
 ])
 def test_a_plain_override_on_the_quickstart_brings_the_variants_own_defaults(variant, expected):
     cfg = config.load(QUICK, [f"variant={variant}"])
