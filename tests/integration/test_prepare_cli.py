@@ -1,5 +1,5 @@
 """gandist-prepare as a command: exit status and errors on bad input, the patterns it prints; and its
-writer processes (--workers N), which tests/unit/test_prepare.py leaves out (it writes in-process)."""
+writer processes (--workers N), which tests/unit/data/test_prepare.py leaves out (it writes in-process)."""
 from __future__ import annotations
 
 import json

@@ -1,4 +1,4 @@
-"""The shard reader with real DataLoader worker processes and pipe: urls (tests/unit/test_stream.py
+"""The shard reader with real DataLoader worker processes and pipe: urls (tests/unit/data/test_stream.py
 reads everything in one process): every sample once across ranks x workers, training batches that
 resume exactly with two workers, a worker's error reaching the training process, pipe: commands."""
 from __future__ import annotations
