@@ -40,6 +40,19 @@ def make_random_inception_weights(path: Path, seed: int = 0) -> Path:
     return path
 
 
+class U8(torch.utils.data.Dataset):
+    """A tensor of uint8 images as a Dataset: what torch-fidelity's own calculate_metrics takes as an input."""
+
+    def __init__(self, x):
+        self.x = x
+
+    def __len__(self):
+        return len(self.x)
+
+    def __getitem__(self, i):
+        return self.x[i]
+
+
 @pytest.fixture(scope="session")
 def inception_weights(tmp_path_factory) -> Path:
     """Made once per session (the test modules that use it bind it to a name of their own; the file is shared)."""

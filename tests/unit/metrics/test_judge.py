@@ -16,7 +16,7 @@ from gandist.metrics.judge_train import main
 from gandist.metrics.registry import JUDGE_FEATURES, JUDGE_LOGITS, MetricError
 from tests.conftest import one_thread  # noqa: F401 (a fixture)
 from tests.data_fixtures import write_idx
-from tests.metrics_fixtures import tiny_cfg
+from tests.metrics_fixtures import U8, tiny_cfg
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 TRAIN, TEST = 600, 200
@@ -146,16 +146,6 @@ def test_torch_fidelitys_own_calculate_metrics_takes_the_judge_and_gives_our_num
 
     from gandist.metrics.inception import extract
     from gandist.metrics.registry import Options, compute
-
-    class U8(torch.utils.data.Dataset):
-        def __init__(self, x):
-            self.x = x
-
-        def __len__(self):
-            return len(self.x)
-
-        def __getitem__(self, i):
-            return self.x[i]
 
     a, b = (torch.from_numpy(digits(60, seed)[0])[:, None].expand(-1, 3, -1, -1).contiguous() for seed in (2, 3))
     judge.register()

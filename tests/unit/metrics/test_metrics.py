@@ -16,7 +16,7 @@ from gandist.metrics.inception import LOGITS, extract, feature_extractor, to_uin
 from gandist.metrics.registry import MetricError, Options, check_metrics, compute, layers_for, list_metrics
 from gandist.metrics.sets import eval_conditions, eval_noise, real_batches
 from tests import metrics_fixtures
-from tests.metrics_fixtures import noise_images, synthetic_images, tiny_cfg
+from tests.metrics_fixtures import U8, noise_images, synthetic_images, tiny_cfg
 
 inception_weights = metrics_fixtures.inception_weights  # the session fixture, by its name here
 
@@ -56,16 +56,6 @@ def test_fid_and_kid_are_zero_for_the_same_set_and_larger_for_a_different_one(se
 def test_same_numbers_as_torch_fidelity_calculate_metrics_with_the_weights_file(sets, inception_weights):
     """torch-fidelity's own top-level API loads the random weights file and gives our numbers."""
     import torch_fidelity
-
-    class U8(torch.utils.data.Dataset):
-        def __init__(self, x):
-            self.x = x
-
-        def __len__(self):
-            return len(self.x)
-
-        def __getitem__(self, i):
-            return self.x[i]
 
     theirs = torch_fidelity.calculate_metrics(
         input1=U8(sets["images"]["A"]), input2=U8(sets["images"]["B"]), fid=True, kid=True,
