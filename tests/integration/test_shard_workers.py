@@ -4,6 +4,9 @@ resume exactly with two workers, a worker's error reaching the training process,
 from __future__ import annotations
 
 import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -14,6 +17,8 @@ from gandist.data.shards.eval import eval_batches
 from gandist.data.shards.feed import ShardFeed
 from gandist.data.shards.io import expand_urls
 from tests.unit.data.test_stream import N, SHARD, URLS, make_cfg, read_each_sample_once
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -58,3 +63,25 @@ def test_pipe_urls(shards):
     assert keys == [f"{i:07d}" for i in range(N)]
     feed = ShardFeed(make_cfg(urls, data__workers=2), 0, 1, "cpu")  # no index.json: the first shard counted
     assert feed.total == 7 * SHARD and feed.batch(0)[0].shape == (8, 3, 32, 32)
+
+
+EXITS_WITH_READERS_OPEN = """
+import sys
+from gandist.data.shards.eval import eval_batches
+from gandist.data.shards.feed import ShardFeed
+from tests.unit.data.test_stream import URLS, make_cfg
+feed = ShardFeed(make_cfg(sys.argv[1] + "/" + URLS, data__workers=2), 0, 1, "cpu")
+feed.batch(0)  # a training feed is never read to its end
+partial = iter(eval_batches(sys.argv[1] + "/" + URLS, 0, 1, 8, 2))
+next(partial)  # nor is the real set of an evaluation that needs fewer images than it holds
+print("read", flush=True)
+"""
+
+
+def test_a_process_with_loader_workers_still_open_exits(shards):
+    """Loader workers ignore SIGTERM (the training process decides when to stop), and at interpreter exit torch
+    leaves open workers to multiprocessing, which SIGTERMs and joins them: a run whose feed or evaluation reader
+    was still open never exited.  It must exit at once, its workers with it."""
+    p = subprocess.run([sys.executable, "-c", EXITS_WITH_READERS_OPEN, str(shards)], cwd=REPO, capture_output=True,
+                       text=True, timeout=120)
+    assert (p.returncode, p.stdout.strip()) == (0, "read"), p.stderr

@@ -3,7 +3,9 @@
 rank's shards in order, every sample once)."""
 from __future__ import annotations
 
+import atexit
 import signal
+import weakref
 
 import webdataset as wds
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
@@ -93,9 +95,30 @@ def _ignore_stop_signals(worker_id: int):
         signal.signal(s, signal.SIG_IGN)
 
 
+# Worker iterators still open (a training feed is never exhausted; an evaluation that stops reading early leaves
+# one suspended).  At interpreter exit torch leaves their workers to multiprocessing, which SIGTERMs and then
+# joins them: ours ignore SIGTERM, so the join waited forever and a finished run never exited.  They are shut
+# down here first (an atexit hook registered after torch's and multiprocessing's runs before theirs).
+_OPEN: weakref.WeakSet = weakref.WeakSet()
+
+
+@atexit.register
+def _shut_open_workers():
+    for it in list(_OPEN):
+        it._shutdown_workers()
+
+
+class _Loader(DataLoader):
+    def _get_iterator(self):
+        it = super()._get_iterator()
+        if self.num_workers > 0:
+            _OPEN.add(it)
+        return it
+
+
 def loader(ds: IterableDataset, workers: int, pin: bool, prefetch: int = 2) -> DataLoader:
     """The DataLoader around a stream (which batches itself); workers = 0 reads in this process."""
     decoder()
-    return DataLoader(ds, batch_size=None, num_workers=workers, pin_memory=pin,
-                      prefetch_factor=prefetch if workers > 0 else None,
-                      worker_init_fn=_ignore_stop_signals if workers > 0 else None)
+    return _Loader(ds, batch_size=None, num_workers=workers, pin_memory=pin,
+                   prefetch_factor=prefetch if workers > 0 else None,
+                   worker_init_fn=_ignore_stop_signals if workers > 0 else None)
