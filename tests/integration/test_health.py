@@ -55,7 +55,7 @@ def test_a_g_that_outputs_a_constant_is_named_mode_collapse(tmp_path, capsys):
     with Reporter(cfg, acc, tmp_path, 0) as report:
         for step in range(cfg.train.steps):
             stepper.round(step)
-            stepper.tally.sync(0)
+            stepper.tally.sync()
             report.log_round(step + 1, stepper.log_values(report.rates(step + 1, feed)), stepper.counters)
         report.summary(cfg.train.steps, [])
     said = capsys.readouterr().out
