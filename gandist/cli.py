@@ -10,6 +10,12 @@ from gandist.distributed import where
 
 EXIT_ERROR = 1  # unexpected error
 EXIT_USAGE = 2  # bad input: config, run directory, checkpoint, data, weights file, metric name
+# gandist-train's own endings.  After a stop signal's checkpoint the run exits EXIT_REQUEUE (SLURM's script
+# requeues the job on it; rank 0 also leaves run_dir.PREEMPTED, for launchers such as torchrun that do not pass
+# their workers' exit status on), or EXIT_INTERRUPTED for Ctrl-C (the shell's status for a SIGINT).
+EXIT_DIVERGED = 3  # train.max_bad_steps non-finite steps in a row
+EXIT_REQUEUE = 75
+EXIT_INTERRUPTED = 130
 
 
 class UsageError(ValueError):

@@ -10,11 +10,13 @@ from pathlib import Path
 
 from safetensors.torch import load_file
 
+from gandist.trained import final_dir
+
 
 def weight_diffs(a: Path, b: Path) -> dict[str, float]:
     out = {}
     for name in ("generator", "discriminator"):
-        fa, fb = Path(a) / "final" / f"{name}.safetensors", Path(b) / "final" / f"{name}.safetensors"
+        fa, fb = final_dir(a) / f"{name}.safetensors", final_dir(b) / f"{name}.safetensors"
         for f in (fa, fb):
             if not f.is_file():
                 raise FileNotFoundError(f"{f} does not exist: is {f.parent.parent} a finished gandist run?")

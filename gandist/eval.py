@@ -33,7 +33,7 @@ from gandist.metrics.evaluator import Evaluator
 from gandist.metrics.inception import check_weights
 from gandist.metrics.registry import FEATURE_LAYERS, MetricError, check_metrics, list_metrics, uses_judge
 from gandist.trained import add_run_arguments, config_generator, generator_path, load_config, pick_device
-from gandist.utils.files import write_json_atomic
+from gandist.training import run_dir as layout
 
 
 def parse_args(argv):
@@ -128,8 +128,7 @@ def run(args) -> int:
         "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "versions": {"gandist": __version__, "torch_fidelity": version("torch-fidelity"), "torch": torch.__version__},
     }
-    out = run_dir / "eval.json"
-    write_json_atomic(out, record)
+    out = layout.write_eval(run_dir, record)
     shown = dict(scores)
     if ev.judge:  # the judge's own figures on real images, to read the run's against
         shown["judge floor (real vs real FD)"] = ev.judge_meta["floor_fd"]

@@ -36,6 +36,7 @@ from gandist.distributed import generator
 from gandist.metrics.inception import quantise
 from gandist.metrics.sets import generated_batches
 from gandist.trained import add_run_arguments, build_loaded, generator_card, pick_device, read_generator
+from gandist.training import run_dir as layout
 from gandist.training.reporting import save_grid
 
 INTERPOLATION_ROWS = 8  # pairs of endpoints of an unconditional (or attribute) strip without --n
@@ -151,7 +152,7 @@ def run(args) -> int:
         raise UsageError("--nrow: an interpolation strip has --interpolate K images per row")
     card, run_dir, final = read_generator(args.run_dir, args.overrides)
     kind = "interpolate" if args.interpolate else "sample"
-    out = Path(args.out) if args.out else run_dir / "samples" / f"{kind}_seed{args.seed}.png"
+    out = Path(args.out) if args.out else run_dir / layout.SAMPLES / f"{kind}_seed{args.seed}.png"
     if out.suffix.lower() != ".png":
         raise UsageError(f"--out: {out} must end in .png")
     if args.interpolate:

@@ -18,8 +18,10 @@ from gandist.data.errors import DataError
 from gandist.data.shards.index import find_index
 from gandist.data.shards.io import expand_urls
 from gandist.data.synthetic import CLASSES
+from gandist.training import run_dir as layout
 from gandist.utils.files import atomic_path, write_json_atomic
 
+FINAL = "final"  # in the run directory: the weights of a finished run, with their card
 CARD = "generator.json"
 CARD_FORMAT = "gandist-generator/1"  # a card of another format is not ours to read
 WEIGHTS = {"generator": "generator.safetensors", "generator_ema": "generator_ema.safetensors"}
@@ -86,6 +88,10 @@ def weights_entry(weights) -> dict:
     """The card's weights: which of the WEIGHTS files exist, and the default (the EMA one if it does)."""
     return {"weights": {w: WEIGHTS[w] for w in WEIGHTS if w in weights},
             "default": "generator_ema" if "generator_ema" in weights else "generator"}
+
+
+def final_dir(run_dir: str | Path) -> Path:
+    return Path(run_dir) / FINAL
 
 
 def present_weights(final: Path) -> list[str]:
@@ -159,8 +165,8 @@ def locate(path: str | Path) -> tuple[Path, Path]:
         raise GeneratorError(f"run directory {path} does not exist (give a run directory written by "
                              f"gandist-train, or its final/)")
     if (path / CARD).is_file() or present_weights(path):
-        return (path.parent if path.name == "final" else path), path
-    return path, path / "final"
+        return (path.parent if path.name == FINAL else path), path
+    return path, path / FINAL
 
 
 def read_generator(path: str | Path, overrides=()) -> tuple[dict, Path, Path]:
@@ -173,7 +179,7 @@ def read_generator(path: str | Path, overrides=()) -> tuple[dict, Path, Path]:
             raise UsageError(f"key=value overrides ({' '.join(overrides)}) apply to config.yaml, but {card_path} "
                              f"describes the generator; leave them out")
         return read_card(card_path), run_dir, final
-    cfg_path = final.parent / "config.yaml"
+    cfg_path = final.parent / layout.CONFIG
     if not cfg_path.is_file():
         raise GeneratorError(f"{card_path} does not exist, nor does {cfg_path} (a run from before generator "
                              f"cards): is {path} a run directory written by gandist-train?")
@@ -237,7 +243,7 @@ def load_config(run_dir: str | Path, overrides=()):
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise UsageError(f"run directory {run_dir} does not exist")
-    path = run_dir / "config.yaml"
+    path = run_dir / layout.CONFIG
     if not path.is_file():
         raise UsageError(f"{path} does not exist: is {run_dir} a run directory written by gandist-train?")
     return config.load(path, list(overrides))
@@ -245,7 +251,7 @@ def load_config(run_dir: str | Path, overrides=()):
 
 def generator_path(run_dir: str | Path, which: str = "auto") -> Path:
     """final/generator_ema.safetensors if the run has one (which=auto), else final/generator.safetensors."""
-    final = Path(run_dir) / "final"
+    final = Path(run_dir) / FINAL
     return weights_path(weights_entry(present_weights(final)), final, which)
 
 
@@ -268,7 +274,7 @@ def export_final(cfg, models):
     """final/{generator,discriminator,generator_ema}.safetensors: plain fp32 state dicts of the unwrapped
     models (the EMA's BatchNorm statistics must be ready for its weights), and generator.json, which
     makes G rebuildable from final/ alone (gandist.load_generator)."""
-    out = Path(cfg.output.dir) / "final"
+    out = final_dir(cfg.output.dir)
     out.mkdir(parents=True, exist_ok=True)
     named = {"generator": models.G_raw, "discriminator": models.D_raw}
     if models.ema is not None:

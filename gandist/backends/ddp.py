@@ -63,7 +63,7 @@ def make_accelerator(cfg) -> Accelerator:
         mixed_precision=cfg.train.mixed_precision,
         cpu=cpu,
         kwargs_handlers=[ddp, pg, GradScalerKwargs(init_scale=cfg.train.fp16_init_scale)],
-        # the trackers other than TensorBoard (wandb): reporting.Reporter writes TensorBoard itself, into the run
+        # the trackers other than TensorBoard (wandb): training/sinks.py writes TensorBoard itself, into the run
         # directory, with the hyperparameters in the same run
         log_with=[t for t in cfg.log.trackers if t != "tensorboard"] or None,
         project_config=ProjectConfiguration(project_dir=cfg.output.dir),

@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 
 from gandist.bench import machine
-from gandist.training.history import last_logged, read
+from gandist.training.run_dir import last_logged, read_history
 
 REPO = Path(__file__).resolve().parents[2]
 TINY = ["model.z_dim=16", "model.g_width=8", "model.d_width=8", "data.synthetic_size=256", "train.batch_size=8",
@@ -97,7 +97,7 @@ def run(args) -> int:
                                           start_new_session=True)
 
     def sizes():
-        return [s["world_size"] for s in read(out)]
+        return [s["world_size"] for s in read_history(out)]
 
     try:
         start("a"), start("b")
@@ -108,11 +108,11 @@ def run(args) -> int:
         _kill(node["b"])
         killed = time.time()
         _wait(lambda: len(sizes()) >= 2, 600, "a start at world 1")
-        lost = read(out)[1]
+        lost = read_history(out)[1]
         start("b")
         back = time.time()
         _wait(lambda: len(sizes()) >= 3, 600, "a start at world 2")
-        rejoin = read(out)[2]
+        rejoin = read_history(out)[2]
     finally:
         for p in node.values():
             _kill(p)
@@ -141,7 +141,7 @@ def _stalled(args, out: Path, stalls: Path, sizes) -> int:
     _wait(naming, args.hang_timeout + 120, "naming of the stalled rank")
     t_named = time.time()
     _wait(lambda: len(sizes()) >= 2, 600, "a start at world 1")
-    lost = read(out)[1]
+    lost = read_history(out)[1]
     print(f"# python -m gandist.bench elastic --stall {args.stall}: two local nodes, launch/elastic.sh; {machine()}")
     print(f"rendezvous settings: {args.rdzv_conf or 'launch/elastic.sh defaults'}; checkpoint.every "
           f"{args.checkpoint_every}; train.hang_timeout_s {args.hang_timeout:g}; rank {args.stall_rank} stalled "

@@ -40,8 +40,7 @@ from gandist.bench.comm import examine
 from gandist.bench.cluster import Cluster, efficiency, round_seconds
 from gandist.bench.fabric import HUB_ADDR, Fabric, FabricError, check_can_build
 from gandist.cli import ConfigError, run_command
-from gandist.training.plots import read_metrics
-from gandist.training.run_dir import METRICS
+from gandist.training import run_dir as layout
 
 REPO = Path(__file__).resolve().parents[2]
 QUIET = ["log.trackers=[]", "log.progress=false", "train.sample_every=1000000", "checkpoint.every=1000000",
@@ -90,10 +89,10 @@ def rates(spec: str) -> list[float]:
 def images_per_s(run_dir: Path, skip: int) -> float:
     """Images a second over the readings after the first `skip`: each reading covers the same rounds, so the
     harmonic mean of their rates is total images over total seconds."""
-    rows, _ = read_metrics(run_dir / METRICS)
+    rows, _ = layout.read_metrics(run_dir)
     rows = [r["images_per_sec"] for r in rows[skip:] if r.get("images_per_sec", 0) > 0]
     if not rows:
-        raise RuntimeError(f"{run_dir / METRICS}: no throughput readings after the first {skip}")
+        raise RuntimeError(f"{run_dir / layout.METRICS}: no throughput readings after the first {skip}")
     return len(rows) / sum(1 / r for r in rows)
 
 

@@ -98,7 +98,7 @@ class Reference:
         adv, reg = cfg.loss.adversarial, cfg.loss.regularizer
         # PyTorch's DCGAN example scores the D step's fakes again in G's step (one G forward a round); the
         # WGAN scripts, with several D steps, draw G's own
-        reuse = o.n_critic == 1 and o.g_steps == 1
+        reuse = cfg.reuses_fakes
         y = fake = None
         for k in range(o.n_critic):
             real, y = self.batches[(r * o.n_critic + k) % len(self.batches)]

@@ -25,10 +25,9 @@ from gandist import config
 from gandist.backends.ddp import make_accelerator
 from gandist.check import collectives, data, evaluation, outputs, ranks, rounds, syncbn
 from gandist.check.report import as_json, errors, finding, show, summary
-from gandist.cli import ConfigError, UsageError, run_command
+from gandist.cli import EXIT_INTERRUPTED, ConfigError, UsageError, run_command
 from gandist.distributed import broadcast_object, gather_object, shutdown, where
 from gandist.liveness import Watchdog, end_on_lost_peer
-from gandist.train import EXIT_INTERRUPTED
 from gandist.utils.files import write_json_atomic
 
 PROG = "gandist-check"

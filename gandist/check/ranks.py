@@ -16,7 +16,7 @@ from gandist import __version__
 from gandist.bench import machine
 from gandist.check.report import FAIL, INFO, PASS, WARN, Row, listed
 from gandist.training.disk import human
-from gandist.training.run_dir import git_commit
+from gandist.training.opening import git_commit
 
 SOFTWARE = ("torch", "accelerate", "deepspeed", "gandist", "commit", "python")
 

@@ -19,6 +19,7 @@ from pathlib import Path
 from gandist.cli import UsageError, run_command
 from gandist.compare import figures, runs as runs_, table
 from gandist.compare.manifest import is_sweep
+from gandist.training import run_dir as layout
 from gandist.utils.files import write_text_atomic
 
 
@@ -34,7 +35,7 @@ def parse_args(argv):
 
 
 def default_out(dirs: list[str]) -> Path:
-    if len(dirs) == 1 and (is_sweep(dirs[0]) or not runs_.is_run(Path(dirs[0]))):
+    if len(dirs) == 1 and (is_sweep(dirs[0]) or not layout.is_run(Path(dirs[0]))):
         return Path(dirs[0]) / "compare"
     return Path("compare")
 

@@ -15,9 +15,7 @@ from pathlib import Path
 
 from gandist.cli import UsageError
 from gandist.compare import manifest, status
-from gandist.training import lock
-from gandist.training.plots import read_metrics
-from gandist.training.run_dir import METRICS
+from gandist.training import run_dir as layout
 
 # Evaluation scores, and which way is better (FID, KID and the judge's FD are distances to the data; IS, the
 # judge's accuracy on the classes asked for, precision and recall grow with quality).
@@ -65,10 +63,6 @@ def flatten(d: dict, prefix: str = "") -> dict:
     return out
 
 
-def is_run(directory: Path) -> bool:
-    return any((directory / f).exists() for f in ("config.yaml", METRICS, lock.LOCK))
-
-
 def _places(arg: str) -> list[tuple[Path, dict | None, int | None]]:
     """(run directory, the config a sweep resolved for it, the steps the sweep asks of it) for each run of one
     argument."""
@@ -77,9 +71,9 @@ def _places(arg: str) -> list[tuple[Path, dict | None, int | None]]:
         raise UsageError(f"{arg}: no such directory (give run directories, sweep directories or folders of runs)")
     if manifest.is_sweep(p):
         return [(p / m["name"], m.get("config"), m.get("steps")) for m in manifest.read(p)["members"]]
-    if is_run(p):
+    if layout.is_run(p):
         return [(p, None, None)]
-    runs = sorted(c for c in p.iterdir() if c.is_dir() and is_run(c))
+    runs = sorted(c for c in p.iterdir() if c.is_dir() and layout.is_run(c))
     if not runs:
         raise UsageError(f"{arg}: neither a run directory (config.yaml, metrics.jsonl), a sweep (sweep.json) "
                          f"nor a folder of run directories")
@@ -88,8 +82,8 @@ def _places(arg: str) -> list[tuple[Path, dict | None, int | None]]:
 
 def read_run(path: Path, name: str, resolved: dict | None = None, steps: int | None = None) -> Run:
     """One run from its files; `resolved`: a sweep member's config, for a member with no config.yaml yet."""
-    rows = read_metrics(path / METRICS)
-    config = flatten(status.read_config(path)) or dict(resolved or {})
+    rows = layout.read_metrics(path)
+    config = flatten(layout.read_config(path)) or dict(resolved or {})
     return Run(name, path, config, status.of(path, steps, rows), *rows)
 
 

@@ -13,22 +13,18 @@ copied-out run directory), first match wins:
 """
 from __future__ import annotations
 
-import json
 import math
 import signal
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
-
 from gandist.config import Config
+from gandist.trained import WEIGHTS, final_dir
 from gandist.training import checkpoint, lock
-from gandist.training.plots import read_metrics
-from gandist.training.run_dir import DIVERGED, METRICS, PREEMPTED, STOPPED
+from gandist.training import run_dir as layout
 
 STATES = ("running", "done", "preempted", "diverged", "failed", "pending")
 FINISHED = ("done", "diverged")  # a verdict: re-running the same settings would not change it
-FINAL = Path("final") / "generator.safetensors"
 
 
 @dataclass(frozen=True)
@@ -39,33 +35,19 @@ class Status:
     total: int | None  # its train.steps (None: unknown)
 
 
-def read_config(run_dir: Path) -> dict:
-    """The run's config.yaml as a nested dict ({} when absent or unreadable).  Read as plain YAML, not through
-    config.load: a run's file is a record of what ran, and must stay readable after the schema changes."""
-    try:
-        data = yaml.safe_load((run_dir / "config.yaml").read_text())
-    except (OSError, yaml.YAMLError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
 def _lock(run_dir: Path, stale_s: float) -> tuple[dict | None, float | None, bool]:
     """(record, heartbeat age in s, fresh) of the run's lock.json; age None: there is none."""
     held, age = lock.read(run_dir / lock.LOCK)
     if age is None:
         return None, None, False
-    # a live holder refreshes it every beat; three missed beats is what a restart of the same job waits for
-    return held, age, age <= 3 * lock.beat(stale_s)
+    return held, age, lock.beating(age, stale_s)
 
 
 def diverged(run_dir: Path, train_rows: list[dict]) -> str | None:
     """Why the run counts as diverged, or None."""
-    f = run_dir / DIVERGED
-    if f.is_file():
-        try:
-            return json.loads(f.read_text()).get("reason") or "stopped by the non-finite guard"
-        except (OSError, ValueError, AttributeError):
-            return "stopped by the non-finite guard"
+    reason = layout.read_diverged(run_dir)
+    if reason is not None:
+        return reason or "stopped by the non-finite guard"
     last = train_rows[-1] if train_rows else {}
     bad = [k for k in ("loss_d", "loss_g") if k in last and not math.isfinite(last[k])]
     if bad:
@@ -75,13 +57,13 @@ def diverged(run_dir: Path, train_rows: list[dict]) -> str | None:
 
 def of(run_dir: str | Path, total: int | None = None, rows: tuple[list, list] | None = None) -> Status:
     """The run's status.  total: the steps it must reach to be done (default: its config.yaml's train.steps; a
-    sweep passes its member's, which may have been raised since).  rows: its metrics (plots.read_metrics)."""
+    sweep passes its member's, which may have been raised since).  rows: its metrics (run_dir.read_metrics)."""
     run_dir = Path(run_dir)
-    cfg = read_config(run_dir)
+    cfg = layout.read_config(run_dir)
     train = cfg.get("train", {}) if isinstance(cfg.get("train"), dict) else {}
     total = total if total is not None else train.get("steps")
     stale_s = (cfg.get("output") or {}).get("lock_stale_s", Config().output.lock_stale_s)
-    train_rows, _ = rows if rows is not None else read_metrics(run_dir / METRICS)
+    train_rows, _ = rows if rows is not None else layout.read_metrics(run_dir)
     newest = checkpoint.latest(run_dir)
     steps = ([train_rows[-1]["step"]] if train_rows else []) + ([checkpoint.step_of(newest)] if newest else [])
     step = max(steps, default=0)
@@ -89,16 +71,15 @@ def of(run_dir: str | Path, total: int | None = None, rows: tuple[list, list] | 
     held, age, fresh = _lock(run_dir, stale_s)
     if fresh:
         return Status("running", f"holder {lock.describe(held, age)}", step, total)
-    if (run_dir / FINAL).is_file() and total is not None and step >= total:
+    if (final_dir(run_dir) / WEIGHTS["generator"]).is_file() and total is not None and step >= total:
         return Status("done", "", step, total)
-    marker = next((run_dir / m for m in (PREEMPTED, STOPPED) if (run_dir / m).is_file()), None)
-    if marker is not None:
+    mark = layout.read_stop(run_dir)
+    if mark is not None:
         try:
-            mark = json.loads(marker.read_text())
             sig = "Ctrl-C" if mark["signal"] == signal.SIGINT else signal.Signals(mark["signal"]).name
             return Status("preempted", f"{sig} at step {mark['step']}; resumes from {mark.get('checkpoint')}",
                           step, total)
-        except (OSError, ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError):
             return Status("preempted", "stopped by a signal with a checkpoint", step, total)
     why = diverged(run_dir, train_rows)
     if why:

@@ -285,6 +285,12 @@ class Config:
     output: OutputConfig = _f(None, factory=OutputConfig)
 
     @property
+    def reuses_fakes(self) -> bool:
+        """G's step scores the fakes D's step just made (one G forward a round, as PyTorch's DCGAN example):
+        perf.reuse_fakes, where a round is one D step and one G step."""
+        return self.perf.reuse_fakes and self.optim.n_critic == 1 and self.optim.g_steps == 1
+
+    @property
     def label_dim(self) -> int:
         """Width of the conditioning label: class count, or the number of chosen binary attributes (derived from
         the keys above, so it is a property: the nets and metrics read it without importing gandist.config)."""

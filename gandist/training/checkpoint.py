@@ -17,9 +17,6 @@ anything but tensors and plain containers.
 
 Model files hold the unwrapped modules' keys (no DDP "module." prefix), so a checkpoint written by
 N processes loads into M.  The run directory is assumed to be on a filesystem every rank sees.
-
-Beside the format: what a training run saves and restores through it (`save_training`, `restore`),
-what a checkpoint must share with the config to be loadable (`identity`), and the final export.
 """
 from __future__ import annotations
 
@@ -30,6 +27,7 @@ import re
 import shutil
 from collections import OrderedDict
 from contextlib import contextmanager
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
@@ -41,7 +39,7 @@ from safetensors.torch import load_file, save_file
 from gandist.backends.zero import checkpoint as zero_checkpoint
 from gandist.distributed import reduce_sum, sum_over_ranks
 from gandist.training import resume_checks
-from gandist.training.ema import generator_for_use
+from gandist.training.ema import calibrate_ema
 from gandist.utils.files import follow_umask, fsync, write_json_atomic
 
 STEP_DIR = re.compile(r"^step_(\d{8})$")
@@ -350,7 +348,7 @@ def save_training(acc, cfg, step: int, models, counters, feed) -> Path | None:
     if models.ada is not None and models.ada.adaptive:  # p, and the sign counts of all ranks since the last log step
         state["ada"] = models.ada.state_dict(reduce_sum(models.ada.pending.clone()))
     if acc.is_main_process:  # the one rank that stores the EMA generator, with statistics for its weights
-        generator_for_use(cfg, models, step, acc.device)
+        calibrate_ema(cfg, models, step, acc.device)
     write = None
     if models.engines is not None:
         state["zero_stage"] = models.update_g.stage  # for information: any stage loads it (zero_checkpoint)
@@ -358,9 +356,19 @@ def save_training(acc, cfg, step: int, models, counters, feed) -> Path | None:
     return save(acc, cfg.output.dir, step, state, models.ema, cfg.checkpoint.keep, write)
 
 
-def restore(cfg, acc, path: Path, models, counters, feed) -> tuple[int, str]:
-    """Collective: load checkpoint `path` into the run; returns its step and a note for the start line, which
-    also says what a changed train.batch_size / optim.n_critic / optim.g_steps changes (resume_checks)."""
+@dataclass(frozen=True)
+class Restored:
+    """What a run resumed from (the start-up panel words it)."""
+    step: int
+    path: Path
+    world_size: int  # of the run that wrote the checkpoint
+    changes: list  # what changed settings change (resume_checks.changes), in words
+
+
+def restore(cfg, acc, path: Path | None, models, counters, feed) -> Restored | None:
+    """Collective: load checkpoint `path` into the run (None: a fresh start, nothing to load)."""
+    if path is None:
+        return None
     run_dir = Path(cfg.output.dir)
     # Hyperparameters and implementation flags are this run's, not the checkpoint's (loading replaces a param
     # group's): the lrs are set every step (Stepper.set_lr), the rest is put back here.
@@ -387,8 +395,6 @@ def restore(cfg, acc, path: Path, models, counters, feed) -> tuple[int, str]:
     if "ada" in state and models.ada is not None and models.ada.adaptive:
         models.ada.load_state_dict(state["ada"], acc.process_index)
     feed.load_state_dict(resume_checks.data_state(state, cfg, feed))
-    note = f", resumed from {path}"
-    if state.get("world_size", acc.num_processes) != acc.num_processes:
-        note += f" (written by {state['world_size']} processes)"
-    return state["step"], note + "".join(f"; warning: {w}" for w in resume_checks.changes(state, cfg, path))
+    return Restored(state["step"], path, state.get("world_size", acc.num_processes),
+                    resume_checks.changes(state, cfg, path))
 

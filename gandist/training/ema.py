@@ -70,12 +70,15 @@ def calibration_inputs(cfg, step: int, device) -> tuple[torch.Tensor, torch.Tens
     return z.to(device), y
 
 
+def calibrate_ema(cfg, models, step: int, device):
+    """Recompute the EMA generator's BatchNorm statistics for its current weights (once after each update),
+    before anything uses or stores it: its averaged weights never ran with the running statistics G kept."""
+    if models.ema is not None and not models.ema.calibrated:
+        models.ema.calibrate(*calibration_inputs(cfg, step, device))
+
+
 def generator_for_use(cfg, models, step: int, device) -> nn.Module:
-    """What samples, evaluation and the export use: the EMA generator (its BatchNorm statistics recomputed
-    for its current weights) when there is one, else G."""
-    ema = models.ema
-    if ema is None:
-        return models.G_raw
-    if not ema.calibrated:
-        ema.calibrate(*calibration_inputs(cfg, step, device))
-    return ema.model
+    """What samples and evaluation use: the EMA generator, calibrated (calibrate_ema), when there is one,
+    else G."""
+    calibrate_ema(cfg, models, step, device)
+    return models.G_raw if models.ema is None else models.ema.model

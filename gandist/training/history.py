@@ -8,26 +8,11 @@ the membership changes and the time lost over the whole run.
 """
 from __future__ import annotations
 
-import json
 import os
 import time
 from pathlib import Path
 
-from gandist.training.plots import read_metrics
-from gandist.training.run_dir import HISTORY, METRICS
-
-
-def last_logged(run_dir: Path) -> tuple[int, float] | None:
-    """The step and wall time of the last training row in metrics.jsonl (read before a resume trims it)."""
-    rows, _ = read_metrics(run_dir / METRICS)
-    return (int(rows[-1]["step"]), float(rows[-1]["time"])) if rows else None
-
-
-def read(run_dir: Path) -> list[dict]:
-    try:
-        return [json.loads(line) for line in (run_dir / HISTORY).read_text().splitlines() if line.strip()]
-    except (OSError, ValueError):
-        return []
+from gandist.training import run_dir as layout
 
 
 class History:
@@ -35,7 +20,7 @@ class History:
 
     def __init__(self, run_dir: Path, start: int, world: int, ranks: list[dict], resumed_from: Path | None,
                  before: tuple[int, float] | None, main: bool):
-        """`before`: last_logged(run_dir) as it was before this start trimmed metrics.jsonl."""
+        """`before`: the step and time of the last row logged before this start."""
         self.run_dir, self.main = run_dir, main
         self.row = {"step": start, "world_size": world, "hosts": sorted({r["host"] for r in ranks}),
                     "restart": int(os.environ.get("TORCHELASTIC_RESTART_COUNT", 0)),
@@ -51,16 +36,15 @@ class History:
         self.written = True
         self.row["first_step"] = time.time()
         self.row["time_lost_s"] = round(self.row["first_step"] - self.before[1], 1) if self.before else 0.0
-        with open(self.run_dir / HISTORY, "a") as f:
-            f.write(json.dumps(self.row) + "\n")
+        layout.append_history(self.run_dir, self.row)
 
     def summary(self) -> list[tuple[str, str]]:
         """Rows for the end summary: the world sizes the run went through, and the time restarts lost."""
-        starts = read(self.run_dir)
+        starts = layout.read_history(self.run_dir)
         if len(starts) < 2:
             return []
         sizes = " -> ".join(f"{s['world_size']} at step {s['step']}" for s in starts)
         lost = sum(s.get("time_lost_s", 0.0) for s in starts)
         replayed = sum(s.get("steps_replayed", 0) for s in starts)
-        return [("starts", f"{len(starts)}; world size {sizes} ({HISTORY})"),
+        return [("starts", f"{len(starts)}; world size {sizes} ({layout.HISTORY})"),
                 ("lost to restarts", f"{lost:.0f} s, {replayed} steps trained again")]

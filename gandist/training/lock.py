@@ -29,6 +29,12 @@ from gandist.utils.files import fsync
 LOCK = "lock.json"
 
 
+def beating(age: float, stale_s: float) -> bool:
+    """Whether a heartbeat `age` s old is a live holder's: it beats every `beat` s, and three missed beats is
+    what a restart of the same job waits for before it takes the lock over."""
+    return age <= 3 * beat(stale_s)
+
+
 def beat(stale_s: float) -> float:
     """Seconds between heartbeats: often enough that a restart of the same job waits only a few."""
     return min(stale_s / 5, 5.0)
@@ -121,7 +127,7 @@ def stale_because(held: dict | None, age: float, me: dict, stale_s: float) -> st
     gone = same_host and not _alive(int(held.get("pid", 0)))
     if gone:
         return f"its process {held.get('pid')} on {held.get('host')} has ended"
-    if held.get("job") and held.get("job") == me["job"] and age > 3 * beat(stale_s):
+    if held.get("job") and held.get("job") == me["job"] and not beating(age, stale_s):
         return f"it belongs to an earlier start of this job ({held['job']}), which stopped beating {age:.0f} s ago"
     if age > stale_s:
         return f"its heartbeat is {age:.0f} s old (output.lock_stale_s={stale_s:g})"

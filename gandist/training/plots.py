@@ -3,8 +3,6 @@
 training as an animation.  Every file is replaced atomically, so a viewer never sees half of one."""
 from __future__ import annotations
 
-import json
-import re
 from pathlib import Path
 
 # matplotlib's Figure without pyplot: no GUI backend and no global figure state, so it draws on cluster
@@ -12,24 +10,10 @@ from pathlib import Path
 from matplotlib.figure import Figure
 from PIL import Image
 
+from gandist.training import run_dir as layout
 from gandist.utils.files import atomic_path
 
 GIF_FRAMES = 100  # at most this many grids in progress.gif, evenly thinned
-GRID = re.compile(r"^step_(\d{6,})\.png$")
-
-
-def read_metrics(path: Path) -> tuple[list[dict], list[dict]]:
-    """(training rows, evaluation rows) of metrics.jsonl; a row torn by a kill is skipped."""
-    train, evals = [], []
-    if not path.is_file():
-        return train, evals
-    for line in path.read_text().splitlines():
-        try:
-            row = json.loads(line)
-        except ValueError:
-            continue
-        (train if "loss_d" in row else evals).append(row)
-    return train, evals
 
 
 def smooth(values: list[float]) -> list[float]:
@@ -146,17 +130,16 @@ def plot_throughput(rows: list[dict], path: Path, title: str):
 def refresh(run_dir: Path, title: str) -> list[Path]:
     """Redraw plots/losses.png, plots/throughput.png, plots/fid.png (the scores, when the run evaluates) from
     metrics.jsonl and samples/progress.gif from the grids; returns what was written."""
-    train, evals = read_metrics(run_dir / "metrics.jsonl")
-    written = []
+    train, evals = layout.read_metrics(run_dir)
+    drawn = []
     if train:
-        plot_losses(train, run_dir / "plots" / "losses.png", title)
-        plot_throughput(train, run_dir / "plots" / "throughput.png", title)
-        written += [run_dir / "plots" / "losses.png", run_dir / "plots" / "throughput.png"]
+        drawn += [(plot_losses, train, "losses"), (plot_throughput, train, "throughput")]
     if any(k in r for r in evals for k in SCORES):
-        plot_scores(evals, run_dir / "plots" / "fid.png", title)
-        written.append(run_dir / "plots" / "fid.png")
-    gif = progress_gif(run_dir / "samples")
-    return written + ([gif] if gif else [])
+        drawn.append((plot_scores, evals, "fid"))
+    for plot, rows, name in drawn:
+        plot(rows, layout.plot_path(run_dir, name), title)
+    gif = progress_gif(run_dir)
+    return [layout.plot_path(run_dir, name) for _, _, name in drawn] + ([gif] if gif else [])
 
 
 def gif_frames(grids: list[Path], limit: int = GIF_FRAMES) -> list[Path]:
@@ -167,14 +150,14 @@ def gif_frames(grids: list[Path], limit: int = GIF_FRAMES) -> list[Path]:
     return [grids[i] for i in picks]
 
 
-def progress_gif(samples: Path, seconds_per_frame: float = 0.25) -> Path | None:
-    """samples/progress.gif from samples/step_*.png (the last frame held longer)."""
-    grids = sorted((p for p in samples.glob("step_*.png") if GRID.match(p.name)), key=lambda p: p.name)
+def progress_gif(run_dir: Path, seconds_per_frame: float = 0.25) -> Path | None:
+    """samples/progress.gif from the sample grids (the last frame held longer)."""
+    grids = layout.grids(run_dir)
     if not grids:
         return None
     frames = [Image.open(p).convert("RGB") for p in gif_frames(grids)]
     ms = int(seconds_per_frame * 1000)
-    out = samples / "progress.gif"
+    out = layout.progress_gif(run_dir)
     with atomic_path(out) as tmp:
         frames[0].save(tmp, format="GIF", save_all=True, append_images=frames[1:], loop=0,
                        duration=[ms] * (len(frames) - 1) + [ms * 8], optimize=False)

@@ -1,172 +1,199 @@
-"""The run directory's lifecycle: where a run starts from, what a fresh start or a resume clears, the
-files that describe the run (config.yaml, run.json), and the mark a preempted run leaves.
+"""The run directory's layout: the name of every file a run leaves in <output.dir>, and the one reader and
+writer of each of its plain files.  Training, plots, gandist-compare, gandist-sample and gandist-eval all go
+through here, so a file's name and format live in one place.
 
-Rank 0 is the one writer, and the lock it holds (`locked`) keeps any other run out; every decision here
-is made before any training work, and a refusal (ConfigError) comes before any file is touched.
+Three parts have formats of their own and their own module, which alone names, writes and reads them:
+checkpoints/ (training/checkpoint.py), lock.json (training/lock.py) and final/ (gandist/trained.py).
+Readers here never raise for a torn or missing file: a run killed mid-write is still a run to look at.
 """
 from __future__ import annotations
 
 import json
-import os
-import platform
-import shutil
+import re
 import signal
-import socket
-import subprocess
-import time
-from contextlib import contextmanager
 from pathlib import Path
 
-import accelerate
-import torch
+import yaml
 
-from gandist import __version__, config
-from gandist.cli import ConfigError
-from gandist.distributed import broadcast_object, gather_object
-from gandist.training import checkpoint, lock
+from gandist.training.lock import LOCK
 from gandist.utils.files import atomic_path, write_json_atomic, write_text_atomic
 
-PREEMPTED = "preempted.json"  # left by a run stopped by a signal, for launchers that drop exit statuses
-STOPPED = "stopped.json"  # left by a run stopped by Ctrl-C (not a preemption: nothing to requeue), for gandist-compare
-DIVERGED = "diverged.json"  # left by a run the non-finite guard stopped (exit 3): gandist-compare reads it
-METRICS = "metrics.jsonl"
-HISTORY = "history.jsonl"  # the run's starts (training/history.py)
+CONFIG = "config.yaml"  # the resolved config, loadable as a config file
+RUN_INFO = "run.json"  # world size, each rank's host and device, versions, commit
+METRICS = "metrics.jsonl"  # one row per log step (training) or evaluation
+HISTORY = "history.jsonl"  # one row per start of the run (training/history.py says what they mean)
+EVAL = "eval.json"  # gandist-eval's last scores
+SAMPLES = "samples"  # the fixed-noise grids, progress.gif, gandist-sample's images
+PLOTS = "plots"
+PREEMPTED = "preempted.json"  # a signal made the run save and stop: a requeue resumes it
+STOPPED = "stopped.json"  # Ctrl-C made it save and stop: nothing to requeue
+DIVERGED = "diverged.json"  # the non-finite guard stopped it (exit 3)
+MARKERS = (PREEMPTED, STOPPED, DIVERGED)
+GRID = re.compile(r"^step_(\d{6,})\.png$")
 
 
-@contextmanager
-def locked(cfg, acc):
-    """Collective: rank 0 holds the run directory's lock for the block (training/lock.py) and yields it (the
-    other ranks: None).  A refusal is raised on every rank alike, before any file of the run is touched."""
-    held, refusal = None, None
-    if acc.is_main_process:
-        try:
-            held = lock.acquire(Path(cfg.output.dir), cfg.output.lock_stale_s, say=lambda m: print(f"gandist: {m}"))
-        except lock.RunDirBusy as e:
-            refusal = str(e)
-    refusal = broadcast_object(refusal)
-    if refusal:
-        raise lock.RunDirBusy(refusal)
+# -- config.yaml and run.json ------------------------------------------------------------------------
+
+def write_config(run_dir: Path, text: str):
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(run_dir / CONFIG, text)
+
+
+def read_config(run_dir: Path) -> dict:
+    """config.yaml as a nested dict ({} when absent or unreadable).  Plain YAML, not config.load: a run's file
+    records what ran, and stays readable after the schema changes."""
     try:
-        yield held
-    finally:
-        if held is not None:
-            held.release()
+        data = yaml.safe_load((run_dir / CONFIG).read_text())
+    except (OSError, yaml.YAMLError):
+        return {}
+    return data if isinstance(data, dict) else {}
 
 
-def decide_resume(cfg, run_dir: Path) -> Path | None:
-    """Which checkpoint to start from, decided before any work; may refuse to overwrite a run."""
-    r = cfg.train.resume
-    if r == "no":
-        if checkpoint.complete(run_dir) and not cfg.train.overwrite:
-            raise ConfigError(f"train.resume: output.dir {run_dir} holds checkpoints; use train.resume=auto to "
-                              f"continue that run, or train.overwrite=true to start afresh there")
-        return None
-    if r == "auto":
-        path = checkpoint.latest(run_dir)
-        if path is None:
-            return None
-        step = checkpoint.step_of(path)
-    else:
-        path = Path(r)
-        if not path.is_dir():
-            raise ConfigError(f"train.resume: checkpoint {path} does not exist (expected a checkpoint directory, "
-                              f"a run directory, 'auto' or 'no')")
-        if not (path / "trainer.json").exists() and checkpoint.latest(path) is not None:
-            path = checkpoint.latest(path)  # a run directory: its newest checkpoint
-        step = checkpoint.read_trainer_state(path)["step"]
-        newer = [p.name for p in checkpoint.complete(run_dir) if checkpoint.step_of(p) > step]
-        if newer and not cfg.train.overwrite:
-            raise ConfigError(f"train.resume: output.dir {run_dir} holds checkpoints newer than {path} "
-                              f"({', '.join(newer)}); continuing from step {step} there would mix two histories. "
-                              f"Use another output.dir, or train.overwrite=true to delete them")
-    if step > cfg.train.steps:
-        raise ConfigError(f"train.steps: {cfg.train.steps} is below the step of checkpoint {path} ({step}); "
-                          f"raise train.steps to continue the run")
-    return path
+def write_run_info(run_dir: Path, info: dict):
+    write_json_atomic(run_dir / RUN_INFO, info)
 
 
-def prepare(cfg, run_dir: Path, resume_from: Path | None):
-    """Rank 0, before any work: clear what the chosen start point makes obsolete."""
-    if cfg.train.resume == "no" and cfg.train.overwrite:
-        shutil.rmtree(checkpoint.checkpoints_dir(run_dir), ignore_errors=True)
-        (run_dir / METRICS).unlink(missing_ok=True)
-        (run_dir / HISTORY).unlink(missing_ok=True)
-    if resume_from is not None and cfg.train.overwrite:
-        checkpoint.remove_after(run_dir, checkpoint.read_trainer_state(resume_from)["step"])
-    for marker in (PREEMPTED, STOPPED, DIVERGED):
-        (run_dir / marker).unlink(missing_ok=True)
+def is_run(directory: Path) -> bool:
+    """Whether `directory` looks like a run directory (or the start of one)."""
+    return any((directory / f).exists() for f in (CONFIG, METRICS, LOCK))
 
 
-def open_run(cfg, acc) -> Path | None:
-    """Collective: decide where the run starts (every rank, the same answer) and prepare its directory."""
-    run_dir = Path(cfg.output.dir)
-    resume_from = decide_resume(cfg, run_dir)
-    if acc.is_main_process:
-        prepare(cfg, run_dir, resume_from)
-    acc.wait_for_everyone()
-    return resume_from
+# -- metrics.jsonl -------------------------------------------------------------------------------------
+
+def read_metrics(run_dir: Path) -> tuple[list[dict], list[dict]]:
+    """(training rows, evaluation rows); a row torn by a kill is skipped."""
+    train, evals = [], []
+    for row in _rows(run_dir / METRICS):
+        (train if "loss_d" in row else evals).append(row)
+    return train, evals
+
+
+def last_logged(run_dir: Path) -> tuple[int, float] | None:
+    """The step and wall time of the last training row, or None."""
+    rows, _ = read_metrics(run_dir)
+    return (int(rows[-1]["step"]), float(rows[-1]["time"])) if rows else None
 
 
 def truncate_metrics(run_dir: Path, start: int):
-    """Rows logged after the step we start from belong to the lost tail of an interrupted run."""
+    """Keep the rows up to step `start`: those after it are the lost tail of an interrupted run."""
     f = run_dir / METRICS
     if not f.exists():
         return
-    kept = []
-    for line in f.read_text().splitlines():
-        try:
-            if json.loads(line)["step"] <= start:
-                kept.append(line)
-        except (ValueError, KeyError, TypeError):
-            pass  # a row torn by a kill
+    kept = [line for line, row in _lines(f) if isinstance(row.get("step"), (int, float)) and row["step"] <= start]
     with atomic_path(f) as tmp:
         tmp.write_text("".join(line + "\n" for line in kept))
 
 
-def git_commit() -> str | None:
-    """The commit the code comes from: GANDIST_GIT_COMMIT when set (the Docker image records it at build
-    time, having no .git), else `git rev-parse HEAD` in the package's checkout; None when neither says."""
-    recorded = os.environ.get("GANDIST_GIT_COMMIT", "").strip()
-    if recorded:
-        return recorded
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True,
-                             text=True, timeout=5)
-        return (out.stdout.strip() or None) if out.returncode == 0 else None
-    except (OSError, subprocess.SubprocessError):
-        return None
+class MetricsLog:
+    """metrics.jsonl, open for appending (rank 0): one row a line, flushed at once, so a reader sees every
+    row written so far."""
+
+    def __init__(self, run_dir: Path):
+        self.path = run_dir / METRICS
+        self._f = open(self.path, "a", buffering=1)
+
+    @staticmethod
+    def line(row: dict) -> str:
+        return json.dumps(row) + "\n"
+
+    def append(self, line: str):
+        self._f.write(line)
+
+    def close(self):
+        self._f.close()
 
 
-def write_run_files(cfg, acc, run_dir: Path) -> list[dict]:
-    """Collective: config.yaml and run.json (world size, each rank's host and device, versions, commit);
-    returns every rank's {rank, host, device, local_rank}."""
-    me = {"rank": acc.process_index, "host": socket.gethostname(), "device": str(acc.device),
-          "local_rank": acc.local_process_index}
-    ranks = [r for part in gather_object([me]) for r in part]
-    if acc.is_main_process:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        write_text_atomic(run_dir / "config.yaml", config.dump(cfg))
-        info = {"world_size": acc.num_processes, "ranks": ranks, "distributed_type": str(acc.distributed_type),
-                "mixed_precision": cfg.train.mixed_precision,
-                "versions": {"gandist": __version__, "torch": torch.__version__,
-                             "accelerate": accelerate.__version__, "python": platform.python_version()},
-                "git_commit": git_commit(), "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-        write_json_atomic(run_dir / "run.json", info)
-    return ranks
+def _rows(path: Path) -> list[dict]:
+    return [row for _, row in _lines(path)]
 
 
-def start(cfg, acc, run_dir: Path, start_step: int) -> list[dict]:
-    """Collective, once the start step is known: drop the metrics rows after it, write the run files;
-    returns every rank's host and device."""
-    if acc.is_main_process:
-        truncate_metrics(run_dir, start_step)
-    return write_run_files(cfg, acc, run_dir)
+def _lines(path: Path) -> list[tuple[str, dict]]:
+    """Each whole JSON row of a .jsonl file with its line; a row torn by a kill is left out."""
+    if not path.is_file():
+        return []
+    out = []
+    for line in path.read_text().splitlines():
+        try:
+            row = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(row, dict):
+            out.append((line, row))
+    return out
+
+
+# -- history.jsonl -------------------------------------------------------------------------------------
+
+def read_history(run_dir: Path) -> list[dict]:
+    return _rows(run_dir / HISTORY)
+
+
+def append_history(run_dir: Path, row: dict):
+    with open(run_dir / HISTORY, "a") as f:
+        f.write(json.dumps(row) + "\n")
+
+
+# -- the markers a run leaves when it stops early ------------------------------------------------------
+
+def mark_stopped(run_dir: Path, step: int, signum: int, checkpoint: Path | None):
+    """A stop signal made the run save and stop: STOPPED for Ctrl-C, PREEMPTED for the others (SIGTERM,
+    SIGUSR1), which launchers that drop exit statuses read to requeue it."""
+    write_json_atomic(run_dir / (STOPPED if signum == signal.SIGINT else PREEMPTED),
+                      {"step": step, "signal": signum, "checkpoint": str(checkpoint) if checkpoint else None})
 
 
 def mark_diverged(run_dir: Path, reason: str, last_good: Path | None):
     write_json_atomic(run_dir / DIVERGED, {"reason": reason, "checkpoint": str(last_good) if last_good else None})
 
 
-def mark_preempted(run_dir: Path, step: int, signum: int, path: Path | None):
-    marker = STOPPED if signum == signal.SIGINT else PREEMPTED
-    write_json_atomic(run_dir / marker, {"step": step, "signal": signum, "checkpoint": str(path) if path else None})
+def clear_markers(run_dir: Path):
+    for marker in MARKERS:
+        (run_dir / marker).unlink(missing_ok=True)
+
+
+def read_stop(run_dir: Path) -> dict | None:
+    """The stop marker's record ({} when it is there but torn), or None without one."""
+    for name in (PREEMPTED, STOPPED):
+        if (run_dir / name).is_file():
+            try:
+                mark = json.loads((run_dir / name).read_text())
+                return mark if isinstance(mark, dict) else {}
+            except (OSError, ValueError):
+                return {}
+    return None
+
+
+def read_diverged(run_dir: Path) -> str | None:
+    """The divergence marker's reason ('' when it is there but torn), or None without one."""
+    f = run_dir / DIVERGED
+    if not f.is_file():
+        return None
+    try:
+        return str(json.loads(f.read_text()).get("reason") or "")
+    except (OSError, ValueError, AttributeError):
+        return ""
+
+
+# -- eval.json, samples/ and plots/ --------------------------------------------------------------------
+
+def write_eval(run_dir: Path, record: dict) -> Path:
+    write_json_atomic(run_dir / EVAL, record)
+    return run_dir / EVAL
+
+
+def grid_path(run_dir: Path, step: int) -> Path:
+    """The fixed-noise sample grid of `step`."""
+    return run_dir / SAMPLES / f"step_{step:06d}.png"
+
+
+def grids(run_dir: Path) -> list[Path]:
+    """Every sample grid, in step order."""
+    return sorted((p for p in (run_dir / SAMPLES).glob("step_*.png") if GRID.match(p.name)), key=lambda p: p.name)
+
+
+def progress_gif(run_dir: Path) -> Path:
+    return run_dir / SAMPLES / "progress.gif"
+
+
+def plot_path(run_dir: Path, name: str) -> Path:
+    return run_dir / PLOTS / f"{name}.png"

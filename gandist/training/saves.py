@@ -19,7 +19,7 @@ class Saves:
     def __init__(self, run_dir: Path, models, cfg, say, main: bool):
         newest = checkpoint.latest(run_dir)
         self.run_dir, self.keep, self.say, self.main = run_dir, cfg.checkpoint.keep, say, main
-        self.every_s = cfg.checkpoint.every_minutes * 60
+        self.every_s, self.every_steps = cfg.checkpoint.every_minutes * 60, cfg.checkpoint.every
         self.needed = size(newest) if newest else estimate_checkpoint(models)
         self.last = time.monotonic()
         if main:
@@ -45,8 +45,8 @@ class Saves:
         self.needed = size(path)
         return path, f"{human(self.needed)}, {took:.1f} s"
 
-    def at_most_lost(self, every_steps: int) -> str:
+    def at_most_lost(self) -> str:
         """What a failure can cost: the work since the last checkpoint."""
         minutes = f" or {self.every_s / 60:g} minutes" if self.every_s else ""
         first = ", whichever comes first" if self.every_s else ""
-        return f"at most {every_steps} steps{minutes} of training{first} (what came after the last checkpoint)"
+        return f"at most {self.every_steps} steps{minutes} of training{first} (what came after the last checkpoint)"

@@ -124,9 +124,7 @@ class Stepper:
             held = replace(cfg, data=replace(cfg.data, source="shards", urls=cfg.health.heldout_urls, workers=0))
             self.heldout = make_feed(held, accelerator.process_index, accelerator.num_processes, accelerator.device)
         self.channels_last = on_gpu(cfg.perf.channels_last, accelerator.device)
-        # PyTorch's DCGAN example: with one D step and one G step a round, G's step scores the fakes D was
-        # just trained on, so G runs forward once a round; the fakes keep their graph through G until then.
-        self.reuse_fakes = cfg.perf.reuse_fakes and cfg.optim.n_critic == 1 and cfg.optim.g_steps == 1
+        self.reuse_fakes = cfg.reuses_fakes  # the D step's fakes keep their graph through G until G's step
 
     @property
     def counters(self):

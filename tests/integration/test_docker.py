@@ -228,7 +228,7 @@ def test_entrypoint_still_shows_the_launchers_report_of_a_real_failure(tmp_path,
 
 
 def test_git_commit_comes_from_the_build_time_record_else_git(tmp_path, monkeypatch):
-    from gandist.training.run_dir import git_commit
+    from gandist.training.opening import git_commit
 
     head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()
     monkeypatch.delenv("GANDIST_GIT_COMMIT", raising=False)

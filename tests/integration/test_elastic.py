@@ -23,7 +23,7 @@ import socket
 from pathlib import Path
 
 import pytest
-from gandist.training.history import read
+from gandist.training.run_dir import read_history as read
 from tests.conftest import PY, REPO, TINY, env, free_port
 from tests.integration.test_resume import _children, says
 

@@ -10,6 +10,8 @@ from gandist import config
 from gandist.backends.ddp import make_accelerator
 from gandist.data.feed import make_feed
 from gandist.draws import Draws
+from gandist.liveness import Progress
+from gandist.training import events
 from gandist.training.reporting import Reporter
 from gandist.training.step import Stepper, build_models
 from tests.conftest import REPO, TINY, metrics, run_train
@@ -53,10 +55,11 @@ def test_a_g_that_outputs_a_constant_is_named_mode_collapse(tmp_path, capsys):
     feed = make_feed(cfg, 0, 1, acc.device)
     stepper = Stepper(cfg, acc, models, feed, Draws(0, cfg.train.batch_size, 0, 1, acc.device))
     with Reporter(cfg, acc, tmp_path, 0) as report:
+        log = events.Log(events.Parts(cfg, acc, models, stepper, feed, report, Progress()))
         for step in range(cfg.train.steps):
             stepper.round(step)
             stepper.tally.sync()
-            report.log_round(step + 1, stepper.log_values(report.rates(step + 1, feed)), stepper.counters)
+            log(step + 1)
         report.summary(cfg.train.steps, [])
     said = capsys.readouterr().out
     assert says(said, "health, step 13: mode collapse: diversity 0.000", "try loss.adversarial=hinge"), said

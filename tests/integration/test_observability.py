@@ -14,7 +14,7 @@ from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from gandist import config, nets
-from gandist.training.reporting import TB_GROUPS
+from gandist.training.sinks import TB_GROUPS
 from tests.conftest import REPO, env, metrics, run_train, train_cmd
 from tests import metrics_fixtures
 

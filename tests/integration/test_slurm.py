@@ -271,7 +271,7 @@ def test_elastic_job_grows_with_a_join_job_and_outlives_the_loss_of_that_node(sl
     world 2; that node's task is killed: the job goes on at world 1 from the newest checkpoint; SLURM's time-limit
     warning still checkpoints and requeues it, and the requeued run completes.  (The test cluster has two one-CPU
     nodes: a lost node of a two-node job could not be joined back.)"""
-    from gandist.training.history import read
+    from gandist.training.run_dir import read_history as read
     from tests.integration.test_elastic import store
 
     srv, endpoint = store()

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 from safetensors.torch import load_file
 
-from gandist.training.history import read
+from gandist.training.run_dir import read_history as read
 from tests.conftest import REPO, run_train
 from tests.integration.test_elastic import Node, last_step, starts, store, until
 from tests.integration.test_resume import Job, says

@@ -18,7 +18,7 @@ from PIL import Image
 from tensorboard.backend.event_processing.event_multiplexer import EventMultiplexer
 from tensorboard.plugins.hparams import metadata as hparams_metadata
 
-from gandist.training.reporting import TB_GROUPS
+from gandist.training.sinks import TB_GROUPS
 from tests import metrics_fixtures
 from tests.conftest import PY, REPO, TINY, env, metrics
 

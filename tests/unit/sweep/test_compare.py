@@ -20,6 +20,7 @@ from rich.console import Console
 from gandist import config
 from gandist.cli import UsageError
 from gandist.compare import cli, figures, manifest, runs, status, table
+from gandist.training import run_dir as layout
 from gandist.training.lock import LOCK
 
 
@@ -81,7 +82,7 @@ def test_each_status_comes_from_the_run_files(tmp_path):
     s = status.of(nan)
     assert s.state == "diverged" and "loss_g not finite at step 3" in s.detail
     marked = make_run(tmp_path / "marked", logged=3, final=False)
-    (marked / status.DIVERGED).write_text(json.dumps({"reason": "loss_d was non-finite for 10 steps in a row"}))
+    layout.mark_diverged(marked, "loss_d was non-finite for 10 steps in a row", None)
     assert status.of(marked) == status.Status("diverged", "loss_d was non-finite for 10 steps in a row", 3, 10)
 
     stopped = make_run(tmp_path / "stopped", logged=5, saved=5, final=False)  # no marker: an error

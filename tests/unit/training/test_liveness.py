@@ -57,16 +57,20 @@ def test_the_verdict_travels_as_numbers_and_comes_back_typed():
 def test_a_full_disk_on_a_metrics_row_is_a_diskfull_naming_the_file(tmp_path):
     from types import SimpleNamespace
 
-    from gandist.training.reporting import Reporter
+    from gandist.training import run_dir as layout
+    from gandist.training.sinks import Sinks
 
     class Full:
         def write(self, line):
             raise OSError(errno.ENOSPC, "No space left on device")
 
-    r = Reporter.__new__(Reporter)
-    r.main, r.tb, r.others, r.run_dir = True, None, [], tmp_path
-    r.last_stats, r.last_scores = {}, {}
-    r.cfg = SimpleNamespace(checkpoint=SimpleNamespace(keep=2))
-    r.metrics_file = Full()
+        def close(self):
+            pass
+
+    s = Sinks.__new__(Sinks)
+    s.tb, s.others, s.run_dir = None, [], tmp_path
+    s.cfg = SimpleNamespace(checkpoint=SimpleNamespace(keep=2))
+    s.metrics = layout.MetricsLog(tmp_path)
+    s.metrics._f = Full()
     with pytest.raises(DiskFull, match=f"could not write a row of {tmp_path}/metrics.jsonl"):
-        r.log(5, {"loss_d": 1.0})
+        s.record(5, {"loss_d": 1.0})

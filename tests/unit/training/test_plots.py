@@ -10,6 +10,7 @@ from PIL import Image
 from gandist import config
 from gandist.config import ConfigError
 from gandist.training import plots
+from gandist.training import run_dir as layout
 from tests.conftest import REPO
 
 
@@ -24,8 +25,10 @@ def test_gif_frames_are_evenly_thinned_and_keep_the_first_and_last(tmp_path):
 
 def test_progress_gif_from_the_grids(tmp_path):
     for i in range(1, 131):
-        Image.new("RGB", (12, 10), (i, 0, 255 - i)).save(tmp_path / f"step_{i:06d}.png")
-    Image.new("RGB", (12, 10)).save(tmp_path / "sample_seed0.png")  # not a training grid
+        grid = layout.grid_path(tmp_path, i)
+        grid.parent.mkdir(exist_ok=True)
+        Image.new("RGB", (12, 10), (i, 0, 255 - i)).save(grid)
+    Image.new("RGB", (12, 10)).save(grid.parent / "sample_seed0.png")  # not a training grid
     gif = plots.progress_gif(tmp_path)
     with Image.open(gif) as im:
         assert im.n_frames == plots.GIF_FRAMES and im.size == (12, 10)
