@@ -221,7 +221,7 @@ def measure(cfg, backend: str, bucket: int, device: torch.device) -> dict:
     real = torch.rand(1, data.channels, data.resolution, data.resolution, device=device) * 2 - 1
     z = torch.randn(1, cfg.model.z_dim, device=device)
     # D step: under ZeRO the forwards go through the module (a penalty's autograd.grad through an engine's forward
-    # fails in DeepSpeed 0.19, see gandist.backends.zero.engines); DDP's forward, as gandist's step calls it
+    # fails in DeepSpeed 0.19, see gandist.backends.zero.update); DDP's forward, as gandist's step calls it
     Dcall = D if zg is not None else Dw
     with torch.no_grad():
         fake = Gw(z, None)

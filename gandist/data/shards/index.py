@@ -12,8 +12,7 @@ from gandist.data.shards.tar import tar_members
 
 INDEX = "index.json"
 FORMAT = "gandist-shards/1"  # index["format"]: an index.json of another layout is not ours to read
-# index["encoding"]: how the images are stored, "png" (<key>.png) or "raw" (<key>.npy, see raw.py).
-# Indexes written before the field existed hold PNG only, so its absence means png.
+# index["encoding"]: "png" (<key>.png) or "raw" (<key>.npy, see raw.py); an index without it holds PNG.
 ENCODINGS = ("png", "raw")
 
 log = logging.getLogger("gandist.data")
@@ -45,7 +44,7 @@ def find_index(urls: list[str]) -> tuple[dict, dict[str, int]]:
 
 
 def encoding_of(meta: dict) -> str:
-    """The image encoding of the shards an index describes ('png' for an index older than the field)."""
+    """The image encoding of the shards an index describes ('png' where it names none)."""
     return meta.get("encoding") or "png"
 
 

@@ -91,10 +91,9 @@ def _ignore_stop_signals(worker_id: int):
         signal.signal(s, signal.SIG_IGN)
 
 
-# Worker iterators still open (a training feed is never exhausted; an evaluation that stops reading early leaves
-# one suspended).  At interpreter exit torch leaves their workers to multiprocessing, which SIGTERMs and then
-# joins them: ours ignore SIGTERM, so the join waited forever and a finished run never exited.  They are shut
-# down here first (an atexit hook registered after torch's and multiprocessing's runs before theirs).
+# Worker iterators still open (a training feed is never exhausted).  At exit multiprocessing SIGTERMs and joins
+# their workers, which ignore SIGTERM, so the join would never end: they are shut down here first (an atexit
+# hook registered after torch's and multiprocessing's runs before theirs).
 _OPEN: weakref.WeakSet = weakref.WeakSet()
 
 
