@@ -6,9 +6,8 @@ from importlib import import_module
 
 __version__ = "0.1.0"
 
-# Loaded on first use (PEP 562): every `from gandist.x import y` runs this file first, so importing
-# gandist.trained here would load the nets, safetensors and the shard reader into every process and
-# module, and run gandist.trained's own `from gandist import ...` while this package is half made.
+# Loaded on first use (PEP 562): every `from gandist.x import y` runs this file first, and importing
+# gandist.trained here would load the nets into every process and import this package half made.
 _LAZY = {"load_generator": "gandist.trained", "GeneratorError": "gandist.trained"}
 
 

@@ -1,11 +1,8 @@
-"""Everything that knows about ranks: this rank's share of a global batch, every collective (reductions,
-gathering and broadcasting objects), and how a process ends at once.  The Accelerator that sets up the
-process group is made by gandist/backends/ddp.py; the stop flag and the watchdog are gandist/liveness.py's.
+"""Everything that knows about ranks: a rank's share of a batch, the collectives, and ending a process at once.
 
-World-size invariance by construction: every random draw of a step is a pure function of (seed, step,
-purpose) and the global row index, and a rank computes only its own rows (gandist.draws); the embedded
-dataset's batch for D-step j is likewise a fixed run of a per-epoch permutation.  So one process and N
-processes see the same numbers, and the training step never mentions ranks.
+World-size invariance by construction: every random draw is a pure function of (seed, step, purpose) and the
+global row index, and a rank computes only its own rows, so one process and N see the same numbers and the
+training step never mentions ranks.
 """
 from __future__ import annotations
 
@@ -18,11 +15,9 @@ from typing import NoReturn
 import numpy as np
 import torch
 import torch.distributed as dist
-# Imported before any process group exists, on purpose: torch.distributed.nn.functional gives ten of its
-# functions the default argument `group=group.WORLD`, evaluated when the module is first imported.  Imported
-# after init_process_group (torch._dynamo imports it, and torchvision and torch-fidelity import torch._dynamo),
-# they keep the default group alive past destroy_process_group, so gloo's threads run on into interpreter
-# teardown and the group is destroyed there, when its threads can no longer take the GIL.
+# Imported before any process group exists, on purpose: its functions default to `group=group.WORLD`, bound at
+# first import; bound after init_process_group they keep the group alive past destroy_process_group, and gloo's
+# threads then die in interpreter teardown without the GIL.
 import torch.distributed.nn  # noqa: F401
 
 
@@ -32,13 +27,12 @@ def on_gpu(flag: bool | None, device) -> bool:
 
 
 def is_distributed() -> bool:
-    """Is there a process group with more than one rank (the only case that needs a collective)?"""
+    """A process group with more than one rank: the only case that needs a collective."""
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
 
 def where(rank: int | None = None) -> str:
-    """'rank R on HOST' for messages: the process group's rank, else `rank` (ranks simulated in one
-    process by tests and benchmarks), else the launcher's RANK."""
+    """'rank R on HOST': the group's rank, else `rank` (simulated ranks), else the launcher's RANK."""
     if dist.is_available() and dist.is_initialized():
         rank = dist.get_rank()
     elif rank is None:
@@ -63,8 +57,7 @@ def share(n: int, rank: int, world: int) -> range:
 
 
 def elastic_world_sizes() -> list[int]:
-    """Every world size this job may take: GANDIST_ELASTIC_NODES=MIN:MAX (set for launch/elastic.sh, also by
-    slurm/train.sh's elastic mode) times this node's processes; none when the job is not elastic."""
+    """Every world size an elastic job may take (GANDIST_ELASTIC_NODES=MIN:MAX times this node's processes)."""
     nodes = os.environ.get("GANDIST_ELASTIC_NODES", "")
     lo, _, hi = nodes.partition(":")
     if not (lo.isdigit() and (hi or lo).isdigit()):
@@ -78,14 +71,14 @@ def world_size() -> int:
 
 
 def reduce_sum(t: torch.Tensor) -> list[float]:
-    """The sum over the ranks of a 1-d float64 tensor, read to the host: one all-reduce and one host read."""
+    """Sum over the ranks of a 1-d float64 tensor: one all-reduce, one host read."""
     if is_distributed():
         dist.all_reduce(t)
     return t.tolist()
 
 
 def reduce_max(t: torch.Tensor) -> list[float]:
-    """The elementwise max over the ranks of a 1-d float64 tensor, read to the host."""
+    """Elementwise max over the ranks of a 1-d float64 tensor, read to the host."""
     if is_distributed():
         dist.all_reduce(t, op=dist.ReduceOp.MAX)
     return t.tolist()
@@ -114,21 +107,16 @@ def broadcast_object(obj, src: int = 0):
 
 
 def shutdown():
-    """Destroy the process group if one is still there (a run that ended in an error never reached
-    accelerate's end_training), in ordinary code before the interpreter exits.  Left to interpreter
-    teardown, gloo's threads outlive what they use and the process aborts with "terminate called
-    without an active exception" after having reported its error and chosen its exit status."""
+    """Destroy a leftover process group before the interpreter exits: left to teardown, gloo's threads
+    outlive what they use and the process aborts after choosing its exit status."""
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
 
 
 def abandon(status: int) -> NoReturn:
-    """End this process at once with `status`, skipping interpreter teardown, after a lost peer.  The
-    group cannot be torn down cleanly then: gloo's threads still wait on the frozen or dead peer, and
-    teardown aborted one run in five on a busy machine ("terminate called without an active
-    exception", status -6 instead of the chosen 1).  Nothing is lost by skipping it: the error is
-    printed, checkpoints are written whole or not at all, the metrics file is line-buffered, the
-    tracker flushes at each log, and data workers exit on their own when their parent is gone."""
+    """Exit at once with `status`, skipping teardown, after a lost peer: gloo's threads still wait on the
+    peer and teardown would abort (status -6).  Nothing is lost: checkpoints are atomic, the metrics file is
+    line-buffered, and data workers exit when their parent does."""
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(status)

@@ -1,18 +1,10 @@
-"""How the ranks of a run stop together, and how a rank that stops is found: the stop flag they agree on
-(StopFlag), the watchdog that names a rank whose training no longer makes progress (Watchdog), and how a
-rank ends when a peer is lost (lost_peer, end_on_lost_peer).  gandist-train and gandist-check use them.
+"""How the ranks stop together (StopFlag) and how a rank that stops is found (Watchdog, lost_peer).
 
-Progress, not liveness: the loop says how far it has got (its step and the phase it is in, Progress.at) by
-setting a host attribute, with no device sync.  A thread compares it with the clock.  A rank whose progress
-stands still past its phase's budget (train.hang_timeout_s; a save and an evaluation have budgets of their
-own) while it is not waiting for the others in a collective is stalled: it names itself (rank, host, phase,
-last step) in the group's store, ends its node's part in an elastic run (its torchrun agent, which would
-otherwise restart it into the same group) and exits; the others read the name and exit, and an elastic
-agent restarts the group without it.  A rank whose thread stops bumping its beat (a frozen process, a lost
-node) is named by the others after hang_timeout_s.  Under torchrun's agent with TORCHELASTIC_ENABLE_FILE_TIMER=1
-(launch/elastic.sh sets it) the thread also keeps a torch.distributed.elastic.timer FileTimerClient's deadline
-ahead: if the thread stops (a frozen process, one that holds the GIL in a native call) the agent SIGKILLs
-the worker, so that no restart waits for the agent's shutdown timeout on it.
+Progress, not liveness: the loop sets its step and phase as a host attribute (no device sync) and a thread
+compares it with the clock.  A rank past its phase's budget, and not waiting in a collective, names itself in
+the group's store and leaves, so that an elastic agent restarts the group without it; a rank whose beats stop
+is named by the others.  Under torchrun's file timer (launch/elastic.sh) the thread also keeps a deadline
+ahead, so that a frozen process is SIGKILLed rather than waited on until the agent's shutdown timeout.
 """
 from __future__ import annotations
 
@@ -37,10 +29,9 @@ EXIT_ERROR = 1
 
 
 class StopFlag:
-    """SIGTERM / SIGUSR1 (SLURM preemption, time limit, docker stop) and a first SIGINT (Ctrl-C) set
-    `signum`; the ranks agree on it at log and checkpoint steps (tally.Tally.sync), so all of them
-    checkpoint and stop at the same step.  A second SIGINT ends the process at once, with one line.
-    `early`: signals noted before this flag existed (gandist.train notes SIGUSR1 while it imports)."""
+    """SIGTERM / SIGUSR1 (preemption, time limit) and a first Ctrl-C set `signum`, which the ranks agree on at
+    log and checkpoint steps so that all stop at the same step; a second Ctrl-C exits at once.  `early`:
+    signals noted before the flag existed."""
 
     SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT)
 
@@ -69,12 +60,9 @@ class StopFlag:
 
     @staticmethod
     def ignore_from_now_on():
-        """At interpreter exit: a stop signal then (SLURM's warning reaching a finished run; a launcher
-        script's repeat of one already heard) has nothing left to stop.  Left to the handler, it would kill
-        the process in the rest of teardown, where Python has put the default action (terminate) back: a
-        finished run would be requeued, a stopped one would lose its status 75.  An atexit hook, not the
-        end of gandist.train.main: an ignored signal stays ignored in every process started afterwards,
-        and main also runs inside other programs (the tests)."""
+        """At exit a late stop signal has nothing to stop, but would kill teardown with the default action
+        (requeueing a finished run, losing a stopped one's status 75).  An atexit hook, not the end of main:
+        an ignored signal is inherited by later children, and main also runs inside other programs."""
         for s in StopFlag.SIGNALS:
             signal.signal(s, signal.SIG_IGN)
 
@@ -91,8 +79,8 @@ def lost_peer(e: BaseException) -> bool:
 
 @contextmanager
 def end_on_lost_peer(prog: str, hint: str):
-    """The usual way a rank ends when another dies or hangs: one line naming this rank and the `hint` (what
-    gives up on a hung peer), no traceback, exit status 1 at once (abandon)."""
+    """A lost peer ends this rank with one line naming it and `hint` (what gives up on a hung peer), no
+    traceback, status 1 at once."""
     try:
         yield
     except Exception as e:
@@ -104,30 +92,26 @@ def end_on_lost_peer(prog: str, hint: str):
 
 
 class Progress:
-    """How far this rank's loop has got: its last step, the phase it is in, that phase's budget (seconds it
-    may go without progress) and whether it now waits for the other ranks in a collective.  Set from the
-    loop with plain assignments (no device sync, no lock: one tuple replaced whole); read by Watchdog's
-    thread.  On its own (tests, benches, one process) it only records."""
+    """This rank's last step, phase, the phase's budget (seconds without progress) and whether it waits in a
+    collective.  One tuple replaced whole: no device sync, no lock.  On its own it only records."""
 
     def __init__(self, budget_s: float = 90.0, phase: str = "start-up"):
         self.default_s = budget_s
         self.now = (0, phase, budget_s, time.monotonic(), False)  # step, phase, budget, since, waiting
 
     def at(self, phase: str, step: int | None = None, budget_s: float | None = None, waiting: bool = False) -> None:
-        """The loop enters `phase` (after `step` steps, if given): progress, with the phase's budget; `waiting`:
-        the whole phase waits for the other ranks (see `waiting`)."""
+        """Enter `phase` (after `step` steps); `waiting`: the whole phase waits for the other ranks."""
         last = self.now[0] if step is None else step
         self.now = (last, phase, budget_s or self.default_s, time.monotonic(), waiting)
 
     def within(self, phase: str) -> None:
-        """A part of the current phase (the data wait inside a step): progress, the phase's budget kept."""
+        """Progress within the current phase, its budget kept."""
         step, _, budget, _, _ = self.now
         self.now = (step, phase, budget, time.monotonic(), False)
 
     @contextmanager
     def waiting(self, phase: str | None = None):
-        """The block (in `phase`, default the current one) waits for the other ranks in a collective: a stall
-        here is theirs to name, not this rank's.  Entering it is progress."""
+        """The block waits for the other ranks in a collective: a stall here is theirs to name, not this rank's."""
         step, current, budget, _, _ = self.now
         phase = phase or current
         self.now = (step, phase, budget, time.monotonic(), True)
@@ -141,10 +125,8 @@ class Progress:
 
 
 class Watchdog(Progress):
-    """Progress, watched: see the module's docstring.  Each rank's record in the group's store (a client of
-    its own, so that a frozen store holds up neither this nor training) is bumped every hang_timeout_s / 10
-    seconds; no clock is compared across hosts.  The store lives with rank 0 (its process or its node's
-    agent): a store that has not answered for hang_timeout_s names rank 0."""
+    """Progress, watched.  Each rank bumps its record in the group's store (a client of its own, so a frozen
+    store holds up neither this nor training); no clock is compared across hosts.  A silent store names rank 0."""
 
     def __init__(self, hang_timeout_s: float, rank: int, world: int, startup_s: float):
         super().__init__(hang_timeout_s, "start-up")
@@ -173,16 +155,14 @@ class Watchdog(Progress):
 
     # -- this rank ----------------------------------------------------------------------------------------
     def _deadline(self, now: float) -> float:
-        """Seconds until this rank counts as stalled (negative: it does): its phase's budget from its last
-        progress, and hang_timeout_s more while it waits for the others (a stall then is theirs, named by
-        them first; past that, no rank moves at all: a collective that never completes)."""
+        """Seconds until this rank is stalled (negative: it is); waiting in a collective adds hang_timeout_s,
+        so a peer's stall is named by that peer first."""
         _, _, budget, since, waiting = self.now
         return max(since, self.resumed) + budget + (self.timeout_s if waiting else 0) - now
 
     def _renew_timer(self, left: float):
-        """The agent's file timer: due when this rank's own deadline has passed by two beats and a little (so
-        that this thread names the stall first), and never later than hang_timeout_s after this beat (so
-        that a frozen process, whose beats stop, is SIGKILLed by the agent)."""
+        """Due two beats after this rank's own deadline (so this thread names the stall first), and at most
+        hang_timeout_s ahead (so the agent SIGKILLs a frozen process)."""
         if self.timer is None:
             return
         try:
@@ -233,9 +213,8 @@ class Watchdog(Progress):
         abandon(EXIT_ERROR)
 
     def _exchange(self):
-        """Publish this rank's record and read the others', every beat.  A call to a store whose host is frozen
-        never returns (its timeout covers waiting for a key, not a silent socket): so this runs in a thread of
-        its own, and _watch judges from how long ago it last got an answer."""
+        """Publish this rank's record and read the others'.  A store call to a frozen host never returns, so
+        this runs in a thread of its own and _watch judges by when it last got an answer."""
         while not self._stop.wait(self.every):
             step, phase = self.now[:2]
             self.record.update(beat=self.record["beat"] + 1, step=step, phase=phase)
@@ -285,7 +264,7 @@ class Watchdog(Progress):
                                    f"after step {v['step']}): its process froze or its node is lost")
 
     def close(self):
-        """This rank is done: the others stop watching it, and the agent's timer is released."""
+        """Tell the others to stop watching this rank; release the agent's timer."""
         if self._thread is None:
             return
         self._stop.set()
@@ -310,7 +289,6 @@ def elastic_agent() -> bool:
 
 
 def save_budget(hang_timeout_s: float, longest_s: float, needed_bytes: int) -> float:
-    """Seconds a checkpoint save may take before it counts as stalled: hang_timeout_s plus the larger of
-    hang_timeout_s, four times the longest save of this run so far, and the time to write it at 10 MB/s."""
+    """Seconds a save may take before it counts as stalled: generous against slow disks (10 MB/s) and past saves."""
     return hang_timeout_s + max(hang_timeout_s, 4 * longest_s, needed_bytes / 10e6)
 

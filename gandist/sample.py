@@ -7,19 +7,11 @@
     gandist-sample runs/quickstart --interpolate 10         # 8 rows of 10 -> samples/interpolate_seed0.png
     gandist-sample models/shapes/ --n 4 --out four.png      # a copied-out final/ directory on its own
 
-RUN_DIR is a run directory or its final/ directory: G is rebuilt from final/generator.json alone, no
-training config needed (a run from before generator.json: from RUN_DIR/config.yaml, with key=value
-overrides).  Class-conditional models without --label get one class per row (row r: class r mod
-num_classes), like the training sample grids; attribute-conditional ones without --attributes get
-random 0/1 attributes.
-
---interpolate K: a latent interpolation strip instead, one row per pair of fixed random endpoints
-z_a -> z_b, K images each (both endpoints included), along the great circle (slerp); the rows are --n
-pairs (default 8) or, for class-conditional models without --label, one per class; a row's class
-(or attributes) stays fixed along it.
-
-The generator is final/generator_ema.safetensors when the run kept an EMA, else final/generator.safetensors
-(--checkpoint picks one).  The same seed gives the same images.
+RUN_DIR is a run directory or its final/ directory; G is rebuilt from final/generator.json, so no training
+config is needed.  Without --label a class-conditional model gets one class per row, as in the training
+grids.  --interpolate K: one row per pair of random endpoints, K images along the great circle, its
+condition fixed.  The EMA generator is used when the run kept one (--checkpoint picks); the same seed gives
+the same images.
 """
 from __future__ import annotations
 
@@ -64,8 +56,7 @@ def parse_args(argv):
 
 def conditions(model, n: int, seed: int, label: int | None = None, attributes: str | None = None,
                nrow: int | None = None) -> tuple[torch.Tensor | None, int, list[int] | None]:
-    """(G's condition vectors or None, images per grid row, class id of each image or None) for the
-    generator `model` describes (its generator.json card, or a training config)."""
+    """(condition vectors or None, images per grid row, class of each image or None) for the card `model`."""
     card = model if isinstance(model, dict) else generator_card(model)
     ld, names = card["network"]["label_dim"], card["conditioning"]["attributes"]
     square = nrow or max(1, int(math.sqrt(n)))
@@ -103,10 +94,8 @@ def conditions(model, n: int, seed: int, label: int | None = None, attributes: s
 
 
 def slerp(a: torch.Tensor, b: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-    """From a (t=0) to b (t=1) along the great circle, broadcast over the last dimension.  Why not a
-    straight line: Gaussian latents lie near the sphere of radius sqrt(z_dim), and the line between two
-    of them dips inside it (about 0.71 x the norm half-way), into noise G never saw in training; the
-    circle keeps the norm.  (Nearly) parallel endpoints: the straight line, which is then the same."""
+    """From a (t=0) to b (t=1) along the great circle.  Not a straight line: Gaussian latents lie near a
+    sphere, and the chord dips inside it (0.71 x the norm half-way), into noise G never saw in training."""
     cos = (a * b).sum(-1, keepdim=True) / (a.norm(dim=-1, keepdim=True) * b.norm(dim=-1, keepdim=True))
     omega = torch.acos(cos.clamp(-1, 1))
     sin = torch.sin(omega)
@@ -116,9 +105,8 @@ def slerp(a: torch.Tensor, b: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
 
 def interpolation(model, rows: int, steps: int, seed: int, label: int | None = None, attributes: str | None = None
                   ) -> tuple[torch.Tensor, torch.Tensor | None, list[int] | None]:
-    """(z, condition vectors or None, class of each image or None) of an interpolation strip, row after
-    row: row r goes from one random z to another in `steps` images (both ends included), its condition
-    the same all along: class r mod num_classes (or --label), --attributes, or random 0/1 attributes."""
+    """(z, condition vectors or None, class of each image or None) of a strip: row r goes from one random z
+    to another in `steps` images, its condition fixed along it."""
     card = model if isinstance(model, dict) else generator_card(model)
     ends = torch.randn(2, rows, 1, card["network"]["z_dim"], generator=generator(seed, 0, "interpolate"))
     t = torch.linspace(0, 1, steps).view(1, steps, 1)
@@ -131,12 +119,12 @@ def interpolation(model, rows: int, steps: int, seed: int, label: int | None = N
 
 @torch.no_grad()
 def generate(G, z: torch.Tensor, y: torch.Tensor | None, chunk: int = 256) -> torch.Tensor:
-    """G's images for all of z, float32 on the CPU (chunk at a time on G's device)."""
+    """G's images for all of z, float32 on the CPU."""
     return torch.cat([x.float().cpu() for x in generated_batches(G, z, y, chunk)])
 
 
 def save_each(images: torch.Tensor, out_dir: Path, classes: list[int] | None):
-    """One PNG per image (grey or RGB), quantised as the grid is: 000000.png or 000000_class3.png."""
+    """One PNG per image, quantised as the grid is: 000000.png or 000000_class3.png."""
     out_dir.mkdir(parents=True, exist_ok=True)
     u8 = quantise(images).permute(0, 2, 3, 1).numpy()
     for i, arr in enumerate(u8):

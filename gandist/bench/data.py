@@ -1,15 +1,8 @@
 """`python -m gandist.bench data [--cifar10 DIR] [--celeba DIR] [--workers 1,2] [--seconds 8] [--shards-only]`
 
-images/s per DataLoader worker of the shard reader (training mode: resampled shards, shuffle
-buffer, decode to uint8) for CIFAR-10 at 32 px and CelebA at 64 px, with the images stored both ways
-gandist-prepare can store them (--encoding png, the default, and raw: uint8 arrays that need no
-decoding), next to torchvision's datasets on the same images with the same workers and batch size:
-CIFAR10 (the pickled batches held in memory) and ImageFolder (CelebA's JPEGs with the same centre crop
-and Lanczos resize, and the 64 px PNGs the shards hold, written out as files).  By default the samples
-in ../shared/data are used.  Throughput is counted from the first batch on (worker start-up excluded)
-for --seconds per row; images per worker CPU-second (the workers' user + system time) is the figure
-that does not depend on what else the machine runs.  The raw vs PNG table at the end sets the two
-encodings side by side with their shards' size on disk.
+images/s of the shard reader in training mode (PNG and raw shards), next to torchvision's CIFAR10 and
+ImageFolder on the same images with the same workers and batch, for --seconds per row after the first
+batch.  Images per worker CPU-second is the figure that does not depend on what else the machine runs.
 """
 from __future__ import annotations
 
@@ -50,8 +43,7 @@ def _cpu_seconds(pids) -> float | None:
 
 
 def _rate(loader, seconds: float) -> tuple[float, float | None]:
-    """(images per second, images per CPU-second of the workers) from a DataLoader, after its first batch,
-    for about `seconds`.  The second figure does not depend on what else the machine is running."""
+    """(images/s, images per worker CPU-second) of a DataLoader after its first batch, for about `seconds`."""
     it = iter(loader)
     next(it)
     pids = [w.pid for w in getattr(it, "_workers", [])] or [os.getpid()]
@@ -78,8 +70,7 @@ def _map_loader(ds, workers: int, batch: int):
 
 
 def _torchvision_cifar(root: Path):
-    """torchvision's CIFAR10 on whatever batches are there: its md5 check would reject re-packed or
-    partial copies (as ../shared/data's sample), so the check is skipped and the file list trimmed."""
+    """torchvision's CIFAR10 without its md5 check, which rejects partial copies such as the shared sample."""
 
     class CIFAR10(datasets.CIFAR10):
         train_list = [[f"data_batch_{i}", None] for i in range(1, 6) if (root / f"data_batch_{i}").is_file()]

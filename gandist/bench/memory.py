@@ -5,25 +5,12 @@ under DDP, ZeRO-1 and ZeRO-2, at 1, 2 and 4 processes.
     python -m gandist.bench memory --configs configs/wgan_gp_celeba.yaml --processes 1,2,4,8
     python -m gandist.bench memory --bucket 500000000                  # DeepSpeed's own bucket size
 
-For each --processes N it starts N local processes (torchrun; gloo on CPU) which, for each config (and the
-same config with model.g_width and d_width x --widen), build G and D as gandist does (same seed, synchronised
-BatchNorm at N > 1, optim.* optimizers), wrap them (torch DDP as accelerate prepares them, or one DeepSpeed
-engine each: gandist.backends.zero.engines.make_engines) and run one D step (adversarial loss + the config's penalty, one
-backward) and one G step (D frozen) on a batch of one sample per rank: what is counted does not depend on
-the batch.  Then it takes an inventory of the tensors each rank actually holds, each storage counted once:
-  - weights: the module's parameters (under ZeRO-1/2 views of one flat buffer);
-  - gradients, right after the backward: the parameters' .grad and, under ZeRO, its partitioned gradients
-    (averaged_gradients, grads_in_partition);
-  - optimizer state, after the step: the torch optimizer's state (Adam's two moments, RMSprop's one) and,
-    under ZeRO, its fp32 copy of this rank's slice of the weights (single_partition_of_fp32_groups);
-  - buckets: DDP's gradient buckets (a copy of every gradient, as gradient_as_bucket_view is off) and ZeRO's
-    reduction buckets (ipg_buckets, allocated whole at reduce_bucket_size elements, capped by gandist at the
-    network's size; --bucket sets the uncapped size);
-  - other: any other tensor the ZeRO optimizer keeps, by attribute (shown so that nothing is hidden).
-Beside it, the formula (per rank, P parameters, N ranks, fp32, k optimizer moments): DDP 4P + 4P + 4kP;
-ZeRO-1 4P + 4P + (4k + 4)P/N; ZeRO-2 4P + (4 + 4k + 4)P/N (weights, gradients, optimizer state with the fp32
-master slice).  Activations are not counted: they follow the batch, the same under every backend.
-The last line of stdout is one JSON object with the figures.
+For each --processes N, N local processes (torchrun, gloo) build G and D as gandist does, wrap them in DDP or
+DeepSpeed, run one D and one G step on one sample per rank, and count the tensors each rank actually holds,
+each storage once: weights, gradients, optimizer state (with ZeRO's fp32 master slice), gradient buckets, and
+any other tensor ZeRO keeps, so that nothing is hidden.  Beside it, the ZeRO paper's formula (P parameters, N
+ranks, k moments): DDP 4P+4P+4kP; ZeRO-1 4P+4P+(4k+4)P/N; ZeRO-2 4P+(4+4k+4)P/N.  Activations follow the
+batch, the same under every backend, and are not counted.  The last line of stdout is one JSON object.
 """
 from __future__ import annotations
 
@@ -103,8 +90,7 @@ class Ledger:
 
 
 def tensors_in(value, depth: int = 3):
-    """The tensors in an attribute's value: lists, tuples, dicts and small objects (DeepSpeed's buckets), a few
-    levels deep; modules and optimizers are left to their own headings."""
+    """The tensors in an attribute's value, a few containers deep; modules and optimizers have headings of their own."""
     if isinstance(value, torch.Tensor):
         yield value
     elif depth == 0 or isinstance(value, (torch.nn.Module, torch.optim.Optimizer, str, bytes)):
@@ -131,8 +117,7 @@ ZERO_HEADINGS = (("params", ("bit16_groups_flat",)), ("master", ("single_partiti
 
 
 def inventory(module, opt, zero=None, ddp=None) -> Ledger:
-    """What one network's rank holds now: its weights, its gradients, its optimizer's state, under ZeRO its
-    optimizer's known buffers and (as other) every other tensor it keeps; DDP's buckets."""
+    """Everything one network holds on this rank now, by heading."""
     led = Ledger()
     led.add("params", module.parameters())
     if zero is not None:
@@ -152,8 +137,7 @@ def inventory(module, opt, zero=None, ddp=None) -> Ledger:
 
 
 def holdings(during: list[Ledger], after: Ledger) -> dict:
-    """A network's figures, bytes: weights and optimizer state after its step; gradients and buckets the most
-    seen together during or right after its backward; other tensors the most seen at any time."""
+    """A network's bytes: weights and optimizer state after its step, gradients and buckets at their peak."""
     peak = max(during, key=lambda led: led.bytes["grads"] + led.bytes["buckets"])
     names = set().union(*(led.names["other"] for led in [*during, after]))
     return {"params": after.bytes["params"], "grads": peak.bytes["grads"], "master": after.bytes["master"],
@@ -175,8 +159,7 @@ def formula(backend: str, numel: int, world: int, moments: int, bucket: int) -> 
 # -- one rank ------------------------------------------------------------------------------------------
 
 def load(path: str, widen: int, overrides) -> config.Config:
-    """The config as the bench runs it: the embedded data (nothing is read), no labels (their embedding is a
-    rounding error), G and D `widen` times as wide."""
+    """The config as benched: embedded data, no labels (a rounding error), G and D `widen` times as wide."""
     base = ["data.source=synthetic", "model.conditioning=none", "log.trackers=[]"]
     cfg = config.load(path, base + list(overrides))
     if widen == 1:
@@ -193,9 +176,8 @@ def optimizer(o, net: torch.nn.Module, lr: float) -> torch.optim.Optimizer:
 
 
 def step(module, wrapper, opt, zero, loss) -> dict:
-    """Backward and step of one network, with its inventory taken during the backward (under ZeRO where the
-    most is held: all gradients and the bucket, just before ZeRO releases the bucket), after it, and after the
-    step."""
+    """Backward and step of one network, with inventories during the backward (under ZeRO the peak is just
+    before the bucket is released), after it, and after the step."""
     ddp = wrapper if isinstance(wrapper, torch.nn.parallel.DistributedDataParallel) else None
     during = []
     if zero is not None:
@@ -239,7 +221,7 @@ def measure(cfg, backend: str, bucket: int, device: torch.device) -> dict:
     real = torch.rand(1, data.channels, data.resolution, data.resolution, device=device) * 2 - 1
     z = torch.randn(1, cfg.model.z_dim, device=device)
     # D step: under ZeRO the forwards go through the module (a penalty's autograd.grad through an engine's forward
-    # fails in DeepSpeed 0.19, see gandist.backends.zero.engines); DDP's forward, as gandist's step calls it
+    # fails in DeepSpeed 0.19, see gandist.backends.zero.update); DDP's forward, as gandist's step calls it
     Dcall = D if zg is not None else Dw
     with torch.no_grad():
         fake = Gw(z, None)

@@ -5,17 +5,11 @@
     python -m gandist.bench train --data shards --urls 'shards/train-{000000..000009}.tar' --workers 2
     python -m gandist.bench train --processes 2 model.g_width=32      # key=value: config overrides
 
-In one run, after --warmup rounds each, it times --steps rounds of
-  1. gandist: Stepper.round(step) of exactly what gandist.train builds (config, Accelerator, models,
-     optimizers, EMA, global draws, cross-rank reductions), fed batches made beforehand and kept on
-     the device, so that the step alone is measured;
-  2. the reference: the same networks, loss, penalty, optimizer, batch, precision and device in the
-     plain loop of the classic scripts (gandist/bench/reference.py), on the same device batches;
-  3. (unless --data none) gandist's step fed by its real reader: the embedded dataset, rendered on the
-     CPU per batch (--data synthetic), or the shard reader (--data shards): is input the bottleneck?
-images/s counts what D sees as real: rounds x n_critic x batch / seconds, as gandist's metrics do.
---processes N runs gandist's side in N local processes (torchrun; gloo on CPU) and sums their rates;
-the reference stays one process.  The last line of stdout is one JSON object with the figures.
+It times --steps rounds of (1) exactly what gandist.train builds, on batches kept on the device, so the step
+alone is measured; (2) the same networks and settings in the plain loop of the classic scripts
+(gandist/bench/reference.py); (3) unless --data none, gandist's step fed by its real reader, to see whether
+input is the bottleneck.  images/s = rounds x n_critic x batch / seconds, as the metrics count it.
+--processes N runs gandist's side in N processes and sums.  The last line of stdout is one JSON object.
 """
 from __future__ import annotations
 
@@ -87,8 +81,8 @@ def load_config(args, out_dir: str):
 
 
 class GandistSide:
-    """What gandist.train builds, in this process (the only one, or one rank of N): `step` is a round on
-    pre-made device batches, `fed` (or None) a round fed by the real reader, on the same models."""
+    """What gandist.train builds, in this rank: `step` a round on pre-made device batches, `fed` (or None)
+    one fed by the real reader, on the same models."""
 
     def __init__(self, cfg, args):
         self.args = args
@@ -108,7 +102,7 @@ class GandistSide:
         return self.args.steps * self.images / seconds
 
     def loops(self) -> dict:
-        """The loops timed together; the embedded dataset's too (it renders in this process, no workers)."""
+        """The loops timed together (the embedded dataset's too: it has no workers to slow the others)."""
         return {"gandist": self.step, **({"fed": self.fed} if self.args.data == "synthetic" else {})}
 
     def figures(self, seconds: dict, peaks: dict) -> dict:

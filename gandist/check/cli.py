@@ -1,6 +1,5 @@
 """gandist-check --config FILE [key=value ...]: before a long job, whether these nodes, GPUs, data and this config
-will work.  Started exactly as gandist.train is (plain python, torchrun, accelerate launch, slurm/check.sh), it
-runs every check of gandist/check/ on every rank in about a minute or two and rank 0 prints one table.
+will work.  Started exactly as gandist.train is; rank 0 prints one table after a minute or two.
 
     gandist-check --config configs/quickstart.yaml
     torchrun --nproc_per_node 8 -m gandist.check --config configs/wgan_gp_celeba.yaml train.batch_size=256
@@ -50,18 +49,16 @@ def parse_args(argv):
 
 
 def load_config(args):
-    """The config training would load, with the check's own settings (nothing logged, no progress bar, its
-    timeout).  A missing Inception weights file, which config.load refuses, is a check of its own here (one
-    node may lack it), made on every rank: so config.load does not look for it."""
+    """The config training would load, with the check's own settings.  The Inception weights file is not
+    looked for here: one node may lack it, so it is a check of its own, on every rank."""
     overrides = [*args.overrides, "log.trackers=[]", "log.progress=false", f"train.timeout_s={args.timeout}"]
     return config.load(args.config, overrides, check_files=False)
 
 
 @contextmanager
 def progress(main: bool, console: Console, watch: Watchdog, budget_s: float):
-    """say(what): rank 0 tells which check runs (a spinner on a terminal, a line on stderr otherwise), so that a
-    check waiting on a rank is seen waiting; every rank tells its watchdog (each check is collective and may take
-    `budget_s`), which names a rank that froze in it."""
+    """say(what): rank 0 shows which check runs, so a check waiting on a rank is seen waiting; every rank tells
+    its watchdog (each check may take `budget_s`), which names a rank that froze in it."""
     def told(what: str):
         watch.at(f"check: {what}", budget_s=budget_s, waiting=True)  # every check waits for the other ranks in it
         return what
@@ -141,8 +138,7 @@ def check(args) -> int:
 
 def after_rounds(ran, timed: list[dict], facts: list[dict], measured: dict, read: list[dict], cfg,
                  device_type: str, rank: int) -> list:
-    """The rows the training rounds' figures decide: precision, a round's communication, the read rate against
-    the step's, room for the checkpoints of the models built."""
+    """The rows the training rounds' figures decide (precision, communication, read rate, checkpoint room)."""
     round_s = rounds.slowest(timed)["value"]["round_s"]
     out = [rounds.precision_row(ran.health, cfg, device_type),
            collectives.round_row(ran.counted, cfg, facts, measured, round_s, device_type)]
@@ -155,7 +151,7 @@ def after_rounds(ran, timed: list[dict], facts: list[dict], measured: dict, read
 
 
 def guarded(args) -> int:
-    """check(args), with a lost peer (a rank died or hung) said in one line, as gandist.train says it."""
+    """check(args), a lost peer said in one line, as gandist.train says it."""
     with end_on_lost_peer(PROG, f"a frozen one is named after train.hang_timeout_s, one that holds a check up "
                                 f"given up on after --timeout {args.timeout} s"):
         return check(args)

@@ -1,10 +1,6 @@
-"""Collectives: an all-reduce of known values is exact; bus bandwidth and latency at a few sizes, over every
-rank, within a node and between nodes; what one round of this config communicates and costs at them.
-
-Bus bandwidth is nccl-tests' busbw for an all-reduce: algbw x 2(n-1)/n, algbw = bytes / seconds, so that it
-compares with a link's speed whatever the number of ranks.  A round's communication is counted as `python -m
-gandist.bench comm` counts it (gandist.bench.comm.count_round on a real round) and timed with that command's
-cluster model (gandist.bench.cluster), fed with the figures measured here instead of assumed link speeds."""
+"""Collectives: an all-reduce is exact; bandwidth and latency over every rank, within and between nodes; and
+what a round of this config costs at them.  Bandwidth is nccl-tests' busbw, comparable with a link's speed at
+any rank count; the round is counted and timed as `python -m gandist.bench comm` does, with measured figures."""
 from __future__ import annotations
 
 import time
@@ -77,8 +73,8 @@ def groups(facts: list[dict]) -> list[tuple[str, list[int]]]:
 
 
 def bandwidth(facts: list[dict], device) -> dict:
-    """Collective: {label: {"n": ranks, "sizes": [[bytes, seconds, busbw], ...]}}, the slowest group and rank
-    of each label; every rank takes part in making every group and in every reduction."""
+    """Collective (every rank makes every group): {label: {"n": ranks, "sizes": [[bytes, seconds, busbw]]}},
+    the slowest group and rank of each."""
     if not is_distributed():
         return {}
     rank, out = dist.get_rank(), {}
@@ -123,8 +119,7 @@ def bandwidth_rows(measured: dict, device_type: str) -> list[Row]:
 
 
 def latency_and_links(measured: dict) -> tuple[float, float, float | None]:
-    """(seconds of the smallest all-reduce over every rank, busbw within a node, busbw between nodes or None),
-    the bandwidths at the largest size measured."""
+    """(smallest all-reduce's seconds, busbw within a node, between nodes or None) at the largest size."""
     world, within, between = (measured.get(label) for label in (WORLD, WITHIN, BETWEEN))
     intra = (within or world)["sizes"][-1][2]
     return world["sizes"][0][1], intra, between["sizes"][-1][2] if between else None

@@ -1,6 +1,4 @@
-"""The data, on every rank: open it as training does (gandist.data.feed.make_feed: the shards exist, their
-index.json agrees with data.*, the first samples decode), read some batches of this rank's slice, and say
-how fast that went against what a training step consumes."""
+"""The data on every rank, opened as training opens it, read at some rate against what a step consumes."""
 from __future__ import annotations
 
 import time

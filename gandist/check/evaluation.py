@@ -1,6 +1,5 @@
-"""The Inception weights eval.metrics needs, on every rank (each evaluates its share): the file
-eval.feature_weights names, or torch-fidelity's own download, already in torch.hub's cache or fetched at the
-first evaluation (which a node without internet access cannot do)."""
+"""The Inception weights on every rank (each evaluates its share): a node without internet access cannot
+fetch them at the first evaluation."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -21,8 +20,7 @@ def cached_download() -> Path:
 
 
 def look(cfg) -> dict:
-    """This rank: the weights file and its size, or where torch-fidelity's download is and whether it is there
-    ({} when nothing is evaluated)."""
+    """This rank's weights file, or whether the download is cached ({} when nothing is evaluated)."""
     if not cfg.eval.metrics:
         return {}
     path = check_weights(cfg.eval.feature_weights)  # MetricError, naming the key, when the file is missing

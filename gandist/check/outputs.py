@@ -1,9 +1,6 @@
-"""output.dir from every rank: it can be written there, it is the same directory on every node (a file one rank
-writes, the others read: a node-local disk or another mount is found here, not at the first checkpoint), and it
-has room for checkpoint.keep + 1 checkpoints of these models (a checkpoint is complete before the oldest goes).
-
-Everything is written in a scratch folder of output.dir, removed at the end; a run directory that did not exist
-is made as training would make it, and removed again when the check leaves it empty."""
+"""output.dir from every rank: writable, the same directory on every node (so a node-local disk is found here,
+not at the first checkpoint), with room for checkpoint.keep + 1 checkpoints.  It writes only in a scratch
+folder, and removes what it made."""
 from __future__ import annotations
 
 import shutil
@@ -82,8 +79,7 @@ def shared_row(found: list[dict], writers: list[dict]) -> Row:
 
 
 def room(out: Path, models, keep: int) -> dict:
-    """Free bytes at output.dir and the bytes checkpoint.keep + 1 checkpoints take (the newest one's size when
-    there is one, else an estimate from the models, as the training run's warning does)."""
+    """Free bytes at output.dir, and what checkpoint.keep + 1 checkpoints take (newest one's size, else estimated)."""
     newest = checkpoint.latest(out)
     one = size(newest) if newest else estimate_checkpoint(models)
     return {"free": free_bytes(out), "one": one, "needed": (keep + 1) * one, "measured": newest is not None}
@@ -103,8 +99,7 @@ def room_row(found: dict, out: Path, keep: int) -> Row:
 
 
 def clean(out: Path, token: str, created: str | None) -> None:
-    """After every rank is done reading: remove the scratch folder, and the folders this rank made for output.dir
-    (`created`, the outermost) as long as they are empty again."""
+    """Once every rank has read: remove the scratch folder, and the folders made for output.dir if empty."""
     shutil.rmtree(scratch(out, token), ignore_errors=True)
     if created is None:
         return

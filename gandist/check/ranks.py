@@ -1,5 +1,5 @@
-"""Who runs where, with what: each rank's host, device (driver, CUDA, NCCL, memory) and software; the processes
-on each node against what the launch asked for; the same software and the same resolved config on every rank."""
+"""Who runs where, with what: each rank's host, device and software, the processes per node against the
+launch, and the same software and resolved config on every rank."""
 from __future__ import annotations
 
 import os
@@ -48,7 +48,6 @@ def driver() -> str | None:
 
 
 def describe(acc) -> dict:
-    """This rank: where it runs, on what device, with what software."""
     d = acc.device
     f = {"rank": acc.process_index, "host": socket.gethostname(), "where": f"rank {acc.process_index} on "
          f"{socket.gethostname()}",
@@ -116,7 +115,7 @@ def devices_row(facts: list[dict]) -> Row:
 
 
 def layout_row(facts: list[dict], expect_nodes: int | None, expect_per_node: int | None, want_cuda: bool) -> Row:
-    """The processes on each node as launched (or as the job asked: slurm/check.sh says), one GPU each."""
+    """The processes on each node against what the launch or job asked, one GPU each."""
     problems, notes = [], []
     nodes = by_node(facts)
     if expect_nodes and len(nodes) != expect_nodes:
@@ -173,8 +172,7 @@ def flat(d: dict, prefix: str = "") -> dict:
 
 
 def config_row(found: list[dict]) -> Row:
-    """Each rank's resolved config (file + command line, loaded on its own node) against rank 0's: a node with
-    another copy of the config file, or a rank given other arguments, trains something else."""
+    """Each rank's resolved config against rank 0's: a node with another copy of the file trains something else."""
     first = flat(found[0]["value"])
     diffs = []
     for f in found[1:]:

@@ -1,9 +1,6 @@
-"""The table gandist-check prints: its rows, how a rank's finding is taken and gathered, and the table itself
-(rich on a terminal, plain lines otherwise: a SLURM log, a pipe, CI).
-
-A check runs on every rank.  What one rank finds (a value, or the one-line error that stopped it) is a
-`finding`; gandist.distributed.gather_object brings every rank's to every rank, so all of them build the same
-rows and agree on the exit status, and a rank that fails is named by rank and host in the row."""
+"""The table gandist-check prints (rich on a terminal, plain lines in logs).  Each rank's `finding` (a value,
+or the error that stopped it) is gathered to every rank, so all build the same rows and agree on the exit
+status, and a failing rank is named in its row."""
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
@@ -32,8 +29,8 @@ class Row:
 
 
 def finding(fn: Callable, *args) -> dict:
-    """This rank's finding: fn(*args) under 'value', or the line saying why it failed under 'error' (never
-    raised: the other ranks are about to wait for this one in the gather that follows)."""
+    """fn(*args) under 'value', or why it failed under 'error': never raised, since the others wait for this
+    rank in the gather that follows."""
     me = {"where": where()}
     try:
         me["value"] = fn(*args)
@@ -60,7 +57,7 @@ def verdict(section: str, check: str, found: list[dict], passed: str) -> Row:
 
 
 def ordered(rows: list[Row]) -> list[Row]:
-    """The rows by section, in the order of SECTIONS (checks run in another order: collectives first)."""
+    """The rows in the order of SECTIONS (the checks run in another)."""
     return sorted(rows, key=lambda r: SECTIONS.index(r.section))
 
 
@@ -77,7 +74,7 @@ def summary(rows: list[Row], seconds: float) -> tuple[int, str]:
 
 
 def plain(rows: list[Row]) -> str:
-    """One line a row (its detail's further lines indented beneath): for logs, pipes and grep."""
+    """One line a row, for logs, pipes and grep."""
     width = max((len(r.check) for r in rows), default=0)
     out, last = [], None
     for r in ordered(rows):

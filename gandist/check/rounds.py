@@ -1,9 +1,6 @@
-"""A few real training rounds of this config on this backend: what gandist.train builds (the Accelerator's
-models and optimizers, synchronised BatchNorm, the EMA, the Stepper with its draws, guard and tallies), fed
-batches of this rank's shape made beforehand on the device (the reader has its own row), timed as `python -m
-gandist.bench train` times them.  From them: images/s, peak memory per rank, whether the config's precision
-stays finite here (under fp16 with the loss scaler and the penalty, when the config has one), and the time
-train.steps would take.  The first round is counted as `python -m gandist.bench comm` counts one."""
+"""A few real training rounds of this config, built as gandist.train builds them and fed batches made on the
+device beforehand (the reader has its own row), timed as `python -m gandist.bench train` times them: images/s,
+peak memory, whether the precision stays finite, and the time train.steps would take."""
 from __future__ import annotations
 
 import copy
@@ -76,8 +73,7 @@ def slowest(found: list[dict]) -> dict:
 
 
 def rounds_rows(found: list[dict], facts: list[dict], cfg, device_type: str, timed: int) -> list[Row]:
-    """images/s, peak memory per rank, and the time of train.steps, from every rank's figures; or the rounds'
-    failure (an out-of-memory at this batch, say) on each rank it stopped."""
+    """images/s, peak memory and the time of train.steps from every rank's figures, or where they failed."""
     if errors(found):
         return [Row("training", "rounds", FAIL, listed(errors(found)))]
     slow = slowest(found)

@@ -1,6 +1,5 @@
-"""Synchronised BatchNorm on this backend (torch's SyncBatchNorm on CUDA, gandist's GlobalBatchNorm elsewhere,
-as the networks get it: gandist.nets.layers.convert_sync_batchnorm) against single-process BatchNorm over the
-global batch: output, input gradient and running statistics, each rank on its rows."""
+"""Synchronised BatchNorm as the networks get it, against single-process BatchNorm over the global batch:
+output, input gradient and running statistics, each rank on its rows."""
 from __future__ import annotations
 
 import torch

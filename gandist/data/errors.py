@@ -6,8 +6,7 @@ from gandist.cli import ConfigError
 
 
 class DataError(ConfigError):
-    """data.* settings that cannot work with the shards (none exist, another resolution, no such labels,
-    nothing readable); a ConfigError, so gandist-train reports it without a traceback."""
+    """data.* settings the shards cannot serve; a ConfigError, so reported without a traceback."""
 
 
 class PrepareError(Exception):
@@ -15,6 +14,5 @@ class PrepareError(Exception):
 
 
 class BadSample(Exception):
-    """One sample cannot be used (a corrupt image, a missing or unreadable label, another size); the
-    message says why.  gandist-prepare stops on it or, with --skip-bad, skips and counts it; the shard
-    reader always skips and counts it."""
+    """One unusable sample, the message saying why: gandist-prepare stops on it (--skip-bad: skips and counts
+    it), the shard reader always skips and counts it."""

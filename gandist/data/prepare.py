@@ -7,17 +7,11 @@
     gandist-prepare synthetic --out shards/synthetic --size 20000
     gandist-prepare cifar10 --src data/cifar10 --out shards/cifar10-raw --encoding raw
 
-Shards are OUT/<split>-NNNNNN.tar; each sample is <key>.png (lossless: an image that needs no resize
-keeps its exact pixels) with <key>.cls (class id) or <key>.attr.json (CelebA's 40 attributes, 1/-1).
-With --encoding raw the image is <key>.npy instead, its uint8 (C, H, W) array: the same pixels, which
-the reader copies instead of decoding (less CPU per image), in larger shards (PNG stays the default).
-OUT/index.json lists every split's shards and sample counts, the encoding, the resolution, channels,
-class or attribute names and the preprocessing.  The train split is written in a seeded random order.
-
-Re-running is idempotent: a split whose index entry matches the same options and unchanged inputs is
-left alone; otherwise it is rewritten (byte-identical for the same inputs) and stale shards are removed.
-Bad input (missing folder, corrupt image, attribute rows without images, images without rows) is an
-error naming the file, or with --skip-bad is skipped, reported and counted in the index.
+Shards are OUT/<split>-NNNNNN.tar of <key>.png (lossless) or, with --encoding raw, <key>.npy (the same
+pixels, copied rather than decoded, in larger shards), with <key>.cls or <key>.attr.json; OUT/index.json
+describes them.  The train split is written in a seeded random order.  Re-running is idempotent: an
+up-to-date split is left alone, any other is rewritten byte-identically.  Bad input is an error naming the
+file, or with --skip-bad is skipped and counted.
 """
 from __future__ import annotations
 
@@ -76,8 +70,7 @@ def _run(job):
 
 
 def _params(entry: dict | None) -> dict | None:
-    """An index entry's options; an entry written before --encoding existed was PNG, and is still up to
-    date for --encoding png (no rewrite of every shard after an upgrade)."""
+    """An index entry's options; an entry without an encoding is PNG, so it stays up to date for png."""
     params = (entry or {}).get("params")
     return {"encoding": "png", **params} if isinstance(params, dict) else params
 
@@ -132,8 +125,7 @@ def _warn_skipped(split: str, what: str, shown: int):
 
 def write_split(split: Split, out: Path, *, shard_size: int, pool, skip_bad: bool, order_seed: int | None,
                 progress: _Progress, skipped: list[str], encoding: str = "png") -> dict:
-    """Write one split's shards with webdataset.ShardWriter; returns its index entry (without params).
-    `skipped` holds what was skipped while listing the input; samples skipped here are added to it."""
+    """Write one split's shards; returns its index entry (without params).  Skips here are added to `skipped`."""
     order = np.arange(split.count)
     if order_seed is not None:
         order = np.random.default_rng([order_seed, split.count]).permutation(split.count)
@@ -189,11 +181,9 @@ def prepare(source: str, src: str | Path | None, out: str | Path, *, splits: lis
             size: int = 20000, seed: int = 0, shuffle_seed: int | None = 0, force: bool = False,
             progress: bool = True, encoding: str = "png", resplit_sizes: dict[str, int] | None = None,
             log=print) -> dict:
-    """Write `source` as shards into `out`; returns the index (also written to out/index.json).
-    `workers` writer processes encode the samples (None: the CPU cores, at most 8); 0 or 1 encode them
-    in this process.  The shards' bytes do not depend on it.  `encoding`: 'png' or 'raw' (see the
-    module docstring); a split written with the other one is rewritten.  `resplit_sizes` ({"train": 8000,
-    "test": 2000}) pools the splits read and cuts them anew (sources.resplit), seeded by `shuffle_seed`."""
+    """Write `source` as shards into `out`; returns the index (also written to out/index.json).  The bytes do
+    not depend on `workers` (None: the cores, at most 8).  `resplit_sizes` ({"train": 8000, "test": 2000})
+    pools the splits and cuts them anew, seeded by `shuffle_seed`."""
     if encoding not in ENCODINGS:
         raise PrepareError(f"--encoding must be {' or '.join(ENCODINGS)}, not {encoding!r}")
     if shard_size < 1:

@@ -1,10 +1,7 @@
-"""The embedded dataset: coloured shapes on textured backgrounds, 10 classes, no download.
+"""The embedded dataset: coloured shapes on textured backgrounds, 10 classes (class i % 10), no download.
 
-Image i is a pure function of (seed, i): it is drawn from numpy's PCG64 stream seeded by
-[seed, i] (platform independent) and rendered with only + - * abs floor and comparisons in
-float64, which IEEE arithmetic makes exact everywhere, so every machine and rank gets the same bytes.
-Class i % 10 is the shape: disk, square, triangle, diamond, ring, plus, horizontal bar,
-vertical bar, X, hollow square.
+Image i is a pure function of (seed, i): drawn from PCG64 seeded by [seed, i] and rendered with only
++ - * abs floor and comparisons in float64, exact under IEEE, so every machine and rank gets the same bytes.
 """
 from __future__ import annotations
 

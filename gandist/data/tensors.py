@@ -1,6 +1,5 @@
-"""What every batch goes through on its way to the nets, whatever it was read from: uint8 pixels to
-[-1, 1] floats, labels to the vectors G and D are conditioned on.  A leaf (torch only), so the feeds,
-the EMA and the metrics share it without importing one another."""
+"""uint8 pixels to [-1, 1] and labels to condition vectors: a leaf (torch only), so that the feeds, the EMA
+and the metrics share it without importing one another."""
 from __future__ import annotations
 
 import torch
@@ -13,8 +12,7 @@ def to_images(u8: torch.Tensor, device) -> torch.Tensor:
 
 
 def condition(labels: torch.Tensor | None, cfg, device=None) -> torch.Tensor | None:
-    """Labels as the float vectors G and D are conditioned on (one-hot classes, or 0/1 attributes), on
-    `device` (copied there as integers: fewer bytes than the vectors)."""
+    """Labels as condition vectors (one-hot classes or 0/1 attributes) on `device`, copied as integers."""
     if cfg.model.conditioning == "none" or labels is None:
         return None
     if device is not None:

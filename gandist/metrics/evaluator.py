@@ -1,21 +1,9 @@
-"""The Evaluator: FID / IS / KID, and the judge's metrics, of a generator against the run's real data,
-computed with torch-fidelity's feature extractors (Inception, and the judge registered as one).
+"""The Evaluator: FID / IS / KID and the judge's metrics of a generator against the run's real data.
 
-    evaluator = Evaluator(cfg, device, rank, world)   # once: checks settings, reads nothing yet
-    scores = evaluator(G_ema)                          # e.g. {"fid": 31.2, "kid": 0.021, "kid_std": 0.001}
-
-It feeds torch-fidelity's extractor batches itself instead of handing `torch_fidelity.calculate_metrics`
-a Dataset or a GenerativeModelModuleWrapper, because
-
-- the real images' features are computed once per Evaluator and reused at every periodic evaluation;
-- shards stream (an iterable of batches, which calculate_metrics does not take);
-- conditional generators get their labels from us (torch-fidelity's generative-model path draws labels
-  with `np.int`, which numpy >= 1.24 no longer has), and the noise from gandist's seeded streams;
-- every process of a distributed run takes its share of the images.
-
-Distributed: every rank generates and embeds its contiguous slice of the generated set and its share of
-the real set (gandist.metrics.sets); features are gathered to every rank, rank 0 computes the metrics and
-broadcasts them, so all ranks return the same dict.  Every rank of the run must call the Evaluator together.
+It feeds torch-fidelity's extractors itself rather than calling `calculate_metrics`, so that the real
+features are computed once and reused at every evaluation, shards can stream, labels and noise come from
+gandist's seeded draws, and each rank embeds only its share.  Features are gathered to every rank and rank 0's
+scores are broadcast: every rank must call it together, and all return the same dict.
 """
 from __future__ import annotations
 
@@ -45,14 +33,9 @@ def _cat_features(parts: list[dict]) -> dict:
 
 
 class Evaluator:
-    """Computes `metrics` of a generator against the run's real data; holds Inception and the real
-    set's features between calls.  All ranks of a distributed run construct and call it together.
-
-    cfg: the run Config.  metrics/num_samples/feature_weights/feature_layer default to cfg.eval.*; feature_layer is
-    the Inception layer for FID and KID ("2048" = published numbers; 64/192/768 for small sample counts,
-    as pytorch-fid's --dims); judge (the judge file of judge_fd, judge_acc, prdc) defaults to cfg.eval.judge, and
-    `judge_setting` names where it came from in errors; seed defaults to train.seed; progress (rich, rank 0)
-    defaults to cfg.log.progress."""
+    """Holds Inception and the real set's features between calls; all ranks construct and call it together.
+    Arguments left None default to cfg.eval.* (seed: train.seed); `judge_setting` names the judge's source in
+    errors."""
 
     def __init__(self, cfg, device, rank: int = 0, world: int = 1, *, metrics=None, num_samples: int | None = None,
                  feature_weights: str | None = None, feature_layer: str | int | None = None,
@@ -85,9 +68,8 @@ class Evaluator:
         self.real_count = 0
 
     def _check_judge(self, path: str, setting: str) -> tuple[str, dict, tuple | None]:
-        """(the judge file, its metadata, its outputs of the run's attributes) where a metric reads the judge:
-        there, and trained on images like the run's (checked now, before any work); ("", {}, None) where none
-        does."""
+        """(judge file, metadata, its outputs of the run's attributes), checked before any work; ("", {}, None)
+        where no metric reads a judge."""
         if not uses_judge(self.metrics):
             return "", {}, None
         if not path:
@@ -101,8 +83,7 @@ class Evaluator:
         return path, meta, judge.check_fits(meta, self.cfg, path, setting, accuracy=accuracy)
 
     def prepare(self) -> "Evaluator":
-        """Load Inception and embed the real set now (a training run calls this before its first step, so
-        a missing download or unreadable data stops it at once); otherwise the first call does it."""
+        """Embed the real set now, so that a missing download or unreadable data stops a run before its first step."""
         self._read_real()
         self._nets_for(self.fake_layers)
         return self
@@ -122,7 +103,6 @@ class Evaluator:
         return nets
 
     def _net(self, layers: tuple) -> torch.nn.Module:
-        """Inception with these output layers."""
         if layers not in self._nets:
             if is_distributed() and not self.weights:  # one download, then the other ranks read the cache
                 problem = None
@@ -143,8 +123,7 @@ class Evaluator:
 
     @contextmanager
     def _counter(self, description: str, total: int):
-        """A callback that advances rank 0's progress bar by the images of all ranks (their shares differ by
-        at most one), or None where no bar is shown."""
+        """A callback advancing rank 0's progress bar by all ranks' images, or None where no bar is shown."""
         if not (self.main and self.progress):
             yield None
             return
@@ -211,8 +190,8 @@ class Evaluator:
         return _cat_features(gather_object(feats))
 
     def __call__(self, G: torch.nn.Module) -> dict[str, float]:
-        """Scores (those of the metrics requested: registry.score_keys), the same on every rank.  G: the
-        generator itself (not a DDP wrapper): its eval-mode output is used and its mode restored."""
+        """Collective: scores (registry.score_keys), the same on every rank.  G is the bare generator, not a
+        DDP wrapper; its mode is restored."""
         self._read_real()
         fake = self._generate(G)
         result = None

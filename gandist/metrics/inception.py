@@ -1,11 +1,6 @@
-"""Images into Inception features: torch-fidelity's InceptionV3 (`inception-v3-compat`, its port of the
-TensorFlow graph that published FID/IS/KID numbers use), fed uint8 N x 3 x H x W batches of any size (it
-resizes them to 299 px itself).
-
-Weights: a local file in torch-fidelity's format (a torch.save'd state dict of
-FeatureExtractorInceptionV3), or none for torch-fidelity's default download (cached by torch.hub under
-$TORCH_HOME/hub/checkpoints).  `check_weights` is the one place that tells a user their file is missing,
-so a command or a training run can say it before any work.
+"""Images into Inception features: torch-fidelity's `inception-v3-compat`, the TensorFlow graph behind
+published FID/IS/KID numbers.  Weights are a local file or torch-fidelity's download; `check_weights` is the
+one place that reports a missing file, so that commands and runs say it before any work.
 """
 from __future__ import annotations
 
@@ -22,8 +17,7 @@ __all__ = ["FEATURE_EXTRACTOR", "FEATURE_LAYERS", "LOGITS", "check_weights", "ex
 
 
 def check_weights(weights: str | Path | None, setting: str = "eval.feature_weights") -> Path | None:
-    """The weights file as a Path (None: torch-fidelity's download); MetricError naming `setting` (the config
-    key or command-line option it came from) if it does not exist."""
+    """The weights file as a Path (None: download); MetricError naming `setting` if it does not exist."""
     if not weights:
         return None
     path = Path(weights)
@@ -34,8 +28,7 @@ def check_weights(weights: str | Path | None, setting: str = "eval.feature_weigh
 
 
 def feature_extractor(layers: Iterable[str], weights: str | Path | None, device) -> torch.nn.Module:
-    """torch-fidelity's InceptionV3 with the given output layers, on `device`.  weights: a local file in
-    torch-fidelity's format, or None/'' for torch-fidelity's default download."""
+    """torch-fidelity's InceptionV3 with these output layers; weights None/'' downloads them."""
     # deferred: torch-fidelity is heavy
     from torch_fidelity.feature_extractor_inceptionv3 import URL_INCEPTION_V3
     from torch_fidelity.utils import create_feature_extractor
@@ -60,14 +53,12 @@ def feature_extractor(layers: Iterable[str], weights: str | Path | None, device)
 
 
 def quantise(x: torch.Tensor) -> torch.Tensor:
-    """[-1, 1] floats -> uint8, rounded as torchvision's save_image does; reporting.save_grid writes its PNGs
-    with it, so the images Inception sees are the ones a person looks at."""
+    """[-1, 1] floats -> uint8 as save_image rounds: the grids use it too, so Inception sees what a person sees."""
     return (x.detach().float().clamp(-1, 1) * 0.5 + 0.5).mul(255).add_(0.5).clamp_(0, 255).to(torch.uint8)
 
 
 def to_uint8_rgb(x: torch.Tensor) -> torch.Tensor:
-    """Images for Inception: G's output in [-1, 1] (quantised exactly as save_grid writes PNGs) or uint8,
-    1 or 3 channels -> uint8 (N, 3, H, W)."""
+    """G's output in [-1, 1] (quantised as the grids are) or uint8, 1 or 3 channels -> uint8 (N, 3, H, W)."""
     if x.dim() != 4 or x.shape[1] not in (1, 3):
         raise MetricError(f"expected images of shape (N, 1 or 3, H, W), got {tuple(x.shape)}")
     if x.dtype != torch.uint8:
@@ -78,8 +69,7 @@ def to_uint8_rgb(x: torch.Tensor) -> torch.Tensor:
 @torch.no_grad()
 def extract(nets, batches: Iterable[torch.Tensor], on_batch: Callable[[int], None] | None = None
             ) -> dict[str, torch.Tensor]:
-    """Features {layer: (N, D) float32 CPU tensor} of image batches (any of to_uint8_rgb's inputs) from one
-    torch-fidelity feature extractor or several (Inception and the judge: one pass over the images)."""
+    """{layer: (N, D) float32 CPU features} of the batches from one or several extractors, in one pass."""
     nets = [nets] if isinstance(nets, torch.nn.Module) else list(nets)
     device = next(nets[0].parameters()).device
     parts: dict[str, list] = {k: [] for net in nets for k in net.get_requested_features_list()}

@@ -1,20 +1,9 @@
-"""The judge: a small classifier trained on a run's own labelled shards, whose penultimate features stand in
-for Inception's where no Inception weights can be had (offline clusters), and whose predictions say whether
-a conditional generator draws the class it was asked for.
+"""The judge: a small classifier of the run's own labelled data, whose features stand in for Inception's where
+no Inception weights can be had (offline clusters), and whose predictions check a conditional generator.
 
-    meta = read_meta("judges/mnist.safetensors")                 # what it was trained on, its floor
-    net = create_feature_extractor(JUDGE, [JUDGE_FEATURES], cuda=False,
-                                   feature_extractor_weights_path="judges/mnist.safetensors")
-
-`register()` makes it torch-fidelity's feature extractor "gandist-judge", so torch-fidelity's own
-`calculate_metrics(feature_extractor="gandist-judge", feature_extractor_weights_path=..., fid=True, prc=True)`
-works with it too; it takes uint8 (N, 3, H, W) batches as torch-fidelity's extractors do (a grey judge reads
-the first channel).
-
-The file: a safetensors state dict whose metadata (key "gandist_judge", JSON) holds what evaluation checks
-before any work -- resolution, channels, classes or attributes -- and what a run is read against: the
-judge's accuracy on held-out reals and the real-vs-real floor (Frechet distance in its features between the
-held-out reals and as many training reals).  gandist/metrics/judge_train.py writes it.
+It is registered as torch-fidelity's extractor "gandist-judge", so torch-fidelity's own calculate_metrics
+works with it too.  Its safetensors metadata holds what evaluation checks before any work (size, labels) and
+what a run is read against (held-out accuracy, the real-vs-real floor).
 """
 from __future__ import annotations
 
@@ -33,8 +22,7 @@ META_KEY = "gandist_judge"
 
 
 class JudgeNet(nn.Module):
-    """Four 3x3 conv layers (three of stride 2), global average pooling, a hidden layer whose ReLU output is
-    the feature vector, and the class (or attribute) logits.  Input: floats in [-1, 1], (N, C, H, W)."""
+    """Four 3x3 convs, average pooling, a hidden layer (the features) and the logits; input in [-1, 1]."""
 
     def __init__(self, channels: int, outputs: int, width: int = 32, features: int = 128):
         super().__init__()
@@ -68,8 +56,7 @@ def build(meta: dict) -> JudgeNet:
 
 
 def read_meta(path: str | Path, setting: str = "eval.judge") -> dict:
-    """The judge file's metadata (a cheap read: the header only); MetricError naming `setting` if the file is
-    missing or not a gandist judge."""
+    """The judge file's metadata (header only); MetricError naming `setting` if missing or not a judge."""
     # deferred: only a judge file needs it
     from safetensors import SafetensorError, safe_open
 
@@ -92,7 +79,6 @@ def read_meta(path: str | Path, setting: str = "eval.judge") -> dict:
 
 
 def load(path: str | Path, setting: str = "eval.judge", device="cpu") -> tuple[JudgeNet, dict]:
-    """(the judge in eval mode, its metadata)."""
     from safetensors.torch import load_file
 
     meta = read_meta(path, setting)
@@ -117,10 +103,8 @@ def save(net: JudgeNet, meta: dict, path: Path):
 
 
 def check_fits(meta: dict, cfg, path, setting: str = "eval.judge", *, accuracy: bool = False) -> tuple[int, ...] | None:
-    """MetricError unless the judge was trained on data like the run's: its resolution and channels, its kind
-    of labels (classes or attributes) and its number of classes, and, for its accuracy on an
-    attribute-conditional run, the run's attributes.  Returns the judge's output columns of the run's
-    attributes (for that accuracy), else None."""
+    """MetricError unless the judge was trained on data like the run's (size, labels, classes; attributes
+    where `accuracy`).  Returns its output columns of the run's attributes, else None."""
     d = cfg.data
     for key, mine in (("resolution", d.resolution), ("channels", d.channels)):
         if meta[key] != mine:
@@ -143,13 +127,12 @@ def check_fits(meta: dict, cfg, path, setting: str = "eval.judge", *, accuracy: 
 
 @cache
 def register() -> type:
-    """Register the judge with torch-fidelity as the feature extractor "gandist-judge" (once) and return its
-    class; deferred to first use because importing torch-fidelity takes seconds."""
+    """Register "gandist-judge" with torch-fidelity once; deferred, as importing torch-fidelity takes seconds."""
     from torch_fidelity.feature_extractor_base import FeatureExtractorBase
     from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY, register_feature_extractor
 
     class JudgeExtractor(FeatureExtractorBase):
-        """The judge as a torch-fidelity feature extractor: uint8 (N, 3, H, W) -> (features, logits) as asked."""
+        """uint8 (N, 3, H, W) -> (features, logits) as asked."""
 
         def __init__(self, name, features_list, feature_extractor_weights_path=None, **kwargs):
             super().__init__(name, features_list)
@@ -184,7 +167,6 @@ def register() -> type:
 
 
 def judge_extractor(layers, path: str | Path, device, setting: str = "eval.judge") -> JudgeExtractor:
-    """The judge as a torch-fidelity extractor giving `layers`, on `device`."""
     from torch_fidelity.utils import create_feature_extractor
 
     register()

@@ -5,12 +5,10 @@
     gandist-judge --train ... --test ... --labels attr --attributes Smiling,Male,Eyeglasses \\
                   --out judges/celeba.safetensors
 
-It prints, and writes into the file, the judge's accuracy on the held-out (--test) images and the
-real-vs-real floor: the Frechet distance in its features between all held-out images and as many training
-images.  A generator is then read against that floor (gandist-eval prints judge_fd / floor): about 1 means
-its images are as close to the held-out set as other real images are.  Train the judge on the images the GAN
-trains on and measure both on a split neither saw.  The images are read into memory (CelebA: cap them with
---max-train).  Runs in one process, on the GPU if there is one.
+It records the judge's held-out accuracy and the real-vs-real floor (the Frechet distance in its features
+between held-out and training images), which a generator is read against: judge_fd / floor near 1 means as
+close as other real images.  Train on the GAN's images, measure on a split neither saw.  The images are held
+in memory (--max-train caps them).
 """
 from __future__ import annotations
 
@@ -101,7 +99,7 @@ def label_names(a, meta: dict) -> tuple[list[str], list[str]]:
 
 
 def quiet(bar, show: bool):
-    """The bar, drawing nothing (not even the blank lines of a hidden task) unless `show`."""
+    """The bar, drawing nothing at all unless `show`."""
     bar.disable = not show
     return bar
 

@@ -1,14 +1,7 @@
-"""The metrics by name (in the manner of StyleGAN3's metric_main): each is a function of features already
-extracted (Inception's, or the judge's: gandist/metrics/judge.py), registered with the layer it reads, the
-scores it gives and whether it needs the real set.
-
-Light to import on purpose: gandist.config checks `eval.metrics` against `list_metrics()` when it loads
-a config, so this module imports neither torch-fidelity (the metric functions do, when they run) nor
-torch nor anything of gandist's.
-
-The maths is torch-fidelity's (`fid_features_to_statistics`/`fid_statistics_to_metric`,
-`isc_features_to_metric`, `kid_features_to_metric`, `prc_features_to_metric`); gandist only chooses the
-features and the settings, except for density and coverage (Naeem et al. 2020), which torch-fidelity lacks.
+"""The metrics by name, as StyleGAN3's metric_main: each a function of features already extracted, registered
+with the layer it reads, its scores and whether it needs the real set.  Light to import (no torch, no
+torch-fidelity until a metric runs): gandist.config checks eval.metrics against it while loading.  The maths
+is torch-fidelity's, but for density and coverage (Naeem et al. 2020), which it lacks.
 """
 from __future__ import annotations
 
@@ -137,8 +130,7 @@ def isc(fake: dict, real: dict | None, opts: Options) -> dict:
 
 @contextmanager
 def _no_tqdm_monitor():
-    """tqdm starts a monitor thread (a daemon that lives until the interpreter exits) for every bar, even a
-    disabled one; monitor_interval = 0 is tqdm's switch for not starting it."""
+    """No tqdm monitor thread: tqdm starts one even for a disabled bar, and it lives until exit."""
     before = tqdm.monitor_interval
     tqdm.monitor_interval = 0
     try:
@@ -199,9 +191,8 @@ def knn_radii(f, k: int, chunk: int = 4096):
 
 
 def density_coverage(fake, real, k: int, chunk: int = 4096) -> tuple[float, float]:
-    """Naeem et al. 2020: density = how many real k-NN balls hold each generated sample, over k (about 1 for
-    a generator that matches the data, above 1 where fakes crowd where reals are dense); coverage = the share
-    of real samples whose k-NN ball holds at least one generated sample."""
+    """Naeem et al. 2020: density = real k-NN balls holding each fake, over k (about 1 when matched); coverage =
+    share of reals whose k-NN ball holds a fake."""
     import torch
 
     radii = knn_radii(real, k, chunk)

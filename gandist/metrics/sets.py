@@ -1,13 +1,6 @@
-"""Where the two image sets of an evaluation come from, and each rank's share of them.
-
-The generated set: `num_samples` images from noise drawn globally from the stream (train.seed, "eval") --
-the same images at every evaluation of a run and for any number of processes -- with balanced class
-labels (image i has class i mod data.num_classes) for class-conditional models, and the real set's
-attribute vectors (in order, repeated if needed) for attribute-conditional ones.
-
-The real set: the first `num_samples` images of the embedded dataset (all of them if it is smaller), or,
-for shards, up to `num_samples` images read in shard order by `gandist.data.shards.eval.eval_batches_for`
-from eval.real_urls (a held-out split) or else data.urls.
+"""The two image sets of an evaluation and each rank's share.  The generated set's noise is drawn globally,
+so it is the same at every evaluation and any world size; the real set is read in order (eval.real_urls,
+else data.urls), so scores of two runs compare like for like.
 """
 from __future__ import annotations
 
@@ -25,8 +18,7 @@ from gandist.metrics.registry import MetricError
 
 
 def expected_real(cfg, limit: int) -> int:
-    """How many real images all ranks together read at most: `limit`, or fewer for a smaller embedded
-    dataset (a shard set's size is known only once read)."""
+    """Real images all ranks read at most: `limit`, or fewer for a smaller embedded dataset."""
     return min(limit, cfg.data.synthetic_size) if reads_synthetic(cfg) else limit
 
 
@@ -36,8 +28,8 @@ def reads_synthetic(cfg) -> bool:
 
 
 def shard_urls(setting: str, pattern: str) -> list[str]:
-    """The urls of a shard pattern; MetricError naming `setting` where it gives none or a local one is missing
-    (checked before any work: a reader would skip a missing shard and find out only after reading the rest)."""
+    """The urls of a shard pattern; MetricError naming `setting` for none or a missing local one, before any
+    work (a reader would only skip it)."""
     try:
         urls = expand_urls(pattern)
     except (DataError, ValueError) as e:
@@ -51,8 +43,7 @@ def shard_urls(setting: str, pattern: str) -> list[str]:
 
 def real_batches(cfg, limit: int, rank: int = 0, world: int = 1, batch_size: int = 32
                  ) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
-    """(uint8 images, labels) of this rank's share of the real set: the first `limit` images of the
-    embedded dataset, or up to `limit` images of the shards in eval.real_urls (else data.urls) read in order."""
+    """(uint8 images, labels) of this rank's share of the first `limit` real images."""
     d = cfg.data
     if reads_synthetic(cfg):
         ds = SyntheticDataset(d.synthetic_size, d.resolution, d.channels, d.synthetic_seed)
@@ -78,8 +69,7 @@ def eval_noise(cfg, n: int, seed: int | None = None) -> torch.Tensor:
 
 
 def asked_labels(cfg, n: int, real_labels: torch.Tensor | None) -> torch.Tensor | None:
-    """What the generated set asks G for: balanced classes (image i: class i mod num_classes), or the real
-    set's attribute vectors in order (repeated), so attribute frequencies match the data; None unconditional."""
+    """Balanced classes, or the real set's attribute vectors in order so their frequencies match; None unconditional."""
     ld = cfg.label_dim
     if not ld:
         return None
@@ -103,8 +93,7 @@ def eval_conditions(cfg, n: int, real_labels: torch.Tensor | None) -> torch.Tens
 
 def generated_batches(G: torch.nn.Module, z: torch.Tensor, y: torch.Tensor | None, batch_size: int
                       ) -> Iterator[torch.Tensor]:
-    """G's images for noise z and conditions y (or None), batch_size at a time, on G's device and dtype
-    (the caller chooses G's mode and no_grad)."""
+    """G's images for z and y, batch_size at a time on G's device (the caller sets mode and no_grad)."""
     p = next(G.parameters())
     for i in range(0, len(z), batch_size):
         yi = y[i:i + batch_size].to(p.device, p.dtype) if y is not None else None

@@ -20,16 +20,14 @@ FAMILIES = tuple(_FAMILIES)
 
 def build_generator(arch: str, z_dim: int, channels: int, resolution: int, width: int, norm: str,
                     label_dim: int) -> nn.Module:
-    """G of family `arch` from explicit arguments (what final/generator.json records), with the weights
-    its layers' constructors leave: nets.build applies the family's initialisation afterwards, and
-    loading a trained generator replaces them."""
+    """G from explicit arguments (what final/generator.json records), uninitialised: nets.build initialises it,
+    loading a trained generator replaces the weights."""
     if arch not in _FAMILIES:
         raise ValueError(f"unknown network family {arch!r}: one of {', '.join(FAMILIES)}")
     return _FAMILIES[arch][0](z_dim, channels, resolution, width, norm, label_dim=label_dim)
 
 
 def generator_args(cfg) -> dict:
-    """build_generator's arguments for the config's G, by name."""
     m, d = cfg.model, cfg.data
     return {"arch": m.arch, "z_dim": m.z_dim, "channels": d.channels, "resolution": d.resolution,
             "width": m.g_width, "norm": m.g_norm, "label_dim": cfg.label_dim}

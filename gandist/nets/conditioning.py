@@ -1,10 +1,6 @@
-"""Label conditioning, written once for every network family.
-
-G is conditioned by concatenating the label vector to its noise (Mirza & Osindero 2014).  D either
-takes the labels with its input (`concat`: appended to a flat input, or as constant feature maps to
-an image) or adds a projection of them onto its features to its logit (`projection`, Miyato & Koyama
-2018).  A family gets both by deriving its G from ConditionalGenerator and its D from
-ConditionalDiscriminator; see their docstrings for the few calls each makes.
+"""Label conditioning, written once for every family: G concatenates labels to its noise (Mirza & Osindero
+2014); D takes them with its input (`concat`) or projects them onto its features (`projection`, Miyato &
+Koyama 2018).  A family gets both by deriving from ConditionalGenerator and ConditionalDiscriminator.
 """
 from __future__ import annotations
 
@@ -28,13 +24,8 @@ def label_maps(y: torch.Tensor, h: int, w: int) -> torch.Tensor:
 
 
 class Projection(nn.Module):
-    """Projection discriminator head (Miyato & Koyama 2018): logit += <embed(y), features>.
-
-    For one-hot classes embed(y) is the class's embedding (the bias adds only a class-independent
-    term, like D's own head).  For 0/1 attribute vectors the bias is what makes it right:
-    b + sum_k y_k w_k is exactly one two-class projection per attribute (b collects every
-    attribute's "absent" embedding), so an absent attribute is evidence too, not silence.
-    """
+    """Projection head: logit += <embed(y), features>.  The bias matters for 0/1 attributes: b + sum_k y_k w_k
+    is one two-class projection per attribute, so an absent attribute is evidence too, not silence."""
 
     def __init__(self, label_dim: int, features: int, sn: bool):
         super().__init__()
@@ -63,13 +54,10 @@ class ConditionalGenerator(nn.Module):
 
 
 class ConditionalDiscriminator(nn.Module):
-    """D's side of conditioning.  A subclass
-
-    - adds `self.label_inputs` channels (or features, for a flat input) to its input layer,
-    - calls `self.add_projection(features, sn)` after building its head, with the width of the
-      pooled features the head reads (last, so `proj.*` stays last in the state dict, as it always was),
-    - and in forward: `x, y = self.labelled(x, y)` first, `return self.plus_projection(out, h, y)` last.
-    """
+    """D's side of conditioning.  A subclass adds `self.label_inputs` to its input layer, calls
+    `self.add_projection(features, sn)` last in __init__ (so `proj.*` stays last in the parameter order and the
+    other layers' initialisation is unchanged), and in forward starts with `self.labelled(x, y)` and ends with
+    `self.plus_projection`."""
 
     def __init__(self, label_dim: int, conditioning: str):
         super().__init__()
@@ -84,8 +72,7 @@ class ConditionalDiscriminator(nn.Module):
             self.proj = Projection(self.label_dim, features, sn)
 
     def labelled(self, x: torch.Tensor, y: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """D's input with the labels appended (`concat`), and the labels in the input's dtype
-        (None when D is unconditional: whatever labels it is given are ignored)."""
+        """D's input with the labels appended (`concat`), and the labels in its dtype (None: unconditional)."""
         if self.conditioning == "none":
             return x, None
         check_labels(y, self.label_dim, "D")
@@ -95,8 +82,7 @@ class ConditionalDiscriminator(nn.Module):
         return x, y
 
     def plus_projection(self, out: torch.Tensor, feats: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
-        """D's logits plus the projection term.  Feature maps (N, F, H, W) are sum-pooled over space,
-        the paper's global pooling; a family that pools otherwise passes its pooled (N, F) features."""
+        """Logits plus the projection term; feature maps are sum-pooled over space, as in the paper."""
         if self.proj is None:
             return out
         if feats.dim() == 4:

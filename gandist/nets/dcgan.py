@@ -1,9 +1,5 @@
-"""DCGAN (Radford et al. 2016): transposed convolutions up, strided convolutions down.
-
-Resolutions 28 (from 7x7), 32 and 64 (from 4x4), and 128.  G: BatchNorm + ReLU, tanh output.
-D: LeakyReLU(0.2), no norm on the first layer, one logit (no sigmoid: the loss takes logits).
-With d_norm `layer` (the WGAN-GP critic) each hidden layer is normalised over (C, H, W) of its own
-sample, so a sample's output never depends on the rest of the batch.
+"""DCGAN (Radford et al. 2016) at 28, 32, 64 and 128 px.  D gives logits (the loss applies the sigmoid); with
+d_norm `layer` (the WGAN-GP critic) a sample's output never depends on the rest of the batch.
 """
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
-"""Building blocks shared by the networks: normalisation (including a synchronised BatchNorm that
-works on CPU/gloo), spectral normalisation and initialisation.  Label conditioning is in conditioning.py."""
+"""Building blocks shared by the networks: normalisation (with a synchronised BatchNorm that works on gloo),
+spectral normalisation and initialisation."""
 from __future__ import annotations
 
 import torch
@@ -38,14 +38,9 @@ def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
 
 
 class GlobalBatchNorm(nn.BatchNorm2d):
-    """BatchNorm whose batch statistics cover the global batch of every process.
-
-    torch.nn.SyncBatchNorm refuses CPU tensors, so CPU/gloo runs use this one: each rank
-    all-reduces its per-channel sums through a differentiable all-reduce (to any order: the
-    gradient penalty and R1 need double backward).
-    The arithmetic and the running-statistics update are those of nn.BatchNorm over the
-    concatenated global batch.  It works for 1d (N, C) and 2d (N, C, H, W) inputs.
-    """
+    """BatchNorm over the global batch for CPU/gloo, which torch's SyncBatchNorm refuses: per-channel sums go
+    through an all-reduce differentiable to any order (the penalties need double backward), and the result
+    equals nn.BatchNorm's over the concatenated batch."""
 
     def _check_input_dim(self, x):
         if x.dim() not in (2, 4):
@@ -109,8 +104,7 @@ def maybe_sn(layer: nn.Module, on: bool) -> nn.Module:
 
 
 def raw_weight(m: nn.Module) -> torch.Tensor:
-    """The weight to initialise: under spectral norm, the unnormalised tensor it parametrises
-    (m.weight is then computed from it on every access, so initialising that would be lost)."""
+    """The weight to initialise: under spectral norm the parametrised original (m.weight is recomputed)."""
     p = getattr(m, "parametrizations", None)
     return p.weight.original if p is not None and hasattr(p, "weight") else m.weight
 

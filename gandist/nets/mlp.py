@@ -1,8 +1,5 @@
-"""The MLP generator and discriminator of Goodfellow et al. 2014: Linear + LeakyReLU(0.2).
-
-G: z -> 4w -> 8w -> 16w hidden units (256, 512, 1024 at the default width 64) -> pixels, tanh.
-D: pixels -> 16w -> 8w -> 4w -> one logit.  The paper's maxout units and dropout are left out, as in
-the seed projects: LeakyReLU trains as well here and has no extra hyperparameters.
+"""The MLP G and D of Goodfellow et al. 2014, with LeakyReLU instead of the paper's maxout and dropout: it
+trains as well here and has no hyperparameters of its own.
 """
 from __future__ import annotations
 

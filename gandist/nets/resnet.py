@@ -1,13 +1,6 @@
-"""The ResNet generator and critic of Gulrajani et al. 2017 (WGAN-GP, CIFAR-10), for 32 and 64 px.
-
-As in the paper's CIFAR-10 code (gan_cifar_resnet.py), with 128 channels at the default width 64:
-G: linear to 4x4, three residual up-blocks (norm, ReLU, nearest 2x, conv3x3, norm, ReLU, conv3x3; the
-shortcut is nearest 2x then conv1x1), norm, ReLU, conv3x3, tanh.
-D: an optimised first block (conv3x3, ReLU, conv3x3, mean-pool; shortcut mean-pool then conv1x1), one
-residual down-block (mean-pool after the convs; shortcut conv1x1 then mean-pool), two residual blocks
-without resampling (identity shortcut), ReLU, global mean pooling over space, linear.  The paper's
-critic uses no normalisation (NORMALIZATION_D = False), which is d_norm: none; `layer` adds layer norm.
-At 64 px G has one more up-block and D one more down-block, at the same width.
+"""The ResNet G and critic of Gulrajani et al. 2017 (WGAN-GP), for 32 and 64 px, block for block as the
+paper's CIFAR-10 code (128 channels at width 64), so that its results are the reference; the paper's critic
+is unnormalised (d_norm: none).
 """
 from __future__ import annotations
 
@@ -100,8 +93,7 @@ class ResNetDiscriminator(ConditionalDiscriminator):
 
 
 def init_resnet_weights(module: nn.Module):
-    """The paper's initialisation: uniform He-style (Glorot with gain sqrt(2)) for the 3x3 convs on
-    ReLU paths, plain Glorot for the 1x1 shortcuts, G's output conv and the linear layers; zero biases."""
+    """The paper's initialisation: Glorot with gain sqrt(2) on ReLU paths, plain Glorot elsewhere, zero biases."""
     for name, m in module.named_modules():
         if not isinstance(m, (nn.Conv2d, nn.Linear)):
             continue

@@ -1,2 +1,2 @@
-"""gandist-sweep: a family of runs from one spec (spec.py), run here one or K at a time (here.py) or as one SLURM
-job array through slurm/train.sh (slurm.py); its manifest and how its members stand are gandist.compare's."""
+"""gandist-sweep: a family of runs from one spec, run here or as one SLURM job array; the manifest and how its
+members stand belong to gandist.compare, so that compare can follow a sweep it did not start."""

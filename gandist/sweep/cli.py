@@ -4,14 +4,10 @@
     gandist-sweep sweeps/gp.yaml                  # here, one after another (--parallel K: K at a time)
     gandist-sweep sweeps/gp.yaml --slurm --parallel 4    # one array job, at most 4 members at once
 
-The spec (gandist/sweep/spec.py) gives a base config, shared overrides, grid axes and/or named override sets,
-and `out`: each member gets the run directory <out>/<member>, and <out>/sweep.json lists them.  Every member's
-config is checked before anything is written or submitted.  Re-running the same spec skips the members that
-are done (or diverged: the same settings would diverge again; change them or delete the member's directory to
-retry), running or still queued, and resumes the others from their newest checkpoint.  Here, the sweep ends
-with gandist-compare's table and plots (<out>/compare/); on SLURM, run gandist-compare <out> to follow it.
-Exit status: 0 every member done or diverged, 1 a member failed, 2 a bad spec or member, 75 stopped by
-SIGTERM, 130 by Ctrl-C (its members saved a checkpoint: re-run to resume).
+The spec's format is in the README (Sweeps); each member runs in <out>/<member>, listed in <out>/sweep.json.
+Every member's config is checked before anything is written or submitted.  Re-running skips members that are
+done, diverged (they would diverge again), running or queued, and resumes the others.  Exit status: 0 every
+member done or diverged, 1 a member failed, 2 a bad spec, 75 SIGTERM, 130 Ctrl-C (re-run to resume).
 """
 from __future__ import annotations
 
@@ -72,7 +68,7 @@ def action(spec, m, skip: str | None) -> str:
 
 
 def listing(spec, members, steps: list[tuple[str, str | None]], overrides: bool) -> str:
-    """A line per member; with `overrides`, its own ones (its set's and grid point's: `set` is every member's)."""
+    """A line per member; with `overrides`, its own (not the shared `set`)."""
     shared = flatten(spec.set)
     rows = [(str(m.index), m.name, state, action(spec, m, skip))
             + ((" ".join(f"{k}={spec_.cli_value(v)}" for k, v in m.overrides.items() if k not in shared),)

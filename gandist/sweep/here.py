@@ -1,10 +1,6 @@
-"""A sweep's members run on this machine: one after another, or K at a time, each a `python -m gandist.train`
-process writing its output to <out>/logs/<member>.log.
-
-Each member runs in a session of its own, so a Ctrl-C at the terminal reaches the sweep alone; the sweep
-passes SIGINT and SIGTERM on to every running member (once per signal received: a second Ctrl-C ends them at
-once, as it does gandist-train), starts no more, and waits for them: they save a checkpoint and stop, and
-re-running the sweep resumes them.
+"""A sweep's members run here, K at a time, each a `python -m gandist.train` process.  Each gets a session of
+its own, so a terminal's Ctrl-C reaches the sweep alone, which passes each signal on once and waits: the
+members checkpoint and stop as gandist-train does, and a re-run resumes them.
 """
 from __future__ import annotations
 
@@ -36,8 +32,7 @@ def member_env(parallel: int) -> dict:
 
 
 def run(spec: Spec, members: list[Member], parallel: int, say) -> tuple[dict[str, int], int | None]:
-    """Run `members`, `parallel` at a time; returns each started member's exit status, and the signal that
-    stopped the sweep (None if none did)."""
+    """Run `members`, `parallel` at a time: (each started member's exit status, the signal that stopped it or None)."""
     logs = spec.out / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     env = member_env(parallel)
@@ -80,8 +75,7 @@ def run(spec: Spec, members: list[Member], parallel: int, say) -> tuple[dict[str
 
 
 def exit_status(codes: dict[str, int], stopped: int | None) -> int:
-    """The sweep's: 130 after Ctrl-C, 75 after SIGTERM (re-run it to resume), 1 when a member failed, else 0
-    (every member done or diverged: a diverged member is a result, not a failure of the sweep)."""
+    """130 after Ctrl-C, 75 after SIGTERM, 1 when a member failed, else 0: a diverged member is a result."""
     if stopped is not None:
         return 130 if stopped == signal.SIGINT else 75
     return 1 if any(c not in (0, 3) for c in codes.values()) else 0

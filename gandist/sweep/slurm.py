@@ -1,9 +1,5 @@
-"""A sweep as one SLURM job array: `sbatch --array=I,J,...%M slurm/train.sh --sweep <out>/sweep.json`.
-
-Array task i runs member i of the manifest through slurm/train.sh, the script a single run is submitted with
-(its #SBATCH lines, the spec's sbatch options over them): so each member keeps the time-limit warning, the
-checkpoint, the requeue of its own task (same job id) and the exact resume, and a member may span several
-nodes (sbatch: [--nodes=2]).
+"""A sweep as one SLURM job array, each task a member run through slurm/train.sh, the script of a single run,
+so that every member keeps the time-limit warning, requeue and exact resume, and may span several nodes.
 """
 from __future__ import annotations
 
@@ -20,7 +16,7 @@ TASK = re.compile(r"^(\d+)_(\d+)\s+(\S+)$")  # squeue -r: one line per array tas
 
 
 def sbatch() -> str:
-    """sbatch's path, once it is sure a submission can be made from here (before the sweep writes anything)."""
+    """sbatch's path, checked before the sweep writes anything."""
     exe = shutil.which("sbatch")
     if exe is None:
         raise UsageError("--slurm: sbatch is not on PATH (SLURM's client commands are needed to submit)")
@@ -44,8 +40,7 @@ def submit(spec: Spec, manifest: Path, indices: list[int], parallel: int | None)
 
 
 def queued(jobs: list[int]) -> dict[int, str]:
-    """Array index -> 'job J_i STATE' for each task of these array jobs SLURM still holds (pending, running,
-    requeued): a re-run must not submit those members again."""
+    """Array index -> 'job J_i STATE' of the tasks SLURM still holds, which a re-run must not submit again."""
     squeue = shutil.which("squeue")
     if not jobs or squeue is None:
         return {}

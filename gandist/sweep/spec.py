@@ -1,22 +1,6 @@
-"""A sweep spec (YAML) and the members it stands for.
-
-    config: configs/wgan_gp_cifar10.yaml        # the base config of every member (required)
-    set: {train.steps: 20000}                    # overrides every member shares
-    grid:                                        # axes: one member per combination of their values
-      optim.lr_d: [1.0e-4, 2.0e-4]
-      loss.gp_weight: [1, 10]
-      train.seed: [1, 2]
-    members:                                     # and/or named override sets (with a grid: each set x each point)
-      hinge: {loss.adversarial: hinge}
-      baseline: {}
-    out: runs/sweeps/gp                          # one run directory per member under it, and sweep.json
-    sbatch: [--nodes=2, --time=12:00:00]         # sbatch options of each array task (--slurm), over slurm/train.sh's
-
-Paths are relative to the directory gandist-sweep runs in, as gandist-train's are.  A member's overrides are
-`set`, then its named set's, then its grid point's; a key may come from only one of the three, and output.dir
-from none (each member's is <out>/<member name>).  A member is named after its values (lr_d=0.0001,seed=1) or
-its set's name (hinge,lr_d=0.0001).  Every member's config is loaded and checked (gandist.config.load) before
-anything is written or submitted; the first bad one is named with its key.
+"""A sweep spec (YAML; the format is in the README, Sweeps) and the members it stands for.  Every member's
+config is loaded and checked before anything is written or submitted, so that a bad value on one axis stops
+the sweep with one line naming the member and the key, not half a sweep later.
 """
 from __future__ import annotations
 
@@ -76,7 +60,7 @@ def _mapping(value, what: str, where: Path) -> dict:
 
 
 def read(path: str | Path) -> Spec:
-    """The spec file, its shape checked (every error names the file and the key)."""
+    """The spec file, its shape checked (errors name the file and the key)."""
     p = Path(path)
     if not p.is_file():
         raise UsageError(f"sweep spec {p} does not exist")
@@ -153,7 +137,7 @@ def expand(spec: Spec) -> list[Member]:
 
 
 def check(spec: Spec, members: list[Member]) -> list[Member]:
-    """Load and check every member's config (the member and the key named in the error); returns them loaded."""
+    """Every member's config loaded and checked (errors name the member and key)."""
     for m in members:
         try:
             m.cfg = config.load(spec.config, m.args(spec)[1:])

@@ -1,13 +1,11 @@
-"""What a person sees on the terminal: one rich progress-bar style for training, evaluation and
-shard writing.  Callers show it on rank 0 only."""
+"""One rich progress-bar style for training, evaluation and shard writing; callers show it on rank 0 only."""
 from __future__ import annotations
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 
 def progress_bar(*, info: bool = False, transient: bool = False) -> Progress:
-    """A bar with its description, count, elapsed and remaining time; `info` adds a free text column
-    that tasks fill through their `info` field."""
+    """A bar with description, count, elapsed and remaining time; `info` adds a column tasks fill via `info`."""
     columns = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                TimeRemainingColumn()]
     if info:

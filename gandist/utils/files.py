@@ -36,8 +36,7 @@ def fsync(path: str | Path):
 
 @contextmanager
 def atomic_path(path: str | Path):
-    """Yields a temporary path beside `path`; what is written there replaces `path` (fsynced) when the
-    block ends without an error, and is removed when it raises."""
+    """A temporary path beside `path` that replaces it (fsynced) when the block succeeds, removed if it raises."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp")
     try:

@@ -1,5 +1,4 @@
-"""Precision helpers.  Losses, norms and statistics are computed in fp32 under mixed precision,
-and in fp64 when the whole run is fp64 (train.fp64, for numerical checks)."""
+"""Losses, norms and statistics in fp32 under mixed precision, fp64 in an fp64 run (numerical checks)."""
 import torch
 
 

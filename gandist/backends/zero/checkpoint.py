@@ -1,19 +1,8 @@
-"""What a deepspeed-backend checkpoint holds beside gandist's own files, and how it goes back into the engines.
+"""A deepspeed-backend checkpoint: each ZeRO slice of the optimizer state gathered whole (safe_get_full_*) into
+safetensors, "<parameter name>/<state key>" -> tensor, so that N processes at any stage resume as M at any stage.
 
-A ZeRO-1/2 rank holds only its slice of the optimizer state (and of ZeRO's fp32 copy of the weights).  The
-checkpoint holds them whole, gathered with DeepSpeed's own accessors (deepspeed.utils.safe_get_full_*), in
-gandist's format: model.safetensors / model_1.safetensors (G's and D's state dicts, as on the ddp backend) and
-optimizer.safetensors / optimizer_1.safetensors ("<parameter name>/<state key>" -> the whole tensor, and
-"__step__", the optimizer's step count).  So a checkpoint written by N processes at any stage loads into M
-processes at any stage: each rank takes its new slice (safe_set_full_*).
-
-Why not engine.save_checkpoint / load_checkpoint (DeepSpeed 0.19): their per-rank optimizer files cannot be
-loaded at another data-parallel world size (ZeRORuntimeException), they are pickles that load_checkpoint reads
-with torch.load(weights_only=False) (code could run on load), and save_checkpoint also copies executable
-scripts (zero_to_fp32.py) into the directory.  safetensors holds tensors only: nothing is unpickled at all.
-
-Every function here is collective (every rank calls it, parameters in the same order): gathering a slice
-is an all-reduce over the data-parallel group.
+Not engine.save_checkpoint: its per-rank files do not load at another world size, and they are pickles read
+with weights_only=False.  Every function here is collective: all ranks call it, parameters in the same order.
 """
 from __future__ import annotations
 
@@ -32,7 +21,7 @@ OPTIMIZER_FILES = ("optimizer.safetensors", "optimizer_1.safetensors")
 
 
 def _zero(engine) -> bool:
-    """Does a ZeRO-1/2 optimizer hold the state (in slices), or (stage 0) the torch optimizer itself?"""
+    """True where a ZeRO-1/2 optimizer holds the state in slices; False at stage 0."""
     return hasattr(engine.optimizer, "single_partition_of_fp32_groups")
 
 
@@ -80,8 +69,8 @@ def _step_tensor(step: float, group: dict, p: torch.Tensor) -> torch.Tensor:
 
 
 def load_optimizer(engine, tensors: dict[str, torch.Tensor]) -> None:
-    """Collective: put the whole optimizer state (gather_optimizer's) and the module's current weights into the
-    engine (ZeRO's fp32 copy too), each rank taking its own slice.  Call after loading the module's state dict."""
+    """Collective: the whole optimizer state and the module's weights into the engine (ZeRO's fp32 copy too),
+    each rank taking its slice.  Call after loading the module's state dict."""
     ds, base, zero = require_deepspeed(), _base(engine), _zero(engine)
     tensors = dict(tensors)
     step = tensors.pop(STEP, None)

@@ -1,21 +1,9 @@
-"""DeepSpeed ZeRO as a training backend: its config, the `deepspeed` extra, and one engine each for G and D.
+"""DeepSpeed ZeRO engines for G and D: the DeepSpeed config (built from typed settings, or a user's JSON
+checked against the run) and deepspeed.initialize once per network, on gandist's own process group.
 
-What is here (the training step, checkpoints and the config keys use it; see issue 13):
-- `ZeroSettings` -> `build_config`: the DeepSpeed config dict from typed settings; `load_user_config`:
-  a user's own JSON (deepspeed.config=PATH), checked against the run, 'auto' filled in;
-- `require_deepspeed`: the import, or an error naming the extra to install;
-- `make_engines`: deepspeed.initialize once for G and once for D, each with gandist's torch optimizer,
-  on the process group that already exists.
-
-Why two engines: accelerate refuses two models on one DeepSpeed Accelerator, and a GAN has two models
-stepped at different times by different losses; DeepSpeed's own GAN tutorial initialises one engine per
-network.  Why the step must call D's *module* in the D step: a gradient penalty takes
-torch.autograd.grad(create_graph=True) of D's output, and through a ZeRO engine's forward that inner
-backward runs the engine's post-backward hook, which reduces gradient buckets that were never filled
-(DeepSpeed 0.19: IndexError in reduce_ipg_grads at stage 1 and 2; at stage 0 a RuntimeError, "Direct
-calls to tensor.backward() are not supported"); through engine.module it works, and engine.backward of
-the whole D loss (adversarial + penalty) reduces D's gradients once, as DDP does (checked by
-tests/integration/test_zero_engines.py).
+Two engines because accelerate refuses two models on one DeepSpeed Accelerator, and G and D are stepped at
+different times by different losses (as in DeepSpeed's GAN tutorial); why D is called as engine.module is in
+gandist.backends.zero.update.
 """
 from __future__ import annotations
 
@@ -37,10 +25,8 @@ BATCH_KEYS = ("train_micro_batch_size_per_gpu", "train_batch_size", "gradient_ac
 
 
 def require_deepspeed():
-    """The deepspeed module, or an error naming the extra that installs it.
-
-    Imported here, not at the top of gandist's modules: deepspeed is an optional extra, and a DDP run
-    (the default) must not need it or pay for its import (it loads its op builders and accelerator probe)."""
+    """The deepspeed module, or an error naming the extra that installs it.  Imported late: a DDP run must
+    not need the optional extra or pay for its (slow) import."""
     try:
         import deepspeed
     except ImportError as e:
@@ -128,9 +114,8 @@ def _fill(user: dict, key: str, value: int, path: Path, why: str):
 
 
 def load_user_config(path: str | Path, micro_batch: int, world_size: int, precision: str = "no") -> dict:
-    """A user's DeepSpeed JSON (deepspeed.config=PATH) made ready for this run: batch keys that are absent or
-    "auto" filled in, and everything gandist decides itself checked not to say otherwise.  Keys starting
-    with "_" are comments (JSON has none) and are dropped."""
+    """A user's DeepSpeed JSON made ready for this run: absent or "auto" batch keys filled in, what gandist
+    decides itself checked not to be contradicted, "_"-prefixed comment keys dropped."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"deepspeed.config: {path} does not exist")
@@ -176,19 +161,15 @@ def load_user_config(path: str | Path, micro_batch: int, world_size: int, precis
 
 @dataclass
 class Engines:
-    """G's and D's DeepSpeed engines.  engine.module is the network itself; engine.optimizer wraps gandist's
-    torch optimizer (its param_groups are where learning rates are set)."""
+    """G's and D's engines; engine.optimizer wraps gandist's torch optimizer (set learning rates there)."""
     G: object
     D: object
 
 
 def make_engines(G: torch.nn.Module, D: torch.nn.Module, opt_g: torch.optim.Optimizer,
                  opt_d: torch.optim.Optimizer, ds_config: dict) -> Engines:
-    """deepspeed.initialize once for G and once for D, on the torch.distributed group that already exists.
-
-    The group is gandist's (gloo on CPU, NCCL on GPU), so DeepSpeed must not start its own: a group of one
-    is needed for a single process too.  G and D must hold the same weights on every rank already; DeepSpeed
-    also broadcasts rank 0's."""
+    """deepspeed.initialize once for G and once for D, on gandist's existing group (a group of one for a
+    single process too: DeepSpeed must not start its own).  G and D must already match across ranks."""
     deepspeed = require_deepspeed()
     if not (dist.is_available() and dist.is_initialized()):
         raise RuntimeError("make_engines needs an initialised torch.distributed process group (a group of one "
@@ -211,11 +192,9 @@ def make_engines(G: torch.nn.Module, D: torch.nn.Module, opt_g: torch.optim.Opti
 
 
 def engine_config(ds_config: dict, model: torch.nn.Module) -> dict:
-    """A copy of the config for one network's engine (DeepSpeed keeps and may amend the dict it is given), its
-    buckets no larger than the network.  ZeRO allocates each gradient bucket whole, at reduce_bucket_size
-    elements, before the first backward (DeepSpeed 0.19, stage_1_and_2.setup_buckets): its default 5e8 is 2 GB
-    of fp32 per engine and rank, where a GAN's networks have a few million parameters.  A bucket the size of the
-    whole network already reduces it in one go, so the cap changes no result."""
+    """A copy of the config for one engine (DeepSpeed amends the dict it gets), its buckets capped at the
+    network's size: ZeRO allocates each bucket whole up front (the default is 2 GB of fp32), and a bucket the
+    size of the network already reduces it in one go, so the cap changes no result."""
     cfg = json.loads(json.dumps(ds_config))
     zero = cfg.get("zero_optimization")
     if isinstance(zero, dict):

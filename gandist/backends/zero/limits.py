@@ -1,6 +1,5 @@
-"""Why some settings are refused on the DeepSpeed backend: the messages, shared by gandist.config (which checks
-a run's keys in load()) and engines.py (which checks a user's own DeepSpeed JSON and the built config): the
-settings this backend refuses, in one place, with why."""
+"""The settings the DeepSpeed backend refuses, with why: one home for the messages that gandist.config and
+engines.py both raise."""
 
 EXTRA = "pip install 'gandist[deepspeed]'"
 

@@ -1,28 +1,15 @@
-"""The deepspeed backend's side of gandist.training.step: G and D as one DeepSpeed engine each, and each network's
-backward and guarded optimizer step through its engine (ZeroUpdate, the counterpart of step.DdpUpdate), so that
-Stepper's D and G steps are the same code on both backends.
+"""The deepspeed backend's side of gandist.training.step: each network's backward and guarded step through
+its engine (ZeroUpdate, the counterpart of step.DdpUpdate), so the D and G steps are one code on both backends.
 
-Why it is shaped so (DeepSpeed 0.19, checked by tests/integration/test_zero_engines.py and test_zero_train.py):
-- two engines, one deepspeed.initialize each: accelerate refuses two models on one DeepSpeed Accelerator, and
-  G and D are stepped at different times by different losses (gandist.backends.zero.engines.make_engines);
-- D is called as engine_d.module, never through the engine, both for its forward and for the gradient penalty:
-  the penalty's torch.autograd.grad(create_graph=True) through an engine's forward runs the engine's gradient
-  hooks for an inner backward and fails (stage 1, 2: IndexError in reduce_ipg_grads; stage 0: "Direct calls
-  to tensor.backward() are not supported").  D's gradient hooks are on its parameters, so engine_d.backward of
-  the whole D loss (adversarial + penalty, ONE backward: two before one step gave a wrong update) still reduces
-  them once, as DDP does;
-- D is frozen during G's step (Stepper.g_step already does it for DDP): unfrozen, ZeRO-1 carries G's loss's
-  D gradients into D's next step and ZeRO-2 asserts "Gradient computed twice for this partition";
-- the non-finite guard: under ZeRO-1/2 p.grad is gone after the reduction (each rank keeps its reduced slice
-  inside DeepSpeed's optimizer), so the guard DDP uses cannot read the gradients.  ZeRO's own overflow check
-  (an inf/NaN search of each rank's slice, all-reduced with MAX: every rank gets the same verdict) is switched
-  on, which DeepSpeed does by itself only under fp16/bf16 sections; on overflow engine.step() changes no weight
-  and no moment and clears the gradients, and the verdict is read back (engine.optimizer.overflow): one host
-  read per step on this backend;
-- ZeRO-1/2 keep their own fp32 copy of each rank's slice of the weights (also for fp32 nets) and copy it into the
-  module after each step, so a write to the module's weights (WGAN's clipping) is undone by the next step unless
-  it is also written into that copy: weights_changed() does, with deepspeed.utils.safe_set_full_fp32_param,
-  every parameter on every rank in the same order.
+Why (DeepSpeed 0.19, checked by tests/integration/test_zero_engines.py):
+- D is called as engine_d.module, never through the engine: a gradient penalty's inner autograd.grad through
+  an engine's forward fires its bucket hooks and fails; the hooks sit on D's parameters, so one
+  engine_d.backward of the whole D loss still reduces them once, as DDP does;
+- D is frozen during G's step: otherwise ZeRO-1 carries G's D gradients into D's next step, and ZeRO-2 asserts;
+- p.grad is gone after ZeRO's reduction, so the guard uses ZeRO's own overflow check (all-reduced, the same
+  verdict on every rank; a skipped step changes nothing): one host read per step on this backend;
+- ZeRO keeps an fp32 copy of each slice and copies it back after each step, so an in-place weight write
+  (WGAN's clipping) must also go into that copy (weights_changed).
 """
 from __future__ import annotations
 
@@ -90,9 +77,8 @@ def ds_config(cfg, world: int) -> dict:
 
 
 def zero_models(cfg, acc, G, D, opt_g, opt_d, ema, models_cls):
-    """step.Models for the deepspeed backend (models_cls is step.Models, passed in: step imports this module).
-
-    G is called through its engine; D only as engine_d.module (see the module's docstring)."""
+    """step.Models for the deepspeed backend (models_cls passed in: step imports this module).  G is called
+    through its engine, D only as engine_d.module."""
     config = ds_config(cfg, acc.num_processes)
     if acc.num_processes == 1 and not dist.is_initialized():
         # DeepSpeed works on a torch.distributed group, which accelerate makes only for several processes: a group of

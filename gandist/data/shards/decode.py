@@ -1,7 +1,5 @@
-"""An undecoded shard sample (dict of bytes) -> (uint8 (C, H, W) image, label), checked against what the run
-expects (Spec); anything else is a BadSample naming what is wrong.  The image is <key>.png (decoded) or
-<key>.npy (gandist-prepare --encoding raw: copied, see raw.py); each sample says which by its member, so
-shards of both encodings may be read together."""
+"""A shard sample (dict of bytes) -> (uint8 (C, H, W) image, label), checked against Spec, else a BadSample.
+Each sample names its own encoding (.png or .npy member), so shards of both may be read together."""
 from __future__ import annotations
 
 import importlib
@@ -42,9 +40,8 @@ _PNG_SIG = b"\x89PNG\r\n\x1a\n"
 
 
 def _plain_png(data: bytes) -> bool:
-    """True for an 8-bit grey or RGB, non-interlaced PNG whose chunks are all intact (CRCs match);
-    raises ValueError for a damaged one.  libpng inside torchvision can crash the process on damaged
-    image data, so only PNGs that pass this reach it."""
+    """True for an intact 8-bit grey or RGB non-interlaced PNG; ValueError for a damaged one.  libpng in
+    torchvision can crash the process on damaged data, so only PNGs that pass reach it."""
     if data[:8] != _PNG_SIG:
         raise ValueError("not a PNG (bad signature)")
     pos, n, plain = 8, len(data), False
@@ -73,9 +70,8 @@ def _encode_probe() -> bytes:
 
 
 def _png_decoder():
-    """PNG bytes -> uint8 (C, H, W).  torchvision's libpng op is 2-3x faster than PIL on small images;
-    torchvision 0.29 deprecates its image functions (a warning on every torchvision.io.decode_png call),
-    so the op is called directly, and PIL decodes where it is gone or for unusual PNGs."""
+    """PNG bytes -> uint8 (C, H, W): torchvision's libpng op (2-3x faster than PIL on small images, called
+    directly to skip a deprecation warning per call), else PIL."""
     try:
         # deferred: torchvision is heavy (2 s); importing torchvision.io registers torch.ops.image
         importlib.import_module("torchvision.io")
@@ -97,8 +93,7 @@ _decode_png = None
 
 
 def decoder():
-    """The PNG decoder, chosen once per process; called before DataLoader workers fork, so that they
-    inherit it (and torchvision) instead of each importing it."""
+    """The PNG decoder, chosen once per process, before DataLoader workers fork so that they inherit it."""
     global _decode_png
     if _decode_png is None:
         _decode_png = _png_decoder()
@@ -154,8 +149,7 @@ def _image(sample: dict, spec: Spec) -> torch.Tensor:
 
 
 def decode(sample: dict, spec: Spec):
-    """An undecoded WebDataset sample -> (uint8 (C, H, W) tensor, label or None); BadSample says what is wrong
-    (the caller names the sample: see where_sample)."""
+    """A sample -> (uint8 (C, H, W) tensor, label or None); BadSample says what is wrong (the caller says where)."""
     img = _image(sample, spec)
     c, h, w = img.shape
     if spec.channels is not None and c != spec.channels:

@@ -10,9 +10,7 @@ from gandist.distributed import where
 
 
 class EvalBatches:
-    """Iterate for (uint8 images (b, C, H, W), labels) -- or (images, labels, keys) with with_keys --
-    covering this rank's share of the samples exactly once; `skipped` counts what was corrupt.
-    The image size is the index.json's where it is not given, else the first image's."""
+    """(uint8 images, labels[, keys]) covering this rank's share exactly once; `skipped` counts what was corrupt."""
 
     def __init__(self, urls, rank: int, world: int, batch_size: int, workers: int = 2, *, label_key: str | None = "cls",
                  attributes=(), resolution: int | None = None, channels: int | None = None, cache_dir: str = "",
@@ -41,7 +39,6 @@ class EvalBatches:
 
 
 def eval_batches(urls, rank: int, world: int, batch_size: int, workers: int = 2, **kw) -> EvalBatches:
-    """Evaluation mode: every sample exactly once across ranks x workers (see EvalBatches)."""
     return EvalBatches(urls, rank, world, batch_size, workers, **kw)
 
 

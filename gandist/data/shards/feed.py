@@ -1,6 +1,5 @@
-"""Training mode: ShardFeed gives D-step j's batch for this rank, read from shards through a DataLoader
-whose workers make batch k of this rank as a pure function of (seed, k, rank, workers), so that a run
-resumed at any step reads what the uninterrupted run read."""
+"""Training mode: ShardFeed gives this rank's batch of D-step j, a pure function of (seed, k, rank, workers),
+so that a resumed run reads what the uninterrupted one read."""
 from __future__ import annotations
 
 import logging
@@ -33,8 +32,7 @@ def train_spec(cfg, here: str) -> Spec:
 
 
 class ShardFeed:
-    """Training-mode reader with the interface of SyntheticFeed: batch(j) -> (images in [-1, 1] on the
-    device, condition vectors or None) for this rank's slice of D-step j's global batch."""
+    """SyntheticFeed's interface over shards: batch(j) -> (images in [-1, 1] on the device, conditions or None)."""
 
     def __init__(self, cfg, rank: int, world: int, device):
         self.cfg, self.device, self.rank = cfg, torch.device(device), rank
@@ -72,8 +70,8 @@ class ShardFeed:
         return meta, total
 
     def _probe(self, urls: list[str], tries: int = 20):
-        """Decode the first samples: if none of the first `tries` is usable, the mismatch (size, channels,
-        labels) is systematic and fails here, clearly, instead of every sample being skipped."""
+        """Fail clearly now if none of the first `tries` samples is usable (a systematic mismatch), rather
+        than skip every sample."""
         reader = Reader(self.spec, self.cfg.data.cache_dir, self.here, len(urls), resampled=False)
         reader.problem = lambda what: True  # quiet: the workers will log corrupt samples
         first = None

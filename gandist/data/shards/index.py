@@ -1,5 +1,4 @@
-"""The index.json gandist-prepare writes beside the shards: finding it (local or http), checking it
-against the run's data settings, and counting samples where no index lists a shard."""
+"""The index.json beside the shards: finding it, checking it against the config, counting where it is absent."""
 from __future__ import annotations
 
 import json
@@ -13,16 +12,14 @@ from gandist.data.shards.tar import tar_members
 
 INDEX = "index.json"
 FORMAT = "gandist-shards/1"  # index["format"]: an index.json of another layout is not ours to read
-# index["encoding"]: how the images are stored, "png" (<key>.png) or "raw" (<key>.npy, see raw.py).
-# Indexes written before the field existed hold PNG only, so its absence means png.
+# index["encoding"]: "png" (<key>.png) or "raw" (<key>.npy, see raw.py); an index without it holds PNG.
 ENCODINGS = ("png", "raw")
 
 log = logging.getLogger("gandist.data")
 
 
 def find_index(urls: list[str]) -> tuple[dict, dict[str, int]]:
-    """The index.json files beside the shards (local or http(s)): (metadata of the first one found,
-    {shard url: sample count} for the shards they list)."""
+    """(metadata of the first index.json found beside the shards, {shard url: sample count} they list)."""
     meta, counts, seen = {}, {}, {}
     for url in urls:
         if url.startswith("pipe:"):
@@ -47,16 +44,13 @@ def find_index(urls: list[str]) -> tuple[dict, dict[str, int]]:
 
 
 def encoding_of(meta: dict) -> str:
-    """The image encoding of the shards an index describes ('png' for an index older than the field)."""
+    """The image encoding of the shards an index describes ('png' where it names none)."""
     return meta.get("encoding") or "png"
 
 
 def check_index(meta: dict, data, labels: str | None, here: str = "") -> None:
-    """Raise DataError where the shards an index describes cannot serve the config's data section
-    `data` with `labels` ('cls', 'attr' or None): an image encoding this reader does not know (a newer
-    gandist-prepare's), another resolution or channel count, attributes or class labels they lack,
-    more classes than data.num_classes.  `here` ('rank R on HOST') ends the message.  Nothing is
-    checked without an index (meta {})."""
+    """DataError where the indexed shards cannot serve `data` with `labels` ('cls', 'attr' or None): an
+    unknown encoding, another size, missing labels, too many classes.  No index (meta {}): nothing checked."""
     if not meta:
         return
     at = f" ({here})" if here else ""
@@ -94,10 +88,8 @@ def count_samples(url: str, cache_dir: str = "") -> int:
 
 
 def total_samples(urls: list[str], counts: dict[str, int], cache_dir: str, here: str, announce: bool) -> int:
-    """Samples in the (existing) shards `urls`: the index's count where it lists one; else local shards
-    are counted from their headers and remote ones estimated as their number x the first one's count
-    (reading every remote shard to count it would download the dataset before training starts).
-    `announce`: say so on stdout (rank 0)."""
+    """Samples in `urls`: the index's counts, else local shards' tar headers; remote ones are estimated from
+    the first, since counting them all would download the dataset before training starts."""
     total = sum(counts.get(u, 0) for u in urls)
     local = [u for u in urls if u not in counts and is_local(u)]
     remote = [u for u in urls if u not in counts and not is_local(u)]

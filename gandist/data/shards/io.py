@@ -1,5 +1,4 @@
-"""Where shards come from: `data.urls` -> shard urls, and opening one (a local file, http(s), or
-`pipe:COMMAND`), with remote shards downloaded once into `data.cache_dir` when one is set."""
+"""`data.urls` -> shard urls, and opening one (file, http(s), `pipe:COMMAND`), via data.cache_dir if set."""
 from __future__ import annotations
 
 import hashlib
@@ -41,9 +40,8 @@ def cache_path(url: str, cache_dir: str | Path) -> Path:
 
 
 def fetch_to_cache(url: str, cache_dir: str | Path) -> Path:
-    """Download url into the cache once.  Each process writes its own temporary file and renames it
-    into place (atomic), so concurrent readers of the cache never see half a shard; the pid in the name
-    keeps two workers fetching the same shard from writing one file."""
+    """Download url into the cache once, via a per-pid temporary file renamed into place, so that
+    concurrent readers never see half a shard and two fetchers never share a file."""
     dest = cache_path(url, cache_dir)
     if dest.is_file():
         return dest

@@ -1,18 +1,8 @@
-"""The raw encoding (gandist-prepare --encoding raw): each image is stored as `<key>.npy`, its uint8
-(C, H, W) array in NumPy's .npy format, so that the reader copies bytes instead of decoding a PNG.
+"""The raw encoding (--encoding raw): each image as `<key>.npy`, its uint8 (C, H, W) array, copied not decoded.
 
-.npy is chosen over headerless bytes because a sample then says its own dtype and shape (anyone can
-np.load it, and a sample of another size is recognised as such rather than misread), and over
-torch.save/pickle because loading it runs no code: the header is a literal parsed by NumPy, and
-object arrays (the only pickled kind) are refused (allow_pickle=False).
-
-Reading takes a fast path where the sample is exactly what the run expects: its header equals the one
-this module writes for that (C, H, W) and the data is exactly C*H*W bytes; then the pixels are copied
-out without parsing (2 us against 20 us for NumPy's reader).  Anything else goes through NumPy's
-.npy reader (never np.load, which would also open .npz zips), and what is not a uint8 (C, H, W) array
-of exactly the bytes it declares is a ValueError saying so.
-
-Only NumPy here: the writer processes of gandist-prepare import this without torch.
+.npy rather than bare bytes, so a sample states its own shape and is never misread; rather than pickle, so
+loading runs no code (allow_pickle=False).  A sample whose header is exactly the expected one is copied out
+without parsing (2 us against NumPy's 20 us).  NumPy only: gandist-prepare's writers import it without torch.
 """
 from __future__ import annotations
 
@@ -36,8 +26,7 @@ def encode(chw: np.ndarray) -> bytes:
 
 
 def png_to_chw(png: bytes) -> np.ndarray:
-    """A source's PNG sample -> uint8 (C, H, W), the pixels the shard reader decodes from that PNG
-    (grey stays one channel; any other mode but RGB becomes RGB, as the reader's PIL fallback does)."""
+    """A source's PNG -> uint8 (C, H, W), the pixels the shard reader would decode from it."""
     with Image.open(io.BytesIO(png)) as im:
         if im.mode not in ("L", "RGB"):
             im = im.convert("RGB")
@@ -46,9 +35,7 @@ def png_to_chw(png: bytes) -> np.ndarray:
 
 
 def to_raw(sample: dict) -> dict:
-    """A shard sample as the sources make it (<key>.png) -> the same sample with <key>.npy instead.
-    The sources encode PNG themselves, so this decodes it again: lossless, so the pixels are the
-    source's exactly, at the price of one PNG round trip per image while preparing."""
+    """A source's <key>.png sample -> the same with <key>.npy: one lossless PNG round trip while preparing."""
     out = {k: v for k, v in sample.items() if k != "png"}
     out[EXT] = encode(png_to_chw(sample["png"]))
     return out
@@ -61,9 +48,8 @@ def _header(shape: tuple[int, int, int]) -> bytes:
 
 
 def decode(data: bytes, shape: tuple[int, int, int] | None = None) -> np.ndarray:
-    """.npy bytes -> a writable uint8 (C, H, W) array.  `shape`: the (C, H, W) the run expects, for the
-    fast path; a sample of another shape is still read (the caller's size check then names it).
-    ValueError says what is wrong with a damaged or foreign sample."""
+    """.npy bytes -> a writable uint8 (C, H, W) array; `shape` enables the fast path (another shape is still
+    read, for the caller's size check to name).  ValueError for a damaged or foreign sample."""
     if shape is not None:
         head = _header(shape)
         if len(data) == len(head) + math.prod(shape) and data.startswith(head):

@@ -21,12 +21,8 @@ def _why(e: Exception) -> str:
 
 
 class Reader:
-    """Opens shards, splits them into samples and decodes them in one DataLoader worker; logs, skips
-    and counts what is corrupt, and refuses to spin forever when nothing is readable.
-
-    `tag` names the worker in messages ('rank R on HOST, data worker W').  With `resampled` (training:
-    webdataset draws shards forever) opening 10 x (number of shards) + 10 shards in a row without one
-    good sample is a DataError; read in order (evaluation), every shard is opened once anyway."""
+    """`tag` names the worker in messages.  With `resampled` (training draws shards forever), 10 x (shards)
+    + 10 shards in a row without a good sample is a DataError rather than a hang."""
 
     def __init__(self, spec: Spec, cache_dir: str, tag: str, nurls: int, resampled: bool):
         self.spec, self.cache_dir, self.tag = spec, cache_dir, tag

@@ -1,6 +1,4 @@
-"""The two IterableDatasets a DataLoader runs in its workers, and that DataLoader: training batches
-(resampled, shuffled, a pure function of (seed, k, rank, worker count)) and evaluation batches (this
-rank's shards in order, every sample once)."""
+"""The train and eval IterableDatasets a DataLoader runs in its workers, and that DataLoader."""
 from __future__ import annotations
 
 import atexit
@@ -21,9 +19,8 @@ def _worker_slot() -> int:
 
 
 class TrainStream(IterableDataset):
-    """Yields (uint8 images, labels, skipped, k) for this rank's batches k = start, start+1, ... (infinite);
-    batch k is made by logical worker k mod W.  DataLoader worker `slot` takes k = start + slot (mod W)
-    so that the DataLoader's round-robin order is exactly k = start, start+1, ..."""
+    """(uint8 images, labels, skipped, k) for k = start, start+1, ... forever; batch k is logical worker
+    k mod W's, and worker `slot` starts at start + slot so the DataLoader's round robin keeps k in order."""
 
     def __init__(self, urls: list[str], spec: Spec, *, seed: int, rank: int, batch: int, batches_per_epoch: int,
                  workers: int, start: int = 0, shuffle_buffer: int = 1000, cache_dir: str = "", tag: str = ""):
@@ -60,9 +57,8 @@ class TrainStream(IterableDataset):
 
 
 class EvalStream(IterableDataset):
-    """This rank's shards (shard i -> rank i mod world, so that ranks' shares differ by at most one
-    shard and a short last shard is nobody's burden twice), split across DataLoader workers, in order:
-    yields (images, labels, skipped, keys); a last item with images None carries trailing skips."""
+    """This rank's shards (shard i -> rank i mod world), split across workers, in order: (images, labels,
+    skipped, keys); a last item with images None carries trailing skips."""
 
     def __init__(self, urls: list[str], spec: Spec, *, rank: int, world: int, batch: int, cache_dir: str = "",
                  tag: str = ""):
@@ -95,10 +91,9 @@ def _ignore_stop_signals(worker_id: int):
         signal.signal(s, signal.SIG_IGN)
 
 
-# Worker iterators still open (a training feed is never exhausted; an evaluation that stops reading early leaves
-# one suspended).  At interpreter exit torch leaves their workers to multiprocessing, which SIGTERMs and then
-# joins them: ours ignore SIGTERM, so the join waited forever and a finished run never exited.  They are shut
-# down here first (an atexit hook registered after torch's and multiprocessing's runs before theirs).
+# Worker iterators still open (a training feed is never exhausted).  At exit multiprocessing SIGTERMs and joins
+# their workers, which ignore SIGTERM, so the join would never end: they are shut down here first (an atexit
+# hook registered after torch's and multiprocessing's runs before theirs).
 _OPEN: weakref.WeakSet = weakref.WeakSet()
 
 

@@ -1,13 +1,6 @@
-"""Readers of the real datasets' on-disk formats, used by `gandist-prepare`.
-
-Each module (cifar10, celeba, mnist, folder, synthetic) has `open_source(Options) -> Source`.  A Source
-lists its splits; `Split.item(i)` makes sample i's picklable work item and `Split.process(item)` runs
-in a writer process, turning it into a shard sample (PNG pixels, lossless, plus its label), or raising
-BadSample (gandist.data.errors) naming the file.
-
-Problems found while listing the input (a missing file, an attribute row for an absent image) are
-collected by `Problems`: one error naming all of them, or with --skip-bad skips that prepare reports
-and counts.
+"""Readers of the real datasets' on-disk formats for `gandist-prepare`: each module's `open_source(Options)`
+gives a Source whose splits make picklable work items (`Split.item`), turned into shard samples in writer
+processes (`Split.process`), so that encoding runs in parallel and every bad file is named.
 """
 from __future__ import annotations
 
@@ -75,8 +68,7 @@ class Source:
 
 
 class Problems:
-    """Collects input problems found while listing: raise at the end (all of them named), or with
-    skip_bad keep them as counted skips."""
+    """Input problems found while listing: one error naming all of them, or with skip_bad counted skips."""
 
     def __init__(self, skip_bad: bool):
         self.skip_bad = skip_bad
@@ -118,8 +110,8 @@ def resize(arr: np.ndarray, resolution: int) -> np.ndarray:
 
 
 def load_image(path: Path, channels: int, crop: int | None, resolution: int) -> np.ndarray:
-    """Decode an image file, centre-crop it to a `crop` px square (None: the largest centred square)
-    and resize it to `resolution`.  An image already square at `resolution` keeps its exact pixels."""
+    """Decode, centre-crop to `crop` px (None: the largest square) and resize; an image already square at
+    `resolution` keeps its exact pixels."""
     try:
         with Image.open(path) as im:
             im.load()
@@ -147,8 +139,8 @@ def sample(key: str, arr: np.ndarray, cls: int | None = None, attr: dict | None 
 
 
 def image_file_sample(item) -> dict:
-    """Split.process of the sources that read image files (celeba, folder): item is (key, path, crop,
-    resolution, channels, labels), labels being sample()'s label keywords ({"cls": 3}, {"attr": {...}})."""
+    """Split.process of the image-file sources: item is (key, path, crop, resolution, channels, sample()'s
+    label keywords)."""
     key, path, crop, resolution, channels, labels = item
     return sample(key, load_image(Path(path), channels, crop, resolution), **labels)
 
@@ -165,9 +157,8 @@ def _pooled(job) -> dict:
 
 
 def resplit(source: Source, sizes: dict[str, int], seed: int) -> Source:
-    """The samples of every split read, pooled in a seeded random order and cut into new splits of these sizes
-    (taken in the order given): a labelled held-out set from a dataset that comes as one split, such as the
-    MNIST test set alone.  Each sample keeps its key, which names the split it came from."""
+    """Every split pooled in a seeded order and cut into splits of `sizes`: a held-out set from a dataset
+    that comes as one split.  Keys keep naming the original split."""
     pool = [(sp, i) for sp in source.splits.values() for i in range(sp.count)]
     need = sum(sizes.values())
     if need > len(pool):

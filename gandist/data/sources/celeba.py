@@ -1,10 +1,6 @@
-"""CelebA aligned faces: img_align_celeba/*.jpg + list_attr_celeba.txt (+ list_eval_partition.txt).
-
-The attribute file: first line the row count, second the 40 attribute names, then one row per image,
-`NNNNNN.jpg` and 40 values of 1 or -1 separated by runs of spaces.  The partition file, when present,
-maps each image to 0 train, 1 valid, 2 test; without it every image is train.  Images are centre-cropped
-to a square (--crop, 108 px by default, 140 is the other usual choice) and resized to --resolution
-(64 px by default) with Lanczos; each sample keeps all 40 attributes.
+"""CelebA aligned faces: img_align_celeba/*.jpg + list_attr_celeba.txt (+ list_eval_partition.txt, else
+everything is train).  Centre-cropped (--crop, default 108 px) and resized (default 64 px); each sample keeps
+all 40 attributes.
 """
 from __future__ import annotations
 

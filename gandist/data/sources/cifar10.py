@@ -1,9 +1,5 @@
-"""CIFAR-10, the official "python version": cifar-10-batches-py/{data_batch_1..5, test_batch, batches.meta}.
-
-Each batch is a pickle of a dict with byte-string keys: b"data" an (N, 3072) uint8 array whose rows are
-channel-major (1024 R, 1024 G, 1024 B, each 32x32 row-major) and b"labels" a list of ints 0-9.  Only
-those two keys are read (not b"filenames", and no md5 check), so re-packed or partial copies work.
-The pickles are read with an unpickler that only builds numpy arrays: nothing else can run.
+"""CIFAR-10, the official "python version" (cifar-10-batches-py/).  Only b"data" and b"labels" are read, so
+re-packed or partial copies work, and with an unpickler that only builds numpy arrays, so no code can run.
 """
 from __future__ import annotations
 

@@ -1,8 +1,5 @@
-"""An image folder: class subfolders (root/<class>/**/*.jpg, classes in sorted order, as torchvision's
-ImageFolder), or a flat folder of images with no labels (flowers, anime faces).  Images are converted
-to RGB (or grayscale with --channels 1), centre-cropped to a square (--crop px, by default the largest
-centred square) and resized to --resolution (64 px by default); an image already square at that size
-keeps its exact pixels."""
+"""An image folder: class subfolders in sorted order (as torchvision's ImageFolder), or a flat unlabelled
+folder; centre-cropped and resized like the other image sources."""
 from __future__ import annotations
 
 import os
