@@ -166,7 +166,7 @@ def register() -> type:
     return FEATURE_EXTRACTORS_REGISTRY[JUDGE]
 
 
-def judge_extractor(layers, path: str | Path, device, setting: str = "eval.judge") -> JudgeExtractor:
+def judge_extractor(layers, path: str | Path, device, setting: str = "eval.judge") -> torch.nn.Module:
     from torch_fidelity.utils import create_feature_extractor
 
     register()
