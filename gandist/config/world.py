@@ -21,7 +21,7 @@ def settle(cfg, world: int) -> None:
 def processes(cfg) -> int:
     """k, the number of per-process batches in the global one (1 on the exact path); after `settle`."""
     n = cfg.dist.batch_per_process
-    return cfg.train.batch_size // n if n else 1
+    return max(1, cfg.train.batch_size // n) if n else 1
 
 
 def scaled(rule: str, k: int) -> float:
