@@ -43,11 +43,12 @@ def describe(cfg, world: int) -> str:
             f"the world, not world-size invariant), lrs x{lr_factor(cfg):.3g} (dist.lr_scaling={cfg.dist.lr_scaling})")
 
 
-def resume_warning(cfg, saved_world: int, world: int) -> list[str]:
-    """One warning when a run with dist.batch_per_process resumes at another world size: its global batch and
-    lrs are not those of the run that wrote the checkpoint."""
-    if not cfg.dist.batch_per_process or saved_world == world:
+def resume_warning(cfg, saved_world: int | None) -> list[str]:
+    """One warning when a run with dist.batch_per_process resumes at another world size than the checkpoint's
+    (None: not recorded): its global batch and lrs are not those of the run that wrote it.  After `settle`."""
+    if saved_world is None or not cfg.dist.batch_per_process or saved_world == processes(cfg):
         return []
+    world = processes(cfg)
     n, rule = cfg.dist.batch_per_process, cfg.dist.lr_scaling
     then = scaled(rule, saved_world)
     return [f"dist.batch_per_process={n} on {world} processes where the checkpoint's run had {saved_world}: the global "

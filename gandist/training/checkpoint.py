@@ -39,7 +39,6 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from gandist.backends.zero import checkpoint as zero_checkpoint
-from gandist.config.world import resume_warning
 from gandist.distributed import reduce_sum, sum_over_ranks
 from gandist.training import resume_checks
 from gandist.training.ema import generator_for_use
@@ -391,7 +390,5 @@ def restore(cfg, acc, path: Path, models, counters, feed) -> tuple[int, str]:
     note = f", resumed from {path}"
     if state.get("world_size", acc.num_processes) != acc.num_processes:
         note += f" (written by {state['world_size']} processes)"
-    warnings = resume_checks.changes(state, cfg, path) + resume_warning(cfg, state.get("world_size", acc.num_processes),
-                                                                       acc.num_processes)
-    return state["step"], note + "".join(f"; warning: {w}" for w in warnings)
+    return state["step"], note + "".join(f"; warning: {w}" for w in resume_checks.changes(state, cfg, path))
 
