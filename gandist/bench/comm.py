@@ -264,9 +264,10 @@ def examine(path: Path, args, world: int, given_ms, bn: str = "sync") -> dict:
         if args.device:
             base.append(f"train.device={args.device}")
         full = config.load(str(path), base + list(args.overrides))
-        if full.train.batch_size % world:
+        if full.train.batch_size % world and not full.dist.batch_per_process:
             raise ConfigError(f"{path.name}: train.batch_size {full.train.batch_size} does not split over {world} GPUs")
-        cfg = config.load(str(path), base + list(args.overrides) + [f"train.batch_size={full.train.batch_size // world}"])
+        per_gpu = full.dist.batch_per_process or full.train.batch_size // world
+        cfg = config.load(str(path), base + list(args.overrides) + [f"train.batch_size={per_gpu}"])
         acc = make_accelerator(cfg)
         models = build_models(cfg, acc)
         draws = Draws(cfg.train.seed, cfg.train.batch_size, 0, 1, acc.device)

@@ -64,7 +64,8 @@ def add_parser(sub) -> None:
                    help="per-process batch, the same in every run (default: the config's batch / N workers)")
     p.add_argument("--threads", type=int, default=1, help="OMP threads a worker")
     p.add_argument("--gpu-round-ms", type=float, default=0.5, help="a GPU round the link is scaled against")
-    p.add_argument("--latency-us", type=float, default=30.0, help="the model's fixed time a collective")
+    p.add_argument("--latency-us", type=float, help="the model's fixed time a collective (default: measured, from "
+                   "the uncapped N-node round against the 1-node round)")
     p.add_argument("--port", type=int, default=29400, help="the rendezvous store's port (on the hub)")
     p.add_argument("--tag", help="names everything gd<tag>-* (default: random)")
     p.add_argument("--run-timeout", type=float, default=600.0, help="seconds one training run may take")
@@ -131,10 +132,27 @@ def train(fab: Fabric, nodes: int, args, overrides: list, out: Path, run_id: str
     return images_per_s(out, args.skip)
 
 
+def per_process(levers: str, per: int) -> int:
+    """A run's per-process batch: a lever set's dist.batch_per_process, else the command's."""
+    for o in levers.split():
+        key, _, value = o.partition("=")
+        if key == "dist.batch_per_process" and value.strip().isdigit() and int(value) > 0:
+            return int(value)
+    return per
+
+
 def model_colls(args, overrides: list, world: int):
     """The config's round counted as `bench comm` counts it, at the per-process batch, BatchNorm as gloo's."""
     ns = SimpleNamespace(device="cpu", overrides=overrides, warmup=0, steps=1)
     return examine(Path(args.config), ns, world, 1.0, bn="gloo")["colls"]
+
+
+def measured_latency_us(colls, one: dict, free: dict) -> float:
+    """The fixed time a collective that makes the model's uncapped N-node round the measured one: all of what the
+    uncapped round takes beyond the 1-node round, spread over the round's collectives.  On a loaded CPU it is
+    mostly a blocked process losing its core, not the wire (README, Scaling out)."""
+    count = sum(c.per_round for c in colls)
+    return max(0.0, (free["round_ms"] - one["round_ms"]) / 1000 / count * 1e6) if count else 0.0
 
 
 def predict(colls, nodes: int, procs: int, gbit: float | None, compute_s: float, latency_us: float) -> tuple:
@@ -178,14 +196,15 @@ def measure(args, cfg, per: int, links: list, common: list, tag: str, work: Path
     with Fabric(args.nodes, tag) as fab:
         for k, (n, g, lv) in enumerate(plan * args.repeat):
             fab.cap(g)
-            batch = [f"train.batch_size={per * n * args.procs_per_node}"]
+            batch = [f"train.batch_size={per * n * args.procs_per_node}"]  # dist.batch_per_process overrides it
             rate = train(fab, n, args, common + lv + batch, work / f"run{k}", f"{tag}-{k}")
             rates.setdefault((n, g, " ".join(lv)), []).append(rate)
     runs = []
     for (n, g, lv), got in rates.items():
         rate = statistics.median(got)
+        b = per_process(lv, per)
         runs.append({"nodes": n, "link_gbit": g, "levers": lv, "images_per_s": rate, "repeats": got,
-                     "round_ms": 1000 * per * n * args.procs_per_node * cfg.optim.n_critic / rate})
+                     "batch_per_process": b, "round_ms": 1000 * b * n * args.procs_per_node * cfg.optim.n_critic / rate})
     return runs
 
 
@@ -196,12 +215,17 @@ def report(args, cfg, per: int, runs: list, common: list, tag: str) -> None:
     colls = {} if args.no_model else {r["levers"]: model_colls(args, common + r["levers"].split() + batch, n * procs)
                                       for r in runs}
     scale = one["round_ms"] / args.gpu_round_ms
+    latency = args.latency_us if args.latency_us is not None or not colls else measured_latency_us(colls[""], one, free)
     print(f"# python -m gandist.bench cluster: {n} nodes x {procs} process(es), network namespaces, tc tbf links; "
           f"{machine()}; shared, loaded CPU: ratios measured back to back in this command")
     print(f"config {args.config} {' '.join(args.overrides)}; batch {per} a process; {args.steps} rounds a run, "
           f"readings every {args.log_every} after the first {args.skip}")
     print(f"a round on one node: {one['round_ms']:.1f} ms, {scale:.0f}x a {args.gpu_round_ms:g} ms GPU round: a link "
           f"here stands for one {scale:.0f}x as fast beside the GPU")
+    if colls:
+        print(f"the model's fixed time a collective: {latency:,.0f} us" + (" (given)" if args.latency_us is not None else
+              f" (measured: the uncapped {n}-node round less the 1-node one, over {sum(c.per_round for c in colls['']):.1f} "
+              f"collectives a round)"))
     print("| nodes | link Gb/s (GPU-equivalent) | levers | images/s | round ms | efficiency vs N x 1 node | "
           "model (no overlap / overlap) | vs uncapped links | model (no overlap / overlap) |")
     print("| ---: | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |")
@@ -217,13 +241,15 @@ def report(args, cfg, per: int, runs: list, common: list, tag: str) -> None:
                 # against N x 1 node: the one-node round, the link and the model's latency a collective;
                 # against the uncapped links: their round (latency and core sharing in it), the wire alone
                 c = colls[r["levers"]]
-                r["model"] = predict(c, n, procs, g, one["round_ms"] / 1000, args.latency_us)
+                grows = r["batch_per_process"] / per  # a larger per-process batch: compute taken as proportional
+                r["model"] = predict(c, n, procs, g, grows * one["round_ms"] / 1000, latency)
                 cells[1] = f"{r['model'][0]:.1%} / {r['model'][1]:.1%}"
                 if g is not None:
-                    r["model_vs_uncapped"] = predict(c, n, procs, g, free["round_ms"] / 1000, 0.0)
+                    r["model_vs_uncapped"] = predict(c, n, procs, g, grows * free["round_ms"] / 1000, 0.0)
                     cells[3] = f"{r['model_vs_uncapped'][0]:.1%} / {r['model_vs_uncapped'][1]:.1%}"
         print(f"| {r['nodes']} | {link} | {r['levers'] or 'exact'} | {r['images_per_s']:.1f} | {r['round_ms']:.1f} | " + " | ".join(cells) + " |")
     print(json.dumps({"nodes": n, "procs_per_node": procs, "batch_per_process": per, "config": args.config,
+                      "latency_us": latency,
                       "overrides": args.overrides, "tag": tag, "gpu_scale": scale, "runs": runs}))
 
 

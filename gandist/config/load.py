@@ -28,6 +28,7 @@ import yaml
 from gandist.backends.zero.limits import COMPILE_REFUSED, EXTRA, FP16_REFUSED, STAGE3_REFUSED
 from gandist.cli import ConfigError
 from gandist.config.schema import Config, allowed
+from gandist.config.world import settle
 from gandist.metrics.inception import check_weights
 from gandist.metrics.registry import MetricError
 from gandist.objective.augment import parse_policy
@@ -247,7 +248,11 @@ def _check_deepspeed(cfg: Config, where: str):
 
 
 def check_world_size(cfg: Config, world_size: int, elastic: list[int] = ()):
-    """The global batch splits evenly over this world size and over every other one an elastic job may take."""
+    """The global batch splits evenly over this world size and over every other one an elastic job may take;
+    with dist.batch_per_process it is set here, to that times the world size (gandist/config/world.py)."""
+    settle(cfg, world_size)
+    if cfg.dist.batch_per_process:
+        return  # any world size takes whole per-process batches
     if cfg.train.batch_size % world_size:
         raise ConfigError(f"train.batch_size: {cfg.train.batch_size} is not divisible by the world size "
                           f"{world_size}; the global batch is split evenly across processes")

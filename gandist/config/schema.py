@@ -141,7 +141,8 @@ class DataConfig:
 class TrainConfig:
     steps: int = _f(2000, min=1, help="G steps")
     seed: int = _f(0, help="seed of the initial weights and of every random draw")
-    batch_size: int = _f(64, min=1, help="global batch: each of N processes takes batch_size/N")
+    batch_size: int = _f(64, min=1, help="global batch: each of N processes takes batch_size/N "
+                                          "(dist.batch_per_process sets it instead)")
     mixed_precision: str = _f("no", choices=("no", "bf16", "fp16"), help="autocast precision (fp16 needs a GPU)")
     fp16_init_scale: float = _f(65536.0, min=1.0, help="initial loss scale of fp16's GradScaler")
     resume: str = _f("auto", help="auto | no | PATH to a checkpoint directory")
@@ -221,6 +222,14 @@ class DistConfig:
                        help="what model.sync_bn synchronises: every process, or the processes of one node (a "
                             "process group per node: no BatchNorm traffic between nodes, the statistics of a "
                             "node's batch); model.sync_bn=false synchronises none")
+    batch_per_process: int = _f(0, min=0, help="0: train.batch_size is the global batch, split over the processes "
+                                               "(the exact path); n > 0: each process takes n samples, so the global "
+                                               "batch (train.batch_size, set from this at start) grows to n x world "
+                                               "size, and both lrs are scaled by dist.lr_scaling")
+    lr_scaling: str = _f("sqrt", choices=("none", "linear", "sqrt"),
+                         help="with dist.batch_per_process: the lrs as given are one process's; k processes multiply "
+                              "them by sqrt(k) (Adam's rule, Malladi et al. 2022), k (SGD's, Goyal et al. 2017), or "
+                              "leave them (BigGAN kept its lrs from batch 256 to 2048)")
 
 
 @dataclass

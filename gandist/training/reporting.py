@@ -18,6 +18,7 @@ from torchvision.utils import make_grid
 
 from gandist import __version__
 from gandist.backends.ddp import levers
+from gandist.config.world import describe
 from gandist.distributed import generator, on_gpu
 from gandist.metrics.inception import quantise
 from gandist.training import plots
@@ -202,7 +203,7 @@ def startup_rows(cfg, acc, models, feed, ranks: list[dict], resumed, saves) -> l
     """What the start-up panel shows (rank 0 builds it; `ranks` as run.json lists them)."""
     hosts = sorted({r["host"] for r in ranks})
     devices = sorted({r["device"] for r in ranks})
-    world, batch = acc.num_processes, cfg.train.batch_size
+    world = acc.num_processes
     precision = "fp64 (train.fp64)" if cfg.train.fp64 else {"no": "fp32", "bf16": "bf16 autocast",
                                                               "fp16": "fp16 autocast + loss scaling"}[
         cfg.train.mixed_precision]
@@ -215,7 +216,7 @@ def startup_rows(cfg, acc, models, feed, ranks: list[dict], resumed, saves) -> l
              f"deepspeed ZeRO-{models.update_g.stage}, one engine each for G and D"
              + (f" ({cfg.deepspeed.config})" if cfg.deepspeed.config else "")),
             ("precision", precision),
-            ("batch", f"{batch} global, {batch // world} per rank"),
+            ("batch", describe(cfg, world)),
             ("communication", levers(cfg) + ": not world-size invariant" if levers(cfg) else "exact (fp32 all-reduce)"),
             ("fast paths", fast_paths(cfg, acc.device)),
             ("data", feed.description),

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from gandist.config.world import resume_warning
+
 KEYS = ("train.batch_size", "optim.n_critic", "optim.g_steps")
 
 
@@ -38,8 +40,9 @@ def changes(state: dict, cfg, path: Path) -> list[str]:
     now = schedule(cfg)
     old = _saved(state, now)
     changed = [k for k in KEYS if old[k] != now[k]]
+    world = resume_warning(cfg, state.get("world_size"))  # dist.batch_per_process at another world size
     if not changed:
-        return []
+        return world
     step = state["step"]
     what = [f"{k} was {old[k]} in checkpoint {path}, is {now[k]} now" if i == 0 else f"{k} was {old[k]} there, "
             f"is {now[k]} now" for i, k in enumerate(changed)]
@@ -59,7 +62,7 @@ def changes(state: dict, cfg, path: Path) -> list[str]:
     if g0 != g1:
         effects.append(f"G's steps (which number its noise draws) continue from G step {step * g1} "
                        f"(step {step} x optim.g_steps {g1}) instead of {step * g0}")
-    return ["; ".join(what) + ": " + "; ".join(effects) + "; the run is not the same as an uninterrupted one"]
+    return ["; ".join(what) + ": " + "; ".join(effects) + "; the run is not the same as an uninterrupted one"] + world
 
 
 def data_state(state: dict, cfg, feed) -> dict:

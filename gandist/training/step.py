@@ -21,6 +21,7 @@ import torch
 from gandist import nets
 from gandist.backends.ddp import DdpUpdate
 from gandist.backends.zero.update import zero_models
+from gandist.config.world import lr_factor
 from gandist.data.feed import make_feed
 from gandist.distributed import on_gpu
 from gandist.liveness import Progress
@@ -88,8 +89,8 @@ def build_models(cfg, acc) -> Models:
     if cfg.model.sync_bn or (cfg.model.sync_bn is None and world > 1):
         G = convert_sync_batchnorm(G, acc.device.type)
         D = convert_sync_batchnorm(D, acc.device.type)
-    opt_g = make_optimizer(cfg, G.parameters(), cfg.optim.lr_g)
-    opt_d = make_optimizer(cfg, D.parameters(), cfg.optim.lr_d)
+    opt_g = make_optimizer(cfg, G.parameters(), cfg.optim.lr_g * lr_factor(cfg))  # dist.lr_scaling
+    opt_d = make_optimizer(cfg, D.parameters(), cfg.optim.lr_d * lr_factor(cfg))
     if ema is not None:
         ema.model.to(acc.device)
     if cfg.train.backend == "deepspeed":
@@ -220,6 +221,7 @@ class Stepper:
         """The lrs for `step`: a function of the step alone, so a resumed run needs no scheduler state."""
         o = self.cfg.optim
         f = max(0.0, 1.0 - step / self.cfg.train.steps) if o.lr_decay == "linear" else 1.0
+        f *= lr_factor(self.cfg)  # dist.lr_scaling, with dist.batch_per_process
         for update, lr in ((self.m.update_g, o.lr_g), (self.m.update_d, o.lr_d)):
             for group in update.param_groups:
                 group["lr"] = lr * f

@@ -207,3 +207,20 @@ def test_the_dist_levers_change_what_the_model_counts(tmp_path):
     bn = [c for c in node if c.what.startswith("BN")]
     assert bn and all(c.kind == "node_local" and cl.wire(c) == 0 for c in bn)
     assert sum(c.per_round for c in bn) == sum(b.forwards + b.backwards for b in examine(tmp_path)["round"].bn)
+
+
+def test_a_per_process_batch_is_counted_at_that_batch(tmp_path):
+    """dist.batch_per_process: the model counts a GPU's round at that batch, whatever train.batch_size says."""
+    e = examine(tmp_path, "dist.batch_per_process=3", "train.batch_size=64", world=4)
+    assert e["batch"] == 3
+
+
+def test_the_emulated_clusters_lever_batch_and_measured_latency():
+    from gandist.bench.emulated import measured_latency_us, per_process
+    assert per_process("dist.comm_hook=bf16 dist.batch_per_process=64", 32) == 64
+    assert per_process("dist.comm_hook=bf16", 32) == 32
+    colls = [cluster.Collective("bn", "all_reduce", 64, 10), cluster.Collective("grad", "all_reduce", 10 ** 6, 2,
+                                                                                   overlaps=True)]
+    # 12 collectives a round; the uncapped round is 6 ms longer than one node's: 500 us each
+    assert measured_latency_us(colls, {"round_ms": 100.0}, {"round_ms": 106.0}) == pytest.approx(500.0)
+    assert measured_latency_us(colls, {"round_ms": 100.0}, {"round_ms": 90.0}) == 0.0
