@@ -179,6 +179,25 @@ def judge_acc(fake: dict, real: dict | None, opts: Options) -> dict:
     return {"judge_acc": float(hit.float().mean())}
 
 
+@register_metric("judge_mix", needs_real=True, layer=lambda o: JUDGE_LOGITS,
+                 summary="how far the mix of classes the judge sees in generated images is from the real images' "
+                         "(total variation distance, 0 = the same mix, 1 = no class in common; for attributes, "
+                         "the mean gap in each attribute's rate): an unconditional run's class balance")
+def judge_mix(fake: dict, real: dict, opts: Options) -> dict:
+    # A judge's features weigh the class mix heavily: an unconditional run that draws some digits twice as often
+    # as others scores a judge FD several times the floor even when every sample is a clean digit.
+    import torch
+
+    f, r = _two_sets(fake, real, JUDGE_LOGITS, "judge_mix")
+    if opts.judge_columns is not None:
+        cols = list(opts.judge_columns)
+        return {"judge_mix": float(((f[:, cols] > 0).double().mean(0) - (r[:, cols] > 0).double().mean(0))
+                                   .abs().mean())}
+    k = f.shape[1]
+    p, q = (torch.bincount(x.argmax(1), minlength=k).double() / len(x) for x in (f, r))
+    return {"judge_mix": float(0.5 * (p - q).abs().sum())}
+
+
 EXACT = "donot_use_mm_for_euclid_dist"  # symmetric to the bit: a sample on a ball's rim is inside it from both sides
 
 

@@ -83,6 +83,7 @@ SCORE_PANELS = (
     (("judge_fd_ratio",), "judge FD / real-vs-real floor\n(lower is better; 1 = real)"),
     (("judge_fd",), "judge FD (lower is better)"),  # where the judge has no floor
     (("judge_acc",), "judge accuracy on the\nclass asked for (higher is better)"),
+    (("judge_mix",), "judge class mix against the\nreal images' (lower is better; 0 = real)"),
     (("precision", "recall", "density", "coverage"), "judge features\n(higher is better; ~1 = real)"),
 )
 SCORES = tuple(k for keys, _ in SCORE_PANELS for k in keys)

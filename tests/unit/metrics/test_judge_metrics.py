@@ -108,3 +108,15 @@ def test_the_judge_metrics_name_their_layers_and_scores():
     for k in ("fid", "kid_std", "judge_fd", "judge_fd_ratio", "judge_acc", "precision", "recall", "density",
               "coverage"):
         assert k in keys
+
+
+def test_judge_mix_is_the_distance_between_the_class_mixes_the_judge_sees():
+    eye = torch.eye(4) * 3.0
+    real = eye[[0, 1, 2, 3] * 5]  # an even mix of four classes
+    assert compute(["judge_mix"], {JUDGE_LOGITS: real.flip(0)}, {JUDGE_LOGITS: real})["judge_mix"] == 0.0
+    half = eye[[0, 0, 1, 1] * 5]  # only two of the four classes: half the mass is in the wrong place
+    assert compute(["judge_mix"], {JUDGE_LOGITS: half}, {JUDGE_LOGITS: real})["judge_mix"] == pytest.approx(0.5)
+    # attributes: the run's attribute is the judge's output 1; its rate 1.0 in the fakes against 0.5 in the reals
+    attr_fake, attr_real = torch.tensor([[0.0, 1.0], [0.0, 2.0]]), torch.tensor([[0.0, 1.0], [0.0, -1.0]])
+    got = compute(["judge_mix"], {JUDGE_LOGITS: attr_fake}, {JUDGE_LOGITS: attr_real}, Options(judge_columns=(1,)))
+    assert got["judge_mix"] == pytest.approx(0.5)

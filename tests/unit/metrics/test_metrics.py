@@ -101,7 +101,7 @@ def test_images_reach_inception_as_uint8_rgb_quantised_like_the_saved_pngs(tmp_p
 
 
 def test_registry_and_metric_names():
-    assert list_metrics() == ["fid", "isc", "kid", "judge_fd", "judge_acc", "prdc"]
+    assert list_metrics() == ["fid", "isc", "kid", "judge_fd", "judge_acc", "judge_mix", "prdc"]
     assert check_metrics("FID, kid,fid") == ["fid", "kid"]
     assert check_metrics(["isc"]) == ["isc"]
     with pytest.raises(MetricError, match="unknown metric 'fdi': choose from fid, isc, kid, judge_fd, judge_acc, prdc"):
