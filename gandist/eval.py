@@ -48,7 +48,7 @@ def parse_args(argv):
                                              "empty = torch-fidelity's download)")
     p.add_argument("--feature-layer", default=None, choices=FEATURE_LAYERS,
                    help="Inception features for FID/KID; 2048 gives published numbers, fewer dims suit few samples")
-    p.add_argument("--judge", help="the judge file of judge_fd, judge_acc, prdc (default: eval.judge)")
+    p.add_argument("--judge", help="the judge file of judge_fd, judge_acc, judge_mix, prdc (default: eval.judge)")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--seed", type=int, help="noise of the generated set (default: train.seed)")
     p.add_argument("--no-progress", action="store_true")

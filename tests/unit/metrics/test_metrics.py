@@ -104,7 +104,7 @@ def test_registry_and_metric_names():
     assert list_metrics() == ["fid", "isc", "kid", "judge_fd", "judge_acc", "judge_mix", "prdc"]
     assert check_metrics("FID, kid,fid") == ["fid", "kid"]
     assert check_metrics(["isc"]) == ["isc"]
-    with pytest.raises(MetricError, match="unknown metric 'fdi': choose from fid, isc, kid, judge_fd, judge_acc, prdc"):
+    with pytest.raises(MetricError, match="unknown metric 'fdi': choose from fid, isc, kid, judge_fd, judge_acc, judge_mix, prdc"):
         check_metrics("fid,fdi")
     with pytest.raises(MetricError, match="no metrics requested"):
         check_metrics("")
