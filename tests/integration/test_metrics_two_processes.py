@@ -46,8 +46,8 @@ dist.destroy_process_group()
 
 
 def judge_cfg(judge_file):
-    """The judge's three metrics of the same class-conditional run, on 12 images (prdc's k = 5 needs 6)."""
-    return tiny_cfg("variant=cgan", "eval.metrics=[judge_fd,judge_acc,prdc]", f"eval.judge={judge_file}",
+    """The judge's four metrics of the same class-conditional run, on 12 images (prdc's k = 5 needs 6)."""
+    return tiny_cfg("variant=cgan", "eval.metrics=[judge_fd,judge_acc,judge_mix,prdc]", f"eval.judge={judge_file}",
                     "eval.num_samples=12")
 
 
@@ -80,7 +80,9 @@ def test_evaluator_same_scores_for_one_and_two_processes_and_real_features_read_
     assert set(one) == {"fid", "kid", "kid_std"} and one == again
     assert one["fid"] > 0 and math.isfinite(one["kid"])
     judged = E.Evaluator(judge_cfg(judge_file), "cpu", batch_size=4)(G)
-    assert set(judged) == {"judge_fd", "judge_fd_ratio", "judge_acc", "precision", "recall", "density", "coverage"}
+    assert set(judged) == {"judge_fd", "judge_fd_ratio", "judge_acc", "judge_mix", "precision", "recall", "density",
+                           "coverage"}
+    assert 0 <= judged["judge_mix"] <= 1
     assert judged["judge_fd"] > 0 and judged["judge_fd_ratio"] == judged["judge_fd"]  # the file's floor is 1
 
     stdout, _ = two.communicate(timeout=300)
