@@ -5,8 +5,8 @@
 # default, says where the repository is.)  It only defines functions; a function that must stop the script calls
 # `die MESSAGE`, which each script defines with its own name in front.
 #
-# slurm/train.sh sends signal_children, wait_for, newest_checkpoint, output_dir and use_venv to its node tasks as
-# text (declare -f), so these must not call anything of this file that is not sent with them.
+# slurm/train.sh sends most of these functions to its node tasks as text (declare -f, its NODE_CODE), and
+# slurm/check.sh sends use_venv: a function sent must call only functions sent with it.
 
 use_venv() {  # DIR: put GANDIST_VENV, else DIR/.venv, first on PATH when it is a virtualenv
     local venv=${GANDIST_VENV:-$1/.venv}
