@@ -157,7 +157,7 @@ on_usr1() {
 }
 REQUEUED=""
 on_term() {
-    if [ -n "$REQUEUED" ]; then exit 75; fi  # SLURM ending this run for the requeue: nothing is left to do
+    if [ -n "$REQUEUED" ]; then return; fi  # the requeue itself ends this run
     TERMINATED=TERM
     say "SIGTERM: SLURM is ending the job; training checkpoints on it; no requeue from here"
 }
@@ -227,10 +227,7 @@ requeue() {  # REASON
         say "error: scontrol requeue $SLURM_JOB_ID failed (does the partition allow requeue? JobRequeue, --requeue)"
         return 1
     fi
-    # SLURM ends this run now, with SIGTERM (on_term exits on it) and SIGKILL KillWait later; exiting before
-    # that would only race the requeue.  In the background, so that the trap runs at once
-    sleep 30 &
-    wait $!
+    sleep 30  # SLURM ends this run now; exiting first would only race it
     return 0
 }
 
