@@ -17,9 +17,12 @@
 # shellcheck disable=SC2317,SC2329  # forward runs from traps (SC2329 is shellcheck 0.10+'s name for it)
 set -uo pipefail
 
+die() { echo "entrypoint: $*" >&2; exit 2; }
+
 GANDIST_HOME=${GANDIST_HOME:-/opt/gandist}
-cd "$GANDIST_HOME" || { echo "entrypoint: GANDIST_HOME=$GANDIST_HOME: no such directory" >&2; exit 2; }
-[ -x .venv/bin/accelerate ] && PATH="$PWD/.venv/bin:$PATH"
+# shellcheck source-path=SCRIPTDIR/.. source=launch/lib.sh
+. "$GANDIST_HOME/launch/lib.sh" || die "no launch/lib.sh in GANDIST_HOME=$GANDIST_HOME"
+enter_home
 
 [ $# -gt 0 ] || set -- --config configs/quickstart.yaml
 case $1 in
@@ -28,36 +31,17 @@ case $1 in
 esac
 
 # A stop signal is remembered from here on, and passed to training once the launcher runs.
-got="" sig="" launcher="" resender=""
+got="" sig="" launcher=""
 forward() {  # NAME SIGNAL: a trap; SIGNAL is what training is sent
     got=$1 sig=$2
     echo "entrypoint: SIG$1: asking training to checkpoint and stop" >&2
-    [ -z "$launcher" ] || pass_on
-}
-pass_on() {
-    pkill -"$sig" -P "$launcher"  # its direct children: the training processes
-    # A training process that is still starting ignores it (inherited, below) until gandist.train
-    # listens; so it is sent again every 2 s until the launcher is gone.  Once heard, a repeat changes
-    # nothing: training is already stopping, and a finished one ignores stop signals.
-    if [ -z "$resender" ]; then
-        (while kill -0 "$launcher" 2>/dev/null; do sleep 2; pkill -"$sig" -P "$launcher"; done) &
-        resender=$!
-    fi
+    [ -z "$launcher" ] || resend_signal "$sig" "$launcher"  # to the training processes, until they have heard it
 }
 trap 'forward TERM TERM' TERM
 trap 'forward INT TERM' INT
 trap 'forward USR1 USR1' USR1
-procs=${GANDIST_PROCS:-}
-if [ -z "$procs" ]; then
-    procs=0
-    if command -v nvidia-smi >/dev/null 2>&1; then
-        procs=$(trap '' USR1 TERM INT; nvidia-smi -L 2>/dev/null | grep -c '^GPU')  # a stop signal must not cut it short
-    fi
-fi
-if ! [[ "$procs" =~ ^[0-9]+$ ]]; then
-    echo "entrypoint: GANDIST_PROCS must be a number, got '$procs'" >&2
-    exit 2
-fi
+procs=${GANDIST_PROCS:-$(trap '' USR1 TERM INT; gpu_count)}  # a stop signal must not cut the count short
+[[ "$procs" =~ ^[0-9]+$ ]] || die "GANDIST_PROCS must be a number, got '$procs'"
 if [ "$procs" -ge 2 ]; then
     launch=(--config_file launch/multi_gpu.yaml --num_processes "$procs")
 elif [ "$procs" -eq 1 ]; then
@@ -66,17 +50,6 @@ else
     echo "entrypoint: no GPU visible (docker run --gpus all ...?): one process on the CPU" >&2
     launch=(--config_file launch/single_gpu.yaml)
 fi
-
-wait_for() {  # PID: wait until PID exits, through the signals this shell traps meanwhile; returns its status
-    local rc
-    while :; do
-        wait "$1"
-        rc=$?
-        # wait returns >128 when a trapped signal interrupts it; PID may still be running
-        if [ "$rc" -gt 128 ] && kill -0 "$1" 2>/dev/null; then continue; fi
-        return "$rc"
-    done
-}
 
 # `accelerate launch`, run from Python so that one outcome is told apart: training that exited 75 (it
 # saved a checkpoint after a signal) makes the launcher exit 75 quietly.  accelerate would report it as
@@ -132,10 +105,10 @@ PY
 export PET_SIGNALS_TO_HANDLE=SIGHUP,SIGQUIT TORCHELASTIC_SIGNALS_TO_HANDLE=SIGHUP,SIGQUIT
 (trap '' USR1 TERM INT; exec python3 -c "$launch_py" "${launch[@]}" -m gandist.train "$@") &
 launcher=$!
-[ -z "$got" ] || pass_on  # a signal that came before the launcher did
+[ -z "$got" ] || resend_signal "$sig" "$launcher"  # a signal that came before the launcher did
 wait_for "$launcher"
 rc=$?
-[ -z "$resender" ] || kill "$resender" 2>/dev/null
+stop_resending
 if [ "$rc" -eq 75 ]; then
     echo "entrypoint: ${got:+SIG$got: }training saved a checkpoint and stopped: exit 75 (a rerun with the same output.dir resumes)" >&2
     exit 75

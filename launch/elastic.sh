@@ -14,6 +14,8 @@
 #   GANDIST_RDZV_ID           the run's id: the same on every node of this run, another for another run (required)
 #   GANDIST_ELASTIC_NODES     MIN:MAX nodes (default 1:2); training runs while at least MIN are up
 #   GANDIST_PROCS_PER_NODE    processes per node (default: the GPUs, else 1)
+#   GANDIST_VENV              virtualenv with gandist (default: the .venv of this script's repository when it
+#                             exists, else PATH); launch/lib.sh is always this script's repository's
 #   GANDIST_MAX_RESTARTS      restarts of this node's workers before it gives up (default 10): every membership
 #                             change, a loss or a rejoin, costs one on every node; running out ends the job
 #   GANDIST_SHUTDOWN_TIMEOUT  seconds a worker is given to stop after torchrun's signal before SIGKILL
@@ -27,39 +29,29 @@ set -uo pipefail
 
 die() { echo "launch/elastic.sh: error: $*" >&2; exit 2; }
 
+# The repository this script is in (run where it lies, never a spool copy; inside a container that may not be
+# where GANDIST_HOME says): its launch/lib.sh and its .venv
+HERE=$(cd "$(dirname "$0")/.." && pwd)
+# shellcheck source-path=SCRIPTDIR/.. source=launch/lib.sh
+. "$HERE/launch/lib.sh" || die "no launch/lib.sh in $HERE"
+use_venv "$HERE"
+
 [ -n "${GANDIST_RDZV_ENDPOINT:-}" ] || die "set GANDIST_RDZV_ENDPOINT=HOST:PORT, the rendezvous store started with" \
     "'python launch/store.py --port PORT' on a host that is not a training node"
 [ -n "${GANDIST_RDZV_ID:-}" ] || die "set GANDIST_RDZV_ID: one id per run, the same on each of its nodes"
 NODES=${GANDIST_ELASTIC_NODES:-1:2}
 [[ "$NODES" =~ ^[1-9][0-9]*:[1-9][0-9]*$ ]] || die "GANDIST_ELASTIC_NODES=$NODES: expected MIN:MAX, e.g. 1:2"
 export GANDIST_ELASTIC_NODES=$NODES  # gandist.train checks train.batch_size against every world size in range
-if [ -n "${GANDIST_PROCS_PER_NODE:-}" ]; then
-    PROCS=$GANDIST_PROCS_PER_NODE
-elif command -v nvidia-smi >/dev/null 2>&1 && [ "$(nvidia-smi -L 2>/dev/null | grep -c '^GPU')" -gt 0 ]; then
-    PROCS=$(nvidia-smi -L | grep -c '^GPU')
-else
-    PROCS=1
-fi
-PY=${GANDIST_PYTHON:-python3}
-HERE=$(cd "$(dirname "$0")/.." && pwd)
-[ -x "$HERE/.venv/bin/torchrun" ] && export PATH="$HERE/.venv/bin:$PATH" && PY=python
+PROCS=$(procs_per_node)
 
 # The run directory (and a bad config refused here, before torchrun starts anything)
-RUN_DIR=$("$PY" - "$@" <<'PY'
-import argparse, sys
-from gandist import config
-p = argparse.ArgumentParser()
-p.add_argument("--config")
-p.add_argument("overrides", nargs="*")
-a = p.parse_args(sys.argv[1:])
-try:
-    print(config.load(a.config, a.overrides).output.dir)
-except config.ConfigError as e:
-    sys.exit(f"launch/elastic.sh: error: {e}")
-PY
-) || exit 2
-newest() { local f n=""; for f in "$RUN_DIR"/checkpoints/step_*/trainer.json; do [ -e "$f" ] && n=${f%/trainer.json}; done; echo "${n:-none}"; }
-
+RUN_DIR=$(output_dir "$@")
+case $? in
+    0) ;;
+    3) die "gandist is not importable by $(command -v python3) (GANDIST_VENV, or a .venv in $HERE)" ;;
+    *) die "the config does not load (arguments: $*)" ;;
+esac
+newest() { local n; n=$(newest_checkpoint "$RUN_DIR"); echo "${n:-none}"; }
 RESTARTS=${GANDIST_MAX_RESTARTS:-10}
 # torch shares one TCP store per rendezvous, hosted by group rank 0, but a node that was rank 0 in an earlier
 # round keeps pointing at its own old one when another node becomes rank 0 (a rejoin): both then wait 60 s
@@ -77,16 +69,13 @@ torchrun --nnodes="$NODES" --nproc-per-node="$PROCS" --rdzv-backend=c10d --rdzv-
     --max-restarts="$RESTARTS" --signals-to-handle=SIGTERM,SIGINT,SIGHUP,SIGQUIT,SIGUSR1 \
     --shutdown-timeout="${GANDIST_SHUTDOWN_TIMEOUT:-300}" -m gandist.train "$@" &
 LAUNCHER=$!
+# shellcheck disable=SC2329  # run by the traps below
 forward() { kill -s "$1" "$LAUNCHER" 2>/dev/null; }  # torchrun passes it on to the workers and stops
 trap 'forward TERM' TERM
 trap 'forward USR1' USR1
 trap 'forward INT' INT
-while :; do
-    wait "$LAUNCHER"
-    RC=$?
-    if [ "$RC" -gt 128 ] && kill -0 "$LAUNCHER" 2>/dev/null; then continue; fi  # a trapped signal, not its end
-    break
-done
+wait_for "$LAUNCHER"
+RC=$?
 if [ "$RC" -eq 0 ]; then
     exit 0
 fi

