@@ -70,8 +70,8 @@ def test_eval_with_a_judge_scores_offline_against_its_floor(run, tmp_path, capsy
     cap = capsys.readouterr()
     assert rc == 0, cap
     rec = json.loads((run / "eval.json").read_text())
-    assert set(rec["metrics"]) == {"judge_fd", "judge_fd_ratio", "judge_acc", "precision", "recall", "density",
-                                   "coverage"}
+    assert set(rec["metrics"]) == {"judge_fd", "judge_fd_ratio", "judge_acc", "judge_mix", "precision", "recall",
+                                   "density", "coverage"}
     assert rec["metrics"]["judge_fd_ratio"] == rec["metrics"]["judge_fd"] > 0
     assert 0 <= rec["metrics"]["judge_acc"] <= 1 and rec["real_samples"] == 20
     assert rec["judge"]["floor_fd"] == 1.0 and rec["judge"]["real_accuracy"] == 0.5
