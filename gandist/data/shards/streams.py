@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import atexit
+import functools
+import os
 import signal
 import weakref
 
@@ -103,10 +105,22 @@ def _shut_open_workers():
         it._shutdown_workers()
 
 
+def _shut_down(it, shutdown):
+    """torch's shutdown of `it`'s workers, then SIGKILL for any still alive: torch ends a worker that missed its
+    stop message with SIGTERM, which ours ignore, and multiprocessing would then wait for it at exit for ever
+    (seen after a worker's DataError, whose traceback kept the iterator until after its shutdown had begun)."""
+    shutdown()
+    for w in getattr(it, "_workers", ()):
+        if w.is_alive():
+            os.kill(w.pid, signal.SIGKILL)
+            w.join(5)
+
+
 class _Loader(DataLoader):
     def _get_iterator(self):
         it = super()._get_iterator()
         if self.num_workers > 0:
+            it._shutdown_workers = functools.partial(_shut_down, it, it._shutdown_workers)
             _OPEN.add(it)
         return it
 
