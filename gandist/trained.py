@@ -123,6 +123,9 @@ def check_card(card, path: Path) -> dict:
         if not isinstance(v, int) or isinstance(v, bool) or v < (0 if key == "label_dim" else 1):
             bad(f"network.{key} must be a{' non-negative' if key == 'label_dim' else ' positive'} integer, "
                 f"not {v!r}")
+    codes = net.get("info_codes", 0)  # absent from cards written before InfoGAN's code
+    if not isinstance(codes, int) or isinstance(codes, bool) or not 0 <= codes < net["z_dim"]:
+        bad(f"network.info_codes must be an integer from 0 to network.z_dim - 1, not {codes!r}")
     if not isinstance(net.get("norm"), str):
         bad(f"network.norm must be a string, not {net.get('norm')!r}")
     if not isinstance(cond, dict) or cond.get("kind") not in KINDS:

@@ -201,6 +201,9 @@ def _check_consistency(cfg: Config, where: str, check_files: bool = True):
     if cfg.model.conditioning != "none" and cfg.data.num_classes == 0 and not cfg.data.attributes:
         raise ConfigError(f"model.conditioning: {cfg.model.conditioning!r} needs labels, "
                           f"but data.num_classes is 0 and data.attributes is empty ({where})")
+    if cfg.model.info_codes == 1 or cfg.model.info_codes >= cfg.model.z_dim:
+        raise ConfigError(f"model.info_codes: {cfg.model.info_codes} must be 0 (off) or from 2 to model.z_dim - 1 "
+                          f"= {cfg.model.z_dim - 1}: the code takes that many of G's noise values ({where})")
     if cfg.train.fp64 and cfg.train.mixed_precision != "no":
         raise ConfigError(f"train.fp64: cannot combine with train.mixed_precision={cfg.train.mixed_precision!r} ({where})")
     if cfg.loss.regularizer in ("gp", "r1") and cfg.model.d_norm == "batch":

@@ -59,4 +59,4 @@ class DCGANDiscriminator(ConditionalDiscriminator):
     def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         x, y = self.labelled(x, y)
         h = self.features(x)
-        return self.plus_projection(self.head(h).flatten(1).sum(1), h, y)  # projection on sum-pooled h
+        return self.heads(self.head(h).flatten(1).sum(1), h, y)  # projection on sum-pooled h

@@ -45,4 +45,4 @@ class MLPDiscriminator(ConditionalDiscriminator):
     def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         x, y = self.labelled(x.flatten(1), y)
         h = self.features(x)
-        return self.plus_projection(self.head(h).squeeze(1), h, y)
+        return self.heads(self.head(h).squeeze(1), h, y)

@@ -89,7 +89,7 @@ class ResNetDiscriminator(ConditionalDiscriminator):
         x, y = self.labelled(x, y)
         # Global mean pooling, as the paper's code (reduce_mean); SNGAN's global sum only rescales the head.
         h = F.relu(self.blocks(x)).mean((2, 3))
-        return self.plus_projection(self.head(h).squeeze(1), h, y)
+        return self.heads(self.head(h).squeeze(1), h, y)
 
 
 def init_resnet_weights(module: nn.Module):

@@ -48,9 +48,8 @@ PICKLED = (".bin", ".pkl", ".pt")  # accelerate's torch.save files: only ever lo
 FORMAT = 2  # 2: trainer.json lists every file with its size and sha256; model keys unwrapped
 
 
-# What a checkpoint written before a key joined the identity was: every checkpoint before the deepspeed backend
-# is a ddp one.
-IDENTITY_BEFORE = {"backend": "ddp"}
+# A key's value in checkpoints written before it joined the identity (before deepspeed: ddp; InfoGAN: no code)
+IDENTITY_BEFORE = {"backend": "ddp", "info_codes": 0}
 
 
 class CheckpointError(RuntimeError):
@@ -328,7 +327,8 @@ def identity(cfg) -> dict:
             "resolution": cfg.data.resolution, "channels": cfg.data.channels,
             "label_dim": cfg.label_dim, "g_width": cfg.model.g_width, "d_width": cfg.model.d_width,
             "g_norm": cfg.model.g_norm, "d_norm": cfg.model.d_norm, "spectral_norm": cfg.model.spectral_norm,
-            "conditioning": cfg.model.conditioning, "optimizer": cfg.optim.name, "backend": cfg.train.backend}
+            "conditioning": cfg.model.conditioning, "info_codes": cfg.model.info_codes, "optimizer": cfg.optim.name,
+            "backend": cfg.train.backend}
 
 
 def weights_finite(models) -> bool:

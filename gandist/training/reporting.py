@@ -149,14 +149,20 @@ class Reporter:
 
 def fixed_inputs(cfg, device):
     """The noise and labels behind every sample grid (the same for the whole run), and images per row.
-    A class-conditional grid has one class per row and whole rows: log.grid_size is rounded up to a
-    multiple of the classes."""
+    A class-conditional grid has one class per row and whole rows (log.grid_size is rounded up to a
+    multiple of the classes); an unconditional InfoGAN's, one code per row."""
     n, nrow = cfg.log.grid_size, None
-    ld = cfg.label_dim
+    ld, k = cfg.label_dim, cfg.model.info_codes
     if ld and not cfg.data.attributes:
         nrow = cfg.data.num_classes
+    elif k:  # an unconditional InfoGAN: one code per row instead, to show what each code has come to draw
+        nrow = k
+    if nrow:
         n = math.ceil(n / nrow) * nrow
     z = torch.randn(n, cfg.model.z_dim, generator=generator(cfg.train.seed, 0, "fixed"))
+    if k and nrow == k:  # row r's code is r: its noise value r is raised above the code's other values
+        rows = (torch.arange(n) // nrow) % k
+        z[torch.arange(n), rows] = z[:, :k].max(1).values + 1
     y = None
     if ld and not cfg.data.attributes:  # one class per row
         y = torch.nn.functional.one_hot((torch.arange(n) // nrow) % ld, ld).float()

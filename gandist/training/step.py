@@ -25,6 +25,7 @@ from gandist.config.world import lr_factor
 from gandist.data.feed import make_feed
 from gandist.distributed import on_gpu
 from gandist.liveness import Progress
+from gandist.nets.conditioning import info_code
 from gandist.nets.layers import convert_sync_batchnorm
 from gandist.objective import Objective
 from gandist.objective.ada import ADA, SIGNS
@@ -118,7 +119,7 @@ class Stepper:
             models.update_g, models.update_d = DdpUpdate(accelerator, models.opt_g), DdpUpdate(accelerator, models.opt_d)
         self.scaler = accelerator.scaler if cfg.train.mixed_precision == "fp16" else None
         self.ada = models.ada = ADA(cfg.augment, accelerator.device)
-        self.objective = Objective(cfg.loss, cfg.train.steps, draws, self.scaler, self.ada)
+        self.objective = Objective(cfg.loss, cfg.train.steps, draws, self.scaler, self.ada, cfg.model.info_codes)
         self.tally = Tally(accelerator.device, cfg.train.max_bad_steps)
         self.heldout = None  # real images D never trains on, for the overfitting check
         if cfg.health.heldout_urls:
@@ -141,10 +142,17 @@ class Stepper:
             values["ada_p"] = self.ada.p
         return values
 
-    def d_step(self, j: int, step: int, measure: bool = False) -> tuple[dict, torch.Tensor, torch.Tensor | None]:
+    def codes(self, z: torch.Tensor) -> torch.Tensor | None:
+        """The InfoGAN codes G reads from noise z (model.info_codes), or None."""
+        k = self.cfg.model.info_codes
+        return info_code(z, k) if k else None
+
+    def d_step(self, j: int, step: int, measure: bool = False
+               ) -> tuple[dict, torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
         """D-step j: its logged values (this rank's, on the device), its fakes (with G's graph when they are
-        to be reused) and the labels of its batch.  `measure` (the last D step before a log step): also the
-        health checks' values that cost more than a step's (gandist.training.health)."""
+        to be reused), the labels of its batch and the fakes' InfoGAN codes.  `measure` (the last D step
+        before a log step): also the health checks' values that cost more than a step's
+        (gandist.training.health)."""
         m = self.m
         self.progress.within("data wait")
         real, y = self.feed.batch(j)
@@ -157,7 +165,9 @@ class Stepper:
                 z = self.draws.randn(j, "z_d", self.cfg.model.z_dim)
                 with torch.set_grad_enabled(self.reuse_fakes):
                     fake = m.G_fwd(z, y)
-                loss, stats = self.objective.d_loss(m.D_fwd, real, fake.detach(), y, j, step, D_penalty=m.D)
+                codes = self.codes(z)
+                loss, stats = self.objective.d_loss(m.D_fwd, real, fake.detach(), y, j, step, D_penalty=m.D,
+                                                    codes=codes)
             m.update_d.backward(loss)
         self._step(m.update_d, "loss_d", stats[self.objective.d_guard])
         if self.objective.after_d_step(m.D_raw):  # a constraint: a no-op on weights a skipped step left as they were
@@ -167,7 +177,7 @@ class Stepper:
             self.tally.add({"diversity": diversity(fake, real)})
             if self.heldout is not None:
                 self.tally.add(self.heldout_signs(step))
-        return stats, fake, y
+        return stats, fake, y, codes
 
     @torch.no_grad()
     def heldout_signs(self, step: int) -> dict:
@@ -177,14 +187,16 @@ class Stepper:
         D = self.m.D_raw
         kept = [b.clone() for b in D.buffers()]
         with self.acc.autocast():
-            out = D(self.objective.d_view(real, step, "heldout", step), y)
+            out = self.objective.split(D(self.objective.d_view(real, step, "heldout", step), y))[0]
         for b, k in zip(D.buffers(), kept):
             b.copy_(k)
         return {"r_heldout": torch.sign(out).mean()}
 
-    def g_step(self, i: int, step: int, y: torch.Tensor | None, fake: torch.Tensor | None = None) -> dict:
+    def g_step(self, i: int, step: int, y: torch.Tensor | None, fake: torch.Tensor | None = None,
+               codes: torch.Tensor | None = None) -> dict:
         """G-step i, for the labels y (those of the round's last D batch, as the data gives them), on `fake`
-        if given (the D step's, still attached to G's graph), else on fakes of its own draw."""
+        (with its InfoGAN `codes`) if given (the D step's, still attached to G's graph), else on fakes of its
+        own draw."""
         m = self.m
         # D is a fixed function here: its parameters need no gradient, and calling it unwrapped
         # keeps DDP's reducer from waiting for D gradients that never come.
@@ -193,8 +205,9 @@ class Stepper:
             with self.progress.waiting("step"):
                 with self.acc.autocast():
                     if fake is None:
-                        fake = m.G_fwd(self.draws.randn(i, "z_g", self.cfg.model.z_dim), y)
-                    loss, stats = self.objective.g_loss(m.D_frozen_fwd, fake, y, i, step)
+                        z = self.draws.randn(i, "z_g", self.cfg.model.z_dim)
+                        fake, codes = m.G_fwd(z, y), self.codes(z)
+                    loss, stats = self.objective.g_loss(m.D_frozen_fwd, fake, y, i, step, codes)
                 m.update_g.backward(loss)
         finally:
             m.D_raw.requires_grad_(True)
@@ -231,11 +244,14 @@ class Stepper:
         the EMA."""
         o, t = self.cfg.optim, self.cfg.train
         self.set_lr(step)
-        fake, y = None, None
+        fake, y, codes = None, None, None
         logged = (step + 1) % t.log_every == 0 or step + 1 == t.steps
         for k in range(o.n_critic):
-            _, fake, y = self.d_step(step * o.n_critic + k, step, logged and k == o.n_critic - 1)
+            _, fake, y, codes = self.d_step(step * o.n_critic + k, step, logged and k == o.n_critic - 1)
         for k in range(o.g_steps):
-            self.g_step(step * o.g_steps + k, step, y, fake if self.reuse_fakes else None)
+            if self.reuse_fakes:
+                self.g_step(step * o.g_steps + k, step, y, fake, codes)
+            else:
+                self.g_step(step * o.g_steps + k, step, y)
         if self.m.ema is not None:
             self.m.ema.update(self.m.G_raw, step)

@@ -11,7 +11,7 @@ import subprocess
 import pytest
 import torch
 
-from gandist import config
+from gandist import config, trained
 from gandist.data.prepare import prepare
 from gandist.variants import VARIANTS
 from tests.conftest import REPO, env, metrics, train_cmd
@@ -53,12 +53,12 @@ RUNS.update({
     "cgan_wgan_gp_projection": ["variant=cgan", "model.conditioning=projection", "model.d_norm=layer",
                                 "loss.adversarial=wasserstein", "loss.regularizer=gp", "optim.n_critic=2"],
     "gan_g_steps": ["variant=gan", "optim.g_steps=3"],
-    "sngan_hinge_r1_ema_diffaug": ["variant=dcgan", "model.arch=resnet", "model.d_norm=none",
+    "sngan_hinge_r1_ema_diffaug_info": ["variant=dcgan", "model.arch=resnet", "model.d_norm=none",
                                    "model.spectral_norm=true", "loss.adversarial=hinge", "loss.regularizer=r1",
                                    "loss.diffaugment=color,translation,cutout", "optim.ema=0.9",
-                                   "model.conditioning=projection"],
+                                   "model.conditioning=projection", "model.info_codes=4"],
 })
-SHORT = {"wgan_gp_resnet": 4, "cgan_wgan_gp_projection": 6, "gan_g_steps": 6, "sngan_hinge_r1_ema_diffaug": 6}
+SHORT = {"wgan_gp_resnet": 4, "cgan_wgan_gp_projection": 6, "gan_g_steps": 6, "sngan_hinge_r1_ema_diffaug_info": 6}
 
 
 @pytest.fixture(scope="module")
@@ -171,10 +171,14 @@ def test_several_g_steps_per_d_step(runs):
     _finished(runs, "gan_g_steps")
 
 
-def test_hinge_spectral_norm_r1_diffaugment_and_ema_compose(runs):
-    out, rows, _ = _finished(runs, "sngan_hinge_r1_ema_diffaug")
-    assert all(r["r1"] >= 0 and r["loss_d"] == pytest.approx(r["loss_d_adv"] + 5 * r["r1"], rel=1e-5, abs=1e-5)
-               for r in rows)
+def test_hinge_spectral_norm_r1_diffaugment_ema_and_an_info_code_compose(runs):
+    out, rows, _ = _finished(runs, "sngan_hinge_r1_ema_diffaug_info")
+    # InfoGAN's code joins D's loss beside the penalty (which sees D's logit alone)
+    assert all(r["r1"] >= 0 and r["loss_d"] == pytest.approx(r["loss_d_adv"] + 5 * r["r1"] + r["loss_info"],
+                                                             rel=1e-5, abs=1e-5) for r in rows)
+    assert all(0 <= r["info_acc"] <= 1 for r in rows)
+    G = trained.load_generator(out / "final")  # the card rebuilds the coded G
+    assert G.info_codes == 4
     from safetensors.torch import load_file
 
     g = load_file(str(out / "final" / "generator.safetensors"))

@@ -55,7 +55,8 @@ def test_card_alone_rebuilds_the_generator(tmp_path, overrides):
     card = json.loads((run / "final" / "generator.json").read_text())
     assert card["format"] == CARD_FORMAT and card["variant"] == cfg.variant
     assert card["network"] == {"arch": cfg.model.arch, "z_dim": 8, "channels": cfg.data.channels, "resolution": 32,
-                               "width": 4, "norm": cfg.model.g_norm, "label_dim": cfg.label_dim}
+                               "width": 4, "norm": cfg.model.g_norm, "label_dim": cfg.label_dim,
+                               "info_codes": 0}
     assert card["weights"] == {"generator": "generator.safetensors", "generator_ema": "generator_ema.safetensors"}
     assert card["default"] == "generator_ema"
     (run / "config.yaml").unlink()  # the card is all there is

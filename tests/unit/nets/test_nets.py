@@ -232,7 +232,7 @@ class _TinyD(ConditionalDiscriminator):
     def forward(self, x, y=None):
         x, y = self.labelled(x, y)
         h = self.features(x)
-        return self.plus_projection(self.head(h.sum((2, 3))).squeeze(1), h, y)
+        return self.heads(self.head(h.sum((2, 3))).squeeze(1), h, y)
 
 
 def test_a_new_family_gets_conditioning_from_the_base_classes():

@@ -47,7 +47,7 @@ def test_a_loss_added_by_registration_alone_is_used_by_both_steps(tmp_path):
                                 lambda f: 0.5 * ((f - 1) ** 2).mean())
     try:
         stepper, m = make_stepper(tmp_path, "loss.adversarial=lsgan")
-        stats, _, y = stepper.d_step(0, 0)
+        stats, _, y, _ = stepper.d_step(0, 0)
         stats = floats(stats)
         assert stats["loss_d"] == pytest.approx(stats["loss_d_adv"]) and "wasserstein" not in stats
         assert float(stepper.g_step(0, 0, y)["loss_g"]) > 0

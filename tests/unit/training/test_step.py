@@ -36,7 +36,7 @@ def test_g_step_runs_d_frozen_and_changes_only_g(tmp_path):
     stepper, m = make_stepper(tmp_path, "variant=wgan_gp")
     seen = []
     m.D_raw.register_forward_pre_hook(lambda mod, args: seen.append(any(p.requires_grad for p in mod.parameters())))
-    _, _, y = stepper.d_step(0, 0)
+    _, _, y, _ = stepper.d_step(0, 0)
     assert seen and all(seen)  # D trains in its own step (real, fake, interpolates)
     d_before = [p.detach().clone() for p in m.D_raw.parameters()]
     g_before = [p.detach().clone() for p in m.G_raw.parameters()]
