@@ -58,7 +58,7 @@ def test_train_writes_the_card(run):
     cfg = config.load(run / "config.yaml", [])
     assert card["variant"] == "cgan" and card["network"] == {
         "arch": cfg.model.arch, "z_dim": 16, "channels": 3, "resolution": 32, "width": 8, "norm": cfg.model.g_norm,
-        "label_dim": 10}
+        "label_dim": 10, "info_codes": 0}
     assert card["conditioning"]["kind"] == "classes" and card["conditioning"]["class_names"][:2] == ["disk", "square"]
     assert card["weights"] == {"generator": "generator.safetensors", "generator_ema": "generator_ema.safetensors"}
     assert card["default"] == "generator_ema"
