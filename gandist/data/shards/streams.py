@@ -105,10 +105,14 @@ def _shut_open_workers():
         it._shutdown_workers()
 
 
-def _shut_down(it, shutdown):
+def _shut_down(it, shutdown, owner: int):
     """torch's shutdown of `it`'s workers, then SIGKILL for any still alive: torch ends a worker that missed its
     stop message with SIGTERM, which ours ignore, and multiprocessing would then wait for it at exit for ever
-    (seen after a worker's DataError, whose traceback kept the iterator until after its shutdown had begun)."""
+    (seen after a worker's DataError, whose traceback kept the iterator until after its shutdown had begun).
+    Only the process that started the workers may stop, test or kill them: a process forked later (another
+    loader's worker) inherits a copy of the iterator, and its garbage collector may drop that copy."""
+    if os.getpid() != owner:
+        return
     shutdown()
     for w in getattr(it, "_workers", ()):
         if w.is_alive():
@@ -120,7 +124,7 @@ class _Loader(DataLoader):
     def _get_iterator(self):
         it = super()._get_iterator()
         if self.num_workers > 0:
-            it._shutdown_workers = functools.partial(_shut_down, it, it._shutdown_workers)
+            it._shutdown_workers = functools.partial(_shut_down, it, it._shutdown_workers, os.getpid())
             _OPEN.add(it)
         return it
 
