@@ -14,7 +14,6 @@ from gandist.metrics import judge
 from gandist.metrics.evaluator import Evaluator
 from gandist.metrics.judge_train import main
 from gandist.metrics.registry import JUDGE_FEATURES, JUDGE_LOGITS, MetricError
-from tests.conftest import one_thread  # noqa: F401 (a fixture)
 from tests.data_fixtures import write_idx
 from tests.metrics_fixtures import U8, tiny_cfg
 
