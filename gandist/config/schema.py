@@ -82,6 +82,8 @@ class AugmentConfig:
     p: float = _f(0.0, min=0.0, max=1.0, help="the probability of each augmentation: the start value with ada, "
                                              "else fixed; 0 with ada off = no augmentation")
     target: float = _f(0.6, min=0.0, max=1.0, help="the r_t that ADA steers toward (0.6 in the paper)")
+    p_max: float = _f(1.0, min=0.0, max=1.0, help="the most that ADA may raise p to: the paper finds its "
+                                                  "augmentations leak into G's images above p ~ 0.8")
     kimg: float = _f(500.0, min=0.001, help="thousands of real images over which p can go from 0 to 1 (the paper's "
                                             "500; short runs on small sets want less, e.g. 20)")
     pipeline: list = _f(None, factory=lambda: list(PIPELINE), choices=PIPELINE,

@@ -12,7 +12,7 @@ differentiable in the images, so G learns through it.
 The controller: D's steps add sign(D(real)) of their reals, on the device; at log steps the sums of all
 ranks arrive with the logged values' all-reduce (tally.Tally.means), and p moves by
 sign(r_t - target) x (real images seen since the last adjustment) / (augment.kimg x 1000), clamped to
-[0, 1]: from 0 to 1 in kimg thousand images at most.  p is a host float, the same on every rank.
+[0, augment.p_max]: from 0 to 1 in kimg thousand images at most.  p is a host float, the same on every rank.
 """
 from __future__ import annotations
 
@@ -127,7 +127,7 @@ class ADA:
         if seen > 0:
             self.r_t = signs / seen
             step = math.copysign(seen / (self.cfg.kimg * 1000), self.r_t - self.cfg.target)
-            self.p = min(1.0, max(0.0, self.p + (step if self.r_t != self.cfg.target else 0.0)))
+            self.p = min(self.cfg.p_max, max(0.0, self.p + (step if self.r_t != self.cfg.target else 0.0)))
         return {"ada_p": self.p}
 
     def state_dict(self, summed_pending: list[float]) -> dict:

@@ -15,7 +15,7 @@ def images(b=4, c=3, h=8, w=8):
 
 
 def cfg(**kw):
-    base = dict(ada=True, p=0.0, target=0.6, kimg=1.0, pipeline=list(PIPELINE))
+    base = dict(ada=True, p=0.0, target=0.6, kimg=1.0, pipeline=list(PIPELINE), p_max=1.0)
     return SimpleNamespace(**{**base, **kw})
 
 
@@ -69,6 +69,13 @@ def test_controller_moves_p_toward_the_target_and_clamps():
     assert ada.adjust([-20.0, 20.0])["ada_p"] == pytest.approx(0.3)
     ada.adjust([1000.0, 1000.0])
     assert ada.p == 1.0
+
+
+def test_p_max_caps_what_the_controller_may_reach():
+    ada = ADA(cfg(kimg=0.1, p_max=0.7), "cpu")
+    assert ada.adjust([50.0, 50.0])["ada_p"] == pytest.approx(0.5)
+    assert ada.adjust([1000.0, 1000.0])["ada_p"] == pytest.approx(0.7)  # r_t = 1 would take p to 1
+    assert ada.adjust([-20.0, 20.0])["ada_p"] == pytest.approx(0.5)  # and it falls from the cap as before
 
 
 def test_state_restores_p_and_the_sums_of_all_ranks_on_rank_0():
