@@ -82,9 +82,7 @@ print("read", flush=True)
 def test_a_process_with_loader_workers_still_open_exits(shards):
     """Loader workers ignore SIGTERM (the training process decides when to stop), and at interpreter exit torch
     leaves open workers to multiprocessing, which SIGTERMs and joins them: a run whose feed or evaluation reader
-    was still open never exited.  It must exit at once, its workers with it, and quietly: the evaluation
-    reader's workers, forked while the feed's were open, inherit the feed's iterator and must not test or kill
-    workers that are not their own (an AssertionError in every such worker, seen in a cgan run's output)."""
+    was still open never exited.  It must exit at once, its workers with it, and without a traceback."""
     p = subprocess.run([sys.executable, "-c", EXITS_WITH_READERS_OPEN, str(shards)], cwd=REPO, capture_output=True,
                        text=True, timeout=120)
     assert (p.returncode, p.stdout.strip()) == (0, "read"), p.stderr
@@ -93,8 +91,8 @@ def test_a_process_with_loader_workers_still_open_exits(shards):
 
 def test_a_forked_process_that_drops_a_copy_of_an_open_feed_leaves_its_workers_alone(shards):
     """A process forked while a feed's workers run (another loader's worker) holds a copy of the feed's
-    iterator; if it drops that copy (the garbage collector runs where it likes), the shutdown must not test or
-    stop, test or kill workers that only the training process owns: testing them raised "can only test a child
+    iterator; if it drops that copy (the garbage collector runs where it likes), the shutdown must not stop,
+    test or kill workers that only the training process owns: testing them raised "can only test a child
     process" in such processes of two MNIST runs (an iterator already shut down, kept by a reference cycle),
     and stopping them would stop the training feed."""
     feed = ShardFeed(make_cfg(str(shards / URLS), data__workers=2), 0, 1, "cpu")
@@ -112,4 +110,5 @@ def test_a_forked_process_that_drops_a_copy_of_an_open_feed_leaves_its_workers_a
             os._exit(1)
     assert os.waitpid(pid, 0)[1] == 0
     assert all(w.is_alive() for w in live._workers)
-    assert torch.equal(feed.batch(6)[0], ShardFeed(make_cfg(str(shards / URLS), data__workers=2), 0, 1, "cpu").batch(6)[0])
+    fresh = ShardFeed(make_cfg(str(shards / URLS), data__workers=2), 0, 1, "cpu")
+    assert torch.equal(feed.batch(6)[0], fresh.batch(6)[0])  # the feed reads on, as one never forked
