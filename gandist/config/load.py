@@ -204,6 +204,9 @@ def _check_consistency(cfg: Config, where: str, check_files: bool = True):
     if cfg.model.info_codes == 1 or cfg.model.info_codes >= cfg.model.z_dim:
         raise ConfigError(f"model.info_codes: {cfg.model.info_codes} must be 0 (off) or from 2 to model.z_dim - 1 "
                           f"= {cfg.model.z_dim - 1}: the code takes that many of G's noise values ({where})")
+    if cfg.augment.ada and cfg.augment.p > cfg.augment.p_max:
+        raise ConfigError(f"augment.p: ADA starts at {cfg.augment.p}, above augment.p_max={cfg.augment.p_max}, "
+                          f"the most it may reach ({where})")
     if cfg.train.fp64 and cfg.train.mixed_precision != "no":
         raise ConfigError(f"train.fp64: cannot combine with train.mixed_precision={cfg.train.mixed_precision!r} ({where})")
     if cfg.loss.regularizer in ("gp", "r1") and cfg.model.d_norm == "batch":

@@ -60,6 +60,12 @@ def test_bad_overrides_name_the_key_and_what_is_allowed(override, words):
         assert w in str(e.value), (w, str(e.value))
 
 
+def test_ada_may_not_start_above_its_cap():
+    with pytest.raises(ConfigError, match=r"augment.p: ADA starts at 0.9, above augment.p_max=0.6"):
+        config.load(QUICK, ["augment.ada=true", "augment.p=0.9", "augment.p_max=0.6"])
+    assert config.load(QUICK, ["augment.p=0.9", "augment.p_max=0.6"]).augment.p == 0.9  # a fixed p has no cap
+
+
 def test_errors_in_the_file_name_the_file(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("variant: dcgan\ntrain:\n  steps: 10\n  lr: 0.1\n")
