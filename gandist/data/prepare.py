@@ -23,6 +23,7 @@ import math
 import multiprocessing
 import os
 import re
+import signal
 import sys
 from pathlib import Path
 
@@ -222,7 +223,7 @@ def prepare(source: str, src: str | Path | None, out: str | Path, *, splits: lis
         if old is not None:  # while shards are rewritten, the index must not vouch for them
             write_json_atomic(out / INDEX, {**old, "splits": {k: v for k, v in old_splits.items() if k not in redo}})
         workers = min(8, os.cpu_count() or 1) if workers is None else workers
-        pool = multiprocessing.get_context().Pool(workers) if workers > 1 else None
+        pool = multiprocessing.get_context().Pool(workers, _default_sigterm) if workers > 1 else None
         bar = _Progress(progress, sum(sp.count for sp in todo))
         try:
             for sp in todo:
@@ -251,6 +252,13 @@ def prepare(source: str, src: str | Path | None, out: str | Path, *, splits: lis
         if e["pattern"]:
             log(f"data.urls for {name}: {out / e['pattern']}")
     return index
+
+
+def _default_sigterm():
+    # A forked worker inherits its parent's SIGTERM handler; where that is a Python handler (the training loop's
+    # StopFlag, when prepare runs in a process that trained before) the worker outlives pool.terminate(), whose
+    # join then waits for ever (seen in CI, a hang of the whole suite).
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def _read_index(out: Path) -> dict | None:

@@ -3,6 +3,8 @@ writer processes (--workers N), which tests/unit/data/test_prepare.py leaves out
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 
 import pytest
@@ -72,3 +74,25 @@ def test_encoding_raw_on_the_command_line(tmp_path):
     p = subprocess.run([str(BIN / "gandist-prepare"), "synthetic", "--out", str(tmp_path / "x"), "--encoding", "jpeg"],
                        capture_output=True, text=True, env=env(), timeout=120)
     assert p.returncode == 2 and "invalid choice: 'jpeg'" in p.stderr and not (tmp_path / "x").exists()
+
+
+def test_writer_processes_end_in_a_process_whose_sigterm_is_handled_in_python(tmp_path):
+    # CI hung 15 min in pool.terminate(): the suite's process had trained in-process before, so its SIGTERM ran
+    # the loop's stop flag, which the forked writers inherited and which let them live through terminate().  One
+    # write in about twenty hung so, hence the loop; the process group is killed (SIGKILL: it would outlive SIGTERM).
+    code = ("import signal, sys\n"
+            "from gandist.data.prepare import prepare\n"
+            "signal.signal(signal.SIGTERM, lambda signum, frame: None)\n"
+            "for i in range(60):\n"
+            f"    prepare('synthetic', None, r'{tmp_path}' + f'/o{{i}}', size=12, shard_size=5, workers=2,\n"
+            "            progress=False, log=lambda *a: None)\n"
+            "print('done', flush=True)\n")
+    p = subprocess.Popen([PY, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env(),
+                         cwd=REPO, start_new_session=True)
+    try:
+        out, err = p.communicate(timeout=120)
+    except subprocess.TimeoutExpired:
+        os.killpg(p.pid, signal.SIGKILL)  # its writers too, which hold the pipes open
+        p.communicate()
+        pytest.fail(f"prepare(workers=2) hung; {len(list(tmp_path.iterdir()))} of 60 writes started")
+    assert p.returncode == 0 and out.strip() == "done", err
