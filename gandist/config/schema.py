@@ -136,7 +136,10 @@ class DataConfig:
     synthetic_size: int = _f(20000, min=1, help="images in the embedded dataset")
     synthetic_seed: int = _f(0, help="the embedded dataset's own seed (independent of train.seed)")
     urls: str = _f("", help="shard pattern(s): brace ranges, http(s)://, pipe:; ';' separates several")
-    label_key: str = _f("cls", choices=("cls", "attr"), help="cls for class labels, attr for CelebA attributes")
+    label_key: str = _f("cls", choices=("cls", "attr", "cluster"),
+                        help="cls for class labels, attr for CelebA attributes, cluster for the k-means clusters of "
+                             "gandist-prepare --clusters K (conditions a GAN of unlabelled data on them; "
+                             "data.num_classes=K)")
     attributes: list = _f(None, factory=list, help="CelebA attribute names to condition on")
     workers: int = _f(2, min=0, help="DataLoader worker processes per rank reading shards; part of the data order "
                                      "(a worker reads its own shards), so it is set, not sized to the machine")

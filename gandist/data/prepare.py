@@ -31,6 +31,7 @@ import numpy as np
 import webdataset as wds
 
 from gandist.cli import run_command
+from gandist.data.clusters import cluster_labels
 from gandist.data.errors import BadSample, PrepareError
 from gandist.data.shards import raw
 from gandist.data.shards.index import ENCODINGS, FORMAT, INDEX
@@ -61,12 +62,15 @@ def fingerprint(paths: list[Path]) -> str:
 
 
 def _run(job):
-    """In a writer process: (process, item, encoding) -> (True, sample) or (False, what was wrong)."""
-    process, item, encoding = job
+    """In a writer process: (process, item, encoding, cluster or None) -> (True, sample) or (False, what was
+    wrong)."""
+    process, item, encoding, cluster = job
     try:
         sample = process(item)
     except BadSample as e:
         return False, str(e)
+    if cluster is not None:
+        sample["cluster"] = str(cluster).encode()
     return True, raw.to_raw(sample) if encoding == "raw" else sample
 
 
@@ -125,12 +129,15 @@ def _warn_skipped(split: str, what: str, shown: int):
 
 
 def write_split(split: Split, out: Path, *, shard_size: int, pool, skip_bad: bool, order_seed: int | None,
-                progress: _Progress, skipped: list[str], encoding: str = "png") -> dict:
-    """Write one split's shards; returns its index entry (without params).  Skips here are added to `skipped`."""
+                progress: _Progress, skipped: list[str], encoding: str = "png",
+                clusters: np.ndarray | None = None) -> dict:
+    """Write one split's shards; returns its index entry (without params).  Skips here are added to `skipped`.
+    `clusters`: each item's cluster label (gandist.data.clusters), written as <key>.cluster."""
     order = np.arange(split.count)
     if order_seed is not None:
         order = np.random.default_rng([order_seed, split.count]).permutation(split.count)
-    jobs = ((split.process, split.item(int(i)), encoding) for i in order)
+    jobs = ((split.process, split.item(int(i)), encoding, None if clusters is None else int(clusters[i]))
+            for i in order)
     results = pool.imap(_run, jobs, chunksize=16) if pool is not None else map(_run, jobs)
 
     failed = False
@@ -181,16 +188,19 @@ def prepare(source: str, src: str | Path | None, out: str | Path, *, splits: lis
             channels: int | None = None, crop: int | None = None, skip_bad: bool = False, download: bool = False,
             size: int = 20000, seed: int = 0, shuffle_seed: int | None = 0, force: bool = False,
             progress: bool = True, encoding: str = "png", resplit_sizes: dict[str, int] | None = None,
-            log=print) -> dict:
+            clusters: int = 0, log=print) -> dict:
     """Write `source` as shards into `out`; returns the index (also written to out/index.json).  The bytes do
     not depend on `workers` (None: the cores, at most 8).  `resplit_sizes` ({"train": 8000, "test": 2000})
-    pools the splits and cuts them anew, seeded by `shuffle_seed`."""
+    pools the splits and cuts them anew, seeded by `shuffle_seed`.  `clusters` > 0 adds each image's k-means
+    cluster as a label (gandist.data.clusters), seeded by `shuffle_seed` too."""
     if encoding not in ENCODINGS:
         raise PrepareError(f"--encoding must be {' or '.join(ENCODINGS)}, not {encoding!r}")
     if shard_size < 1:
         raise PrepareError(f"--shard-size must be at least 1, not {shard_size}")
     if workers is not None and workers < 0:
         raise PrepareError(f"--workers must be 0 or more, not {workers}")
+    if clusters < 0 or clusters == 1:
+        raise PrepareError(f"--clusters must be 2 or more (or 0: none), not {clusters}")
     opt = Options(src=Path(src) if src else None, splits=tuple(splits) if splits else None, skip_bad=skip_bad,
                   resolution=resolution, channels=channels, crop=crop, download=download, size=size, seed=seed)
     s = open_source(source, opt)
@@ -207,6 +217,8 @@ def prepare(source: str, src: str | Path | None, out: str | Path, *, splits: lis
               "channels": s.channels, "crop": crop, "size": size if synthetic else None,
               "seed": seed if synthetic else None, "shard_size": shard_size, "shuffle_seed": shuffle_seed,
               "skip_bad": skip_bad, "encoding": encoding, "resplit": resplit_sizes or None}
+    if clusters:  # only then: the indexes written before clusters existed stay up to date
+        params["clusters"] = clusters
     fp = fingerprint(s.inputs)
     old = _read_index(out)
     old_splits = old.get("splits", {}) if old else {}
@@ -224,13 +236,15 @@ def prepare(source: str, src: str | Path | None, out: str | Path, *, splits: lis
             write_json_atomic(out / INDEX, {**old, "splits": {k: v for k, v in old_splits.items() if k not in redo}})
         workers = min(8, os.cpu_count() or 1) if workers is None else workers
         pool = multiprocessing.get_context().Pool(workers, _default_sigterm) if workers > 1 else None
-        bar = _Progress(progress, sum(sp.count for sp in todo))
+        bar = None
         try:
+            labels = cluster_labels(s.splits, redo, clusters, shuffle_seed or 0, pool, log) if clusters else {}
+            bar = _Progress(progress, sum(sp.count for sp in todo))
             for sp in todo:
                 listed = s.skipped.get(sp.name, [])
                 e = write_split(sp, out, shard_size=shard_size, pool=pool, skip_bad=skip_bad,
                                 order_seed=shuffle_seed if sp.name == "train" else None, progress=bar,
-                                skipped=list(listed), encoding=encoding)
+                                skipped=list(listed), encoding=encoding, clusters=labels.get(sp.name))
                 e.update(params=params, fingerprint=fp)
                 entries[sp.name] = e
                 log(f"{sp.name}: {e['total']} samples in {len(e['shards'])} shard(s) {e['pattern']}, {encoding}"
@@ -238,11 +252,12 @@ def prepare(source: str, src: str | Path | None, out: str | Path, *, splits: lis
         finally:
             if pool is not None:
                 pool.terminate()
-            bar.close()
+            if bar is not None:
+                bar.close()
 
     index = {"format": FORMAT, "source": source, "encoding": encoding, "resolution": s.resolution,
              "channels": s.channels,
-             "label_key": s.label_key, "classes": s.classes, "attributes": s.attributes,
+             "label_key": s.label_key, "classes": s.classes, "attributes": s.attributes, "clusters": clusters or None,
              "preprocessing": s.preprocessing, "total": sum(e["total"] for e in entries.values()),
              "skipped": sum(e["skipped"] for e in entries.values()), "splits": entries}
     if todo or old != index:
@@ -322,6 +337,9 @@ def parse_args(argv):
     p.add_argument("--resplit", type=parse_resplit, metavar="NAME=N,...",
                    help="pool the splits read and write new ones of these sizes in a seeded random order "
                         "(--shuffle-seed), e.g. train=8000,test=2000: a held-out set from one split")
+    p.add_argument("--clusters", type=int, default=0, metavar="K",
+                   help="also label each image with its k-means cluster (pixels; K clusters of equal size in the "
+                        "train split), for a GAN conditioned on them: data.label_key=cluster (default 0: none)")
     p.add_argument("--force", action="store_true", help="rewrite splits even when they are up to date")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p.parse_args(argv)
@@ -339,7 +357,7 @@ def _command(args) -> int:
                         channels=args.channels, crop=args.crop, skip_bad=args.skip_bad, download=args.download,
                         size=args.size, seed=args.seed, shuffle_seed=None if args.no_shuffle else args.shuffle_seed,
                         force=args.force, progress=not args.no_progress, encoding=args.encoding,
-                        resplit_sizes=args.resplit)
+                        resplit_sizes=args.resplit, clusters=args.clusters)
     except KeyboardInterrupt:  # not an error: what is written stays, a re-run finishes it
         print("gandist-prepare: interrupted; re-run the same command to finish", file=sys.stderr)
         return 130

@@ -79,6 +79,9 @@ class Evaluator:
         if accuracy and not self.cfg.label_dim:
             raise MetricError("judge_acc: the judge's accuracy against the class asked for needs a conditional "
                               "run (model.conditioning is none)")
+        if accuracy and self.cfg.data.label_key == "cluster":
+            raise MetricError("judge_acc: the run is conditioned on k-means clusters (data.label_key=cluster), not "
+                              "on the judge's classes; judge_fd, judge_mix and prdc measure it")
         meta = judge.read_meta(path, setting)
         return path, meta, judge.check_fits(meta, self.cfg, path, setting, accuracy=accuracy)
 

@@ -119,7 +119,8 @@ def check_fits(meta: dict, cfg, path, setting: str = "eval.judge", *, accuracy: 
             raise MetricError(f"{setting}: {path} was not trained on the attribute(s) {', '.join(missing)} of "
                               f"data.attributes")
         return tuple(have.index(a) for a in d.attributes) if accuracy else None
-    if meta["labels"] != "cls" or (d.num_classes and len(meta["classes"]) != d.num_classes):
+    # a run conditioned on clusters (data.label_key=cluster) has the judge's data without its class count
+    if meta["labels"] != "cls" or (d.label_key == "cls" and d.num_classes and len(meta["classes"]) != d.num_classes):
         what = f"{len(meta['classes'])} classes" if meta["labels"] == "cls" else "attributes"
         raise MetricError(f"{setting}: {path} judges {what}, but the run has data.num_classes={d.num_classes}")
     return None

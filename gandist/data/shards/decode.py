@@ -25,6 +25,7 @@ class Spec:
     labels: str | None = "cls"  # "cls", "attr" or None (no labels)
     attributes: tuple[str, ...] = ()
     num_classes: int = 0  # > 0: class ids must be below it
+    class_key: str = "cls"  # the sample's key that holds the class id: "cls", or "cluster" (gandist-prepare --clusters)
     require_labels: bool = False  # a sample without its label is bad (training with conditioning)
 
 
@@ -101,13 +102,14 @@ def decoder():
 
 
 def _class_label(sample: dict, spec: Spec) -> int:
-    raw = sample.get("cls")
+    key = spec.class_key
+    raw = sample.get(key)
     try:
         label = int(raw) if raw is not None else -1
     except ValueError:
-        raise BadSample(f".cls is not an integer: {raw[:20]!r}") from None
+        raise BadSample(f".{key} is not an integer: {raw[:20]!r}") from None
     if spec.require_labels and label < 0:
-        raise BadSample("no .cls class label (data.label_key=cls)")
+        raise BadSample(f"no .{key} class label (data.label_key={key})")
     if spec.require_labels and spec.num_classes and label >= spec.num_classes:
         raise BadSample(f"class {label} is not below data.num_classes={spec.num_classes}")
     return label

@@ -23,12 +23,13 @@ def train_spec(cfg, here: str) -> Spec:
     d = cfg.data
     cond = cfg.model.conditioning != "none"
     attr = d.label_key == "attr"
-    if d.label_key not in ("cls", "attr"):
-        raise DataError(f"data.label_key: {d.label_key!r} is not 'cls' or 'attr' ({here})")
+    if d.label_key not in ("cls", "attr", "cluster"):
+        raise DataError(f"data.label_key: {d.label_key!r} is not 'cls', 'attr' or 'cluster' ({here})")
     if cond and attr and not d.attributes:
         raise DataError(f"data.attributes: data.label_key is 'attr' but no attributes are chosen ({here})")
     return Spec(d.resolution, d.channels, ("attr" if attr else "cls") if cond else None,
-                tuple(d.attributes) if attr else (), d.num_classes if not attr else 0, require_labels=cond)
+                tuple(d.attributes) if attr else (), d.num_classes if not attr else 0, require_labels=cond,
+                class_key="cluster" if d.label_key == "cluster" else "cls")
 
 
 class ShardFeed:

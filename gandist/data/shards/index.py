@@ -69,7 +69,14 @@ def check_index(meta: dict, data, labels: str | None, here: str = "") -> None:
         if absent:
             raise DataError(f"data.attributes: {absent} are not attributes of the {src}, which has "
                             f"{meta.get('attributes') or 'none'}{at}")
-    if labels == "cls":
+    if labels == "cls" and getattr(data, "label_key", "cls") == "cluster":
+        if not meta.get("clusters"):
+            raise DataError(f"data.label_key is 'cluster' but the {src} have no cluster labels: re-run "
+                            f"gandist-prepare with --clusters K{at}")
+        if meta["clusters"] > data.num_classes:
+            raise DataError(f"data.num_classes is {data.num_classes} but the {src} have {meta['clusters']} "
+                            f"clusters{at}")
+    elif labels == "cls":
         classes = meta.get("classes")
         if not classes:
             hint = " (use data.label_key=attr with data.attributes)" if meta.get("attributes") else ""
