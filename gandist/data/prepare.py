@@ -232,13 +232,15 @@ def prepare(source: str, src: str | Path | None, out: str | Path, *, splits: lis
                 f"{encoding})")
 
     if todo:
-        if old is not None:  # while shards are rewritten, the index must not vouch for them
-            write_json_atomic(out / INDEX, {**old, "splits": {k: v for k, v in old_splits.items() if k not in redo}})
         workers = min(8, os.cpu_count() or 1) if workers is None else workers
         pool = multiprocessing.get_context().Pool(workers, _default_sigterm) if workers > 1 else None
         bar = None
         try:
+            # the clusters first: a refusal there (too few images) leaves the folder as it was
             labels = cluster_labels(s.splits, redo, clusters, shuffle_seed or 0, pool, log) if clusters else {}
+            if old is not None:  # while shards are rewritten, the index must not vouch for them
+                write_json_atomic(out / INDEX, {**old, "splits": {k: v for k, v in old_splits.items()
+                                                                  if k not in redo}})
             bar = _Progress(progress, sum(sp.count for sp in todo))
             for sp in todo:
                 listed = s.skipped.get(sp.name, [])

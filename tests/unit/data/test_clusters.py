@@ -111,6 +111,10 @@ def test_bad_cluster_settings_are_named(tmp_path):
                                         "re-run gandist-prepare with --clusters K"):
         ShardFeed(feed_cfg(urls, data__label_key="cluster"), 0, 1, "cpu")
     index = prepare("mnist", tmp_path / "src", tmp_path / "c", clusters=4, **kw)
+    before = {p.name: p.read_bytes() for p in (tmp_path / "c").iterdir()}
+    with pytest.raises(PrepareError, match="--clusters 13: the test split has 12"):
+        prepare("mnist", tmp_path / "src", tmp_path / "c", clusters=13, **kw)
+    assert {p.name: p.read_bytes() for p in (tmp_path / "c").iterdir()} == before  # the index still vouches
     urls = str(tmp_path / "c" / index["splits"]["test"]["pattern"])
     assert json.loads((tmp_path / "c" / "index.json").read_text())["clusters"] == 4
     with pytest.raises(DataError, match="data.num_classes is 3 but the mnist shards .* have 4 clusters"):
